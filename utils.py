@@ -1,5 +1,13 @@
 """Seeding, metrics, reports and safe I/O shared by every script."""
+import json
+import os
+import pickle
+import random
 import sys
+import tempfile
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 
 class UserError(Exception):
@@ -13,3 +21,181 @@ def run_cli(main, argv=None):
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+# ----------------------------------------------------------------------------- seeding
+
+def seed_everything(seed):
+    """Seed python's random, numpy's global generator and torch (CPU and every CUDA device)."""
+    import torch  # imported here so that scripts without torch (t-SNE) start fast
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def accuracy(labels, preds):
+    """Accuracy in percent."""
+    return accuracy_score(labels, preds) * 100
+
+
+def weighted_f1(labels, preds):
+    """Support-weighted F1 over the classes present in labels or preds, in percent (the paper's metric)."""
+    return f1_score(labels, preds, average="weighted", zero_division=0) * 100
+
+
+def classification_report_text(labels, preds, label_names):
+    """sklearn's per-class report (4 digits) with every class listed, present or not."""
+    return classification_report(labels, preds, labels=list(range(len(label_names))),
+                                 target_names=list(label_names), digits=4, zero_division=0)
+
+
+def confusion(labels, preds, n_classes):
+    """Confusion matrix (rows: true class, columns: predicted class) as an (n_classes, n_classes) array."""
+    return confusion_matrix(labels, preds, labels=list(range(n_classes)))
+
+
+def format_confusion(matrix, label_names):
+    """The confusion matrix as a text table with the class names on both axes."""
+    width = max(max(len(name) for name in label_names), len(str(matrix.max())))
+    header = " " * width + " " + " ".join(name.rjust(width) for name in label_names)
+    rows = [name.rjust(width) + " " + " ".join(str(count).rjust(width) for count in row)
+            for name, row in zip(label_names, matrix)]
+    return "\n".join([header] + rows)
+
+
+def report_block(title, labels, preds, label_names):
+    """The text block printed and written to report.txt: accuracy, weighted F1, report, confusion matrix."""
+    matrix = confusion(labels, preds, len(label_names))
+    return "\n".join([
+        f"== {title} ==",
+        f"accuracy: {accuracy(labels, preds):.2f}  weighted F1: {weighted_f1(labels, preds):.2f}"
+        f"  ({len(labels)} utterances)",
+        "",
+        classification_report_text(labels, preds, label_names).rstrip("\n"),
+        "",
+        "confusion matrix (rows: true label, columns: predicted label):",
+        format_confusion(matrix, label_names),
+        "",
+    ])
+
+
+def inertia_split(labels, speakers, dialogue_ids):
+    """Mask of utterances whose label equals the same speaker's previous label in the same dialogue."""
+    previous = {}
+    mask = np.zeros(len(labels), dtype=bool)
+    for i, key in enumerate(zip(dialogue_ids, speakers)):
+        mask[i] = previous.get(key) == labels[i]
+        previous[key] = labels[i]
+    return mask
+
+
+def sentiment3_from_bins(labels7):
+    """MOSEI 7 sentiment bins -> 3 classes: bins 0-2 negative (0), 3 neutral (1), 4-6 positive (2)."""
+    labels7 = np.asarray(labels7)
+    return np.where(labels7 < 3, 0, np.where(labels7 == 3, 1, 2))
+
+
+# ----------------------------------------------------------------------------- safe reading
+
+# Everything a pickle of numpy arrays, numpy scalars and plain containers may name (python 2 and 3,
+# numpy 1 and 2). Anything else could run arbitrary code when loaded, so it is refused.
+SAFE_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"), ("collections", "OrderedDict"),
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"), ("builtins", "slice"),
+    ("__builtin__", "set"), ("__builtin__", "frozenset"), ("__builtin__", "complex"), ("__builtin__", "slice"),
+}
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """An unpickler that builds numpy arrays and plain containers and refuses every other class."""
+
+    def find_class(self, module, name):
+        if (module, name) not in SAFE_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which is not a numpy array "
+                                         "or a plain container and is not loaded for safety")
+        return super().find_class(module, name)
+
+
+def safe_load_pickle(path, encoding="latin1"):
+    """Load a pickle of numpy arrays and plain containers; anything else or a broken file is a UserError."""
+    try:
+        with open(path, "rb") as f:
+            return SafeUnpickler(f, encoding=encoding).load()
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist.") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as err:
+        raise UserError(f"{path} could not be read as a pickle of numpy arrays: {err}.") from None
+
+
+# ----------------------------------------------------------------------------- safe writing
+
+def _new_file_mode():
+    """Permission bits a plain open() would give a new file (mkstemp's 0600 would hide results)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path, write_fn, mode="wb"):
+    """Call write_fn(file) on a temp file beside path, fsync, then rename it over path; no half-written file."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        text = "b" not in mode
+        with open(fd, mode, encoding="utf-8" if text else None, newline="" if text else None) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _new_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_pickle(path, obj):
+    """Pickle obj (protocol 4, readable by python 3.4+) atomically."""
+    atomic_write(path, lambda f: pickle.dump(obj, f, protocol=4))
+
+
+def save_text(path, text):
+    """Write a UTF-8 text file atomically."""
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def _to_json(value):
+    """json.dump fallback for numpy values and paths."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def save_json(path, obj):
+    """Write obj as indented JSON atomically."""
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, default=_to_json) + "\n"), mode="w")
+
+
+def save_csv(path, dataframe):
+    """Write a pandas DataFrame as CSV (no index column) atomically."""
+    atomic_write(path, lambda f: dataframe.to_csv(f, index=False), mode="w")
+
+
+def save_state_dict(path, state_dict):
+    """torch.save a state_dict atomically."""
+    import torch  # imported here so that scripts without torch (t-SNE) start fast
+    atomic_write(path, lambda f: torch.save(state_dict, f))
