@@ -1,0 +1,110 @@
+"""The network against the original implementation's outputs (tests/golden, or $MOED_GOLDEN_DIR).
+
+Every `*.pt` fixture and every case of every `edges*.json` in that folder is a test: a new
+fixture dropped into the folder is picked up with no code change.
+"""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import graph
+import model as M
+
+GOLDEN_DIR = Path(os.environ.get('MOED_GOLDEN_DIR') or Path(__file__).parent / 'golden')
+MODEL_FIXTURES = sorted(GOLDEN_DIR.glob('*.pt'))
+EDGE_CASES = [(f.name, i, case) for f in sorted(GOLDEN_DIR.glob('edges*.json'))
+              for i, case in enumerate(json.loads(f.read_text()))]
+ATOL = 1e-5
+
+
+def load_fixture(path):
+    fixture = torch.load(path, weights_only=True)
+    cfg = dict(fixture['config'])
+    dims = cfg.pop('dims')
+    return cfg, dims, fixture
+
+
+def build(cfg, dims, state_dict, training):
+    net = M.MoED(cfg, dims)
+    net.load_state_dict(state_dict, strict=True)
+    return net.train(training)
+
+
+def run(net, inputs):
+    return net(inputs['text'], inputs['audio'], inputs['visual'], inputs['qmask'], inputs['lengths'])
+
+
+def assert_close(got, expected, what):
+    assert got.shape == expected.shape, f"{what}: shape {tuple(got.shape)} != {tuple(expected.shape)}"
+    err = (got.detach() - expected).abs().max().item() if got.numel() else 0.0
+    assert err <= ATOL, f"{what}: max abs error {err:.3g} > {ATOL}"
+
+
+def test_golden_folder_is_not_empty():
+    assert MODEL_FIXTURES, f"no *.pt fixtures in {GOLDEN_DIR}"
+    assert EDGE_CASES, f"no edges*.json cases in {GOLDEN_DIR}"
+
+
+@pytest.mark.parametrize('path', MODEL_FIXTURES, ids=lambda p: p.stem)
+def test_eval_mode_matches_reference(path):
+    cfg, dims, fixture = load_fixture(path)
+    inputs, expected = fixture['inputs'], fixture['outputs']
+    net = build(cfg, dims, fixture['state_dict'], training=False)
+    with torch.no_grad():
+        out = run(net, inputs)
+    assert_close(out['log_prob'], expected['eval_log_prob'], 'eval log-probabilities')
+    assert_close(out['features_after'], expected['eval_features'], 'features after the graphs')
+    assert torch.equal(out['spk_idx'], expected['spk_idx']), 'speaker indices'
+    loss = M.make_loss(cfg['dataset'])(out['log_prob'], inputs['labels'])
+    assert_close(loss, expected['eval_loss'], 'eval loss')
+    if 'features_before' in expected:
+        assert_close(out['features_before'], expected['features_before'], 'features before the graphs')
+    else:
+        assert out['features_before'] is None
+
+
+@pytest.mark.parametrize('path', MODEL_FIXTURES, ids=lambda p: p.stem)
+def test_train_mode_matches_reference(path):
+    cfg, dims, fixture = load_fixture(path)
+    inputs, expected = fixture['inputs'], fixture['outputs']
+    net = build(dict(cfg, dropout=0.0), dims, fixture['state_dict'], training=True)
+    out = run(net, inputs)
+    loss = M.make_loss(cfg['dataset'])(out['log_prob'], inputs['labels'])
+    loss.backward()
+    assert_close(out['log_prob'], expected['train_log_prob'], 'train log-probabilities')
+    assert_close(loss, expected['train_loss'], 'train loss')
+    grads = {n: (p.grad.norm().item() if p.grad is not None else 0.0) for n, p in net.named_parameters()}
+    assert set(expected['train_grad_norms']) <= set(grads), 'gradient of an unknown parameter'
+    for name, got in grads.items():
+        ref = expected['train_grad_norms'].get(name)
+        if ref is None:
+            assert got == 0.0, f"{name} receives a gradient ({got:.3g}) where the reference has none"
+            continue
+        tol = max(1e-4 * abs(ref.item()), 1e-6)
+        assert abs(got - ref.item()) <= tol, f"gradient norm of {name}: {got:.6g} vs {ref.item():.6g}"
+    state = net.state_dict()
+    for name, ref in expected['train_running_stats'].items():
+        assert_close(state[name], ref, name)
+
+
+@pytest.mark.parametrize('source,index,case', EDGE_CASES, ids=[f'{s}-{i}' for s, i, _ in EDGE_CASES])
+def test_edge_multisets_match_reference(source, index, case):
+    lengths = case['dia_len']
+    T = max(lengths)
+    valid = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
+    speakers = torch.zeros(len(lengths), T, dtype=torch.long)
+    for b, spk in enumerate(case['speakers']):
+        speakers[b, :len(spk)] = torch.tensor(spk)
+    cfg = {'modals': case['modals'], 'multimodal_node': case['multimodal_node']}
+    for stage, name in (('ECG', 'ecgnn_edges'), ('EIG', 'eignn_edges')):
+        blocks = M.graph_blocks(cfg, stage)
+        if stage == 'ECG':
+            counts = graph.ecgnn_counts(blocks, valid, case['window_dir'], case['window_dir_f'],
+                                        case['single_edge'], case['directed_edge'])
+        else:
+            counts = graph.eignn_counts(blocks, speakers, valid, case['window_spk'], case['window_spk_f'],
+                                        case['single_edge'], case['directed_edge'])
+        assert graph.edge_list(counts, blocks, lengths) == sorted(case[name]), f"{name} differ"
