@@ -110,8 +110,8 @@ SAFE_PICKLE_GLOBALS = {
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"), ("collections", "OrderedDict"),
     ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"), ("builtins", "slice"),
-    ("__builtin__", "set"), ("__builtin__", "frozenset"), ("__builtin__", "complex"), ("__builtin__", "slice"),
 }
+SAFE_PICKLE_GLOBALS |= {("__builtin__", name) for module, name in SAFE_PICKLE_GLOBALS if module == "builtins"}
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -145,7 +145,7 @@ def _new_file_mode():
 
 
 def atomic_write(path, write_fn, mode="wb"):
-    """Call write_fn(file) on a temp file beside path, fsync, then rename it over path; no half-written file."""
+    """Call write_fn(file) on a temp file beside path, fsync, rename it over path: never half-written."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

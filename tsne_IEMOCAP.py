@@ -1,0 +1,167 @@
+"""t-SNE figures of the test utterances' features before and after the graphs (the paper's Figure 2).
+
+Reads saved_features/ as written by `train.py ... --testing` and saves four PNGs: the features before
+and after the graphs, each coloured by emotion and by speaker. tsne_MELD.py runs the same code for MELD.
+"""
+import argparse
+import functools
+import os
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.lines import Line2D
+from sklearn.manifold import TSNE
+
+import utils
+
+CLASS_NAMES = {  # per dataset: the names of the emotion classes and of the speaker indices
+    "IEMOCAP": {"emotion": ["hap", "sad", "neu", "ang", "exc", "fru"],
+                "speaker": ["speaker 0 (M)", "speaker 1 (F)"]},
+    "MELD": {"emotion": ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"],
+             "speaker": [f"speaker {i}" for i in range(9)]},
+}
+SAVED = {"emotion": "emotion_labels", "speaker": "speaker_index",  # --testing wrote <stem>_<dataset>.pkl
+         "before": "multimodal_emotions_before", "after": "multimodal_emotions_after"}
+STAGES = {"before": "multimodal features before the graphs", "after": "features after the graphs"}
+COLOURS = plt.get_cmap("tab10").colors  # 10 distinct colours: enough for 7 emotions and 9 speakers
+MIN_UTTERANCES = 10
+
+
+def parse_args(argv, dataset):
+    parser = argparse.ArgumentParser(prog=f"tsne_{dataset}.py", description=(
+        f"t-SNE of {dataset}'s test features saved by `train.py --Dataset {dataset} ... --testing`: "
+        "before and after the graphs, coloured by emotion and by speaker (4 PNGs)."))
+    parser.add_argument("--features-dir", default="saved_features", help="folder written by --testing")
+    parser.add_argument("--out-dir", default="figures", help="where the PNGs go")
+    parser.add_argument("--seed", type=int, default=67137, help="seeds t-SNE and the subsample")
+    parser.add_argument("--max-iter", type=functools.partial(at_least, 250), default=1000,
+                        help="t-SNE iterations (at least 250)")
+    parser.add_argument("--perplexity", type=functools.partial(at_least, 1), default=30,
+                        help="t-SNE perplexity (lowered automatically for very few utterances)")
+    parser.add_argument("--max-points", type=functools.partial(at_least, MIN_UTTERANCES), default=None,
+                        help="plot a seeded random subset of this many utterances (faster)")
+    return parser.parse_args(argv)
+
+
+def at_least(minimum, text):
+    """argparse type: an integer >= minimum."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is below the minimum of {minimum}")
+    return value
+
+
+def load_saved(features_dir, stem, dataset):
+    """One array written by --testing; a missing file says how to make it."""
+    path = os.path.join(features_dir, f"{stem}_{dataset}.pkl")
+    if not os.path.exists(path):
+        raise utils.UserError(
+            f"{path} is missing. The t-SNE figures read the test features that `train.py` saves with "
+            f"--testing: run the README's --testing command for {dataset} first (for example "
+            f"`python train.py --paper --Dataset {dataset} --testing`), or point --features-dir at "
+            f"the folder it wrote.")
+    return path, np.asarray(utils.safe_load_pickle(path))
+
+
+def load_features(features_dir, dataset):
+    """Features before/after the graphs (N, F) and emotion/speaker indices (N,), checked for consistency."""
+    saved = {name: load_saved(features_dir, stem, dataset) for name, stem in SAVED.items()}  # (path, array)
+    labels_path, labels = saved["emotion"]
+    for path, array in saved.values():
+        if array.ndim == 0 or len(array) != len(labels):
+            raise utils.UserError(
+                f"{path} holds an array of shape {array.shape}, but {labels_path} holds {len(labels)} "
+                f"labels: expected one row per test utterance in each. Re-run train.py --testing so that "
+                f"all four files come from the same run.")
+    if len(labels) < MIN_UTTERANCES:
+        raise utils.UserError(f"{labels_path} holds {len(labels)} test utterances; a t-SNE needs "
+                              f"{MIN_UTTERANCES}.")
+    columns = {name: check_indices(*saved[name], names) for name, names in CLASS_NAMES[dataset].items()}
+    features = {stage: check_features(*saved[stage]) for stage in STAGES}
+    return features, columns
+
+
+def check_features(path, array):
+    """A 2-D array of finite numbers as float32, or a UserError naming the file."""
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
+        raise utils.UserError(f"{path} should hold a 2-D array of finite numbers, one row per test "
+                              f"utterance; it holds an array of shape {array.shape} and type {array.dtype}"
+                              + (" with NaN or infinite values." if array.ndim == 2 else "."))
+    return array.astype(np.float32)
+
+
+def check_indices(path, values, names):
+    """A flat integer array with values in [0, len(names)), or a UserError naming the file."""
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    whole = values.ndim == 1 and values.size > 0 and np.issubdtype(values.dtype, np.number) \
+        and np.all(values == np.round(values))
+    if not whole or values.min() < 0 or values.max() >= len(names):
+        raise utils.UserError(
+            f"{path} should hold one integer in 0..{len(names) - 1} per test utterance "
+            f"({', '.join(names)}); it holds an array of shape {values.shape} and type {values.dtype}"
+            + (f" with values {values.min()}..{values.max()}" if whole else "") + ".")
+    return values.astype(np.int64)
+
+
+def subsample(n, max_points, seed):
+    """Sorted indices of a seeded random subset of max_points utterances (all of them if None)."""
+    if max_points is None or max_points >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
+
+
+def tsne_2d(features, perplexity, max_iter, seed):
+    """2-D t-SNE embedding (PCA initialisation, seeded)."""
+    perplexity = min(perplexity, (len(features) - 1) / 3)  # sklearn needs perplexity < n_samples
+    tsne = TSNE(n_components=2, perplexity=perplexity, max_iter=max_iter, init="pca", random_state=seed)
+    return tsne.fit_transform(features), perplexity
+
+
+def plot(points, classes, names, title, legend_title, path, seed):
+    """Scatter plot, one colour per class (drawn in random order so that no class hides another), to PNG."""
+    order = np.random.default_rng(seed).permutation(len(points))
+    colours = np.array(COLOURS)[classes[order]]
+    fig, ax = plt.subplots(figsize=(7.5, 6), layout="constrained")
+    try:
+        ax.scatter(points[order, 0], points[order, 1], c=colours, s=9, alpha=0.8, linewidths=0)
+        handles = [Line2D([], [], marker="o", linestyle="", color=COLOURS[c], markersize=7,
+                          label=f"{name} ({np.sum(classes == c)})")
+                   for c, name in enumerate(names) if np.any(classes == c)]
+        ax.legend(handles=handles, title=legend_title, loc="upper left", bbox_to_anchor=(1.01, 1),
+                  frameon=False)
+        ax.set_title(title, fontsize=11)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("t-SNE 1")
+        ax.set_ylabel("t-SNE 2")
+        utils.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=150, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def main(argv=None, dataset="IEMOCAP"):
+    args = parse_args(argv, dataset)
+    features, columns = load_features(args.features_dir, dataset)
+    keep = subsample(len(columns["emotion"]), args.max_points, args.seed)
+    for stage, description in STAGES.items():
+        print(f"t-SNE of {len(keep)} {dataset} test utterances, {description} "
+              f"({features[stage].shape[1]} dims)...", flush=True)
+        points, perplexity = tsne_2d(features[stage][keep], args.perplexity, args.max_iter, args.seed)
+        for colouring, classes in columns.items():
+            path = os.path.join(args.out_dir, f"tsne_{dataset}_{stage}_{colouring}.png")
+            title = (f"{dataset} test utterances: {description}, by {colouring}\n"
+                     f"t-SNE of {len(keep)} utterances (perplexity {perplexity:g}, "
+                     f"{args.max_iter} iterations, seed {args.seed})")
+            names = CLASS_NAMES[dataset][colouring]
+            plot(points, classes[keep], names, title, f"{colouring} (utterances)", path, args.seed)
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    utils.run_cli(main)
