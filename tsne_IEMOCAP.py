@@ -131,7 +131,7 @@ def plot(points, classes, names, title, legend_title, path, seed):
     try:
         ax.scatter(points[order, 0], points[order, 1], c=colours, s=9, alpha=0.8, linewidths=0)
         handles = [Line2D([], [], marker="o", linestyle="", color=COLOURS[c], markersize=7,
-                          label=f"{name} ({np.sum(classes == c)})")
+                          label=f"{name}: {np.sum(classes == c)}")
                    for c, name in enumerate(names) if np.any(classes == c)]
         ax.legend(handles=handles, title=legend_title, loc="upper left", bbox_to_anchor=(1.01, 1),
                   frameon=False)
@@ -159,7 +159,7 @@ def main(argv=None, dataset="IEMOCAP"):
                      f"t-SNE of {len(keep)} utterances (perplexity {perplexity:g}, "
                      f"{args.max_iter} iterations, seed {args.seed})")
             names = CLASS_NAMES[dataset][colouring]
-            plot(points, classes[keep], names, title, f"{colouring} (utterances)", path, args.seed)
+            plot(points, classes[keep], names, title, f"{colouring}: utterances", path, args.seed)
             print(f"wrote {path}")
 
 

@@ -1,0 +1,105 @@
+"""tsne_IEMOCAP.py and tsne_MELD.py run as a user runs them, on small features saved in --testing's format."""
+import os
+import pickle
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N_CLASSES = {"IEMOCAP": (6, 2), "MELD": (7, 9)}  # emotions, speakers
+FIGURES = [f"{stage}_{colouring}" for stage in ("before", "after") for colouring in ("emotion", "speaker")]
+
+
+def write_saved_features(folder, dataset, n=60, seed=0, after_rows=None):
+    """What train.py --testing writes: four pickled numpy arrays, one row per test utterance."""
+    rng = np.random.default_rng(seed)
+    n_emotions, n_speakers = N_CLASSES[dataset]
+    labels = rng.integers(0, n_emotions, n)
+    arrays = {
+        "multimodal_emotions_before": rng.normal(size=(n, 40)).astype(np.float32),
+        "multimodal_emotions_after": (rng.normal(size=(n_emotions, 16)) * 4)[labels][:after_rows]
+        + rng.normal(size=(n, 16))[:after_rows],
+        "emotion_labels": labels,
+        "speaker_index": rng.integers(0, n_speakers, n),
+    }
+    os.makedirs(folder, exist_ok=True)
+    for stem, array in arrays.items():
+        with open(os.path.join(folder, f"{stem}_{dataset}.pkl"), "wb") as f:
+            pickle.dump(array, f)
+
+
+def run_script(dataset, *args, cwd):
+    # One OpenMP thread: t-SNE's threads spin and crawl when the test suite shares the cores with other work.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, os.path.join(REPO, f"tsne_{dataset}.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_real_png(path):
+    """A readable PNG of a plausible size that is not blank and has several colours."""
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300, image.shape
+    rgb = image[..., :3].reshape(-1, 3)
+    assert (rgb < 0.95).any(axis=1).mean() > 0.01  # some ink on the page
+    assert len(np.unique(np.round(rgb * 255), axis=0)) > 5  # colours, not one grey
+
+
+@pytest.mark.parametrize("dataset", ["IEMOCAP", "MELD"])
+def test_writes_four_figures(tmp_path, dataset):
+    write_saved_features(tmp_path / "features", dataset)
+    result = run_script(dataset, "--features-dir", "features", "--out-dir", "figs", "--max-iter", "250",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path / "figs")) == sorted(f"tsne_{dataset}_{f}.png" for f in FIGURES)
+    for name in FIGURES:
+        assert_real_png(tmp_path / "figs" / f"tsne_{dataset}_{name}.png")
+
+
+def test_defaults_read_saved_features_and_write_figures(tmp_path):
+    """`python tsne_IEMOCAP.py` with no arguments, as the original README runs it."""
+    write_saved_features(tmp_path / "saved_features", "IEMOCAP", n=40)
+    result = run_script("IEMOCAP", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(os.listdir(tmp_path / "figures")) == 4
+
+
+def test_subsample_runs(tmp_path):
+    write_saved_features(tmp_path / "saved_features", "MELD", n=80)
+    result = run_script("MELD", "--max-points", "30", "--max-iter", "250", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "t-SNE of 30 MELD test utterances" in result.stdout
+
+
+@pytest.mark.parametrize("dataset", ["IEMOCAP", "MELD"])
+def test_missing_features_say_what_to_run(tmp_path, dataset):
+    result = run_script(dataset, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"emotion_labels_{dataset}.pkl" in result.stderr and "--testing" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "figures").exists()
+
+
+def test_rows_that_disagree_are_a_user_error(tmp_path):
+    write_saved_features(tmp_path / "saved_features", "IEMOCAP", after_rows=59)
+    result = run_script("IEMOCAP", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "multimodal_emotions_after_IEMOCAP.pkl" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "figures").exists()
+
+
+class RunsACommand:
+    def __reduce__(self):
+        return os.system, ("touch pwned",)
+
+
+def test_pickles_with_code_are_refused(tmp_path):
+    write_saved_features(tmp_path / "saved_features", "IEMOCAP")
+    with open(tmp_path / "saved_features" / "speaker_index_IEMOCAP.pkl", "wb") as f:
+        pickle.dump(RunsACommand(), f)
+    result = run_script("IEMOCAP", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "speaker_index_IEMOCAP.pkl" in result.stderr and "system" in result.stderr
+    assert not (tmp_path / "pwned").exists()
