@@ -1,12 +1,17 @@
 """Graph construction for EIGNN / ECGNN (SPEC 2.6, 2.7) and their two convolutions.
 
 A batch of B dialogues, padded to T utterances, with `nb` node blocks per dialogue (one per
-modality, plus the multimodal node `u`) is laid out densely: node `block * T + t` of dialogue b.
-Edges are an edge-count matrix A of shape (B, nb*T, nb*T) indexed A[b, dst, src] (duplicates are
-real and counted); padded utterances have no edges. Each convolution is then a batched matrix
-product with the degree-normalised counts, which is the reference's per-edge arithmetic without
-materialising (edges x hidden) tensors.
+modality, plus the multimodal node `u`), node features (B, nb, T, h). Every edge either stays in
+a block (utterance s -> utterance t of the same modality) or stays in an utterance (modality j ->
+modality i of the same utterance), so a graph is stored block-dense:
+  within (B, T, T)   edge counts [b, dst, src], the same for every block,
+  cross  (nb, nb)    edge counts [dst block, src block] inside each utterance,
+and a convolution is a batched (T x T) matrix product per block plus a per-utterance mix of the
+blocks: the reference's per-edge arithmetic (duplicates counted) without materialising
+(edges x hidden) tensors. Padded utterances have no edges.
 """
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 
@@ -72,15 +77,34 @@ def cross_block_counts(blocks, directed_edge, single_edge):
     return counts
 
 
-def assemble(within, cross, valid):
-    """Full edge counts (B, nb*T, nb*T): `within` on every diagonal block, `cross` per utterance."""
-    B, T = valid.shape
-    nb = cross.shape[0]
-    eye = torch.eye(nb, device=within.device)
-    same_utt = torch.diag_embed(valid.float())
-    counts = (torch.einsum('ij,bst->bisjt', eye, within)
-              + torch.einsum('ij,bst->bisjt', cross.to(within.device), same_utt))
-    return counts.reshape(B, nb * T, nb * T)
+class BlockGraph(NamedTuple):
+    """Edge counts of a padded batch in block form (see the module docstring)."""
+    within: torch.Tensor        # (B, T, T) [b, dst, src]
+    cross: torch.Tensor         # (nb, nb) [dst block, src block]
+    valid: torch.Tensor         # (B, T) real utterances
+
+    def degrees(self, by):
+        """Edges leaving ('out') or entering ('in') each node, counted with multiplicity: (B, nb, T)."""
+        within = self.within.sum(1) if by == 'out' else self.within.sum(2)
+        cross = self.cross.sum(0) if by == 'out' else self.cross.sum(1)
+        return within[:, None, :] + cross[None, :, None] * self.valid[:, None, :]
+
+    def normalised(self, by):
+        """Coefficients count * c(src)^-1/2 * c(dst)^-1/2 as (within (B, nb, T, T), cross (B, nb, nb, T))."""
+        scale = inv_sqrt(self.degrees(by))                                     # (B, nb, T)
+        within = self.within[:, None] * scale[:, :, :, None] * scale[:, :, None, :]
+        cross = (self.cross[None, :, :, None] * self.valid[:, None, None, :]
+                 * scale[:, :, None, :] * scale[:, None, :, :])
+        return within, cross
+
+    def dense(self):
+        """All edge counts as one (B, nb*T, nb*T) matrix [b, dst node, src node]: for inspection."""
+        B, T = self.valid.shape
+        nb = self.cross.shape[0]
+        eye = torch.eye(nb, device=self.within.device)
+        same_utt = torch.diag_embed(self.valid.float())
+        counts = torch.einsum('ij,bst->bisjt', eye, self.within) + torch.einsum('ij,bst->bisjt', self.cross, same_utt)
+        return counts.reshape(B, nb * T, nb * T)
 
 
 def inv_sqrt(degree):
@@ -88,66 +112,63 @@ def inv_sqrt(degree):
     return torch.where(degree > 0, degree.clamp(min=1e-12).rsqrt(), torch.zeros_like(degree))
 
 
-def symmetric_norm(counts, by):
-    """counts * c(src)^-1/2 * c(dst)^-1/2, c the out-degree ('out') or in-degree ('in')."""
-    degree = counts.sum(1) if by == 'out' else counts.sum(2)
-    scale = inv_sqrt(degree)
-    return counts * scale[:, :, None] * scale[:, None, :]
-
-
-def ecgnn_counts(blocks, valid, window_dir, window_dir_f, single_edge, directed_edge):
-    """ECGNN (emotional contagion) edge counts for a padded batch."""
+def ecgnn_graph(blocks, valid, window_dir, window_dir_f, single_edge, directed_edge):
+    """ECGNN (emotional contagion) edges of a padded batch."""
     T = valid.shape[1]
     within = context_edge_counts(T, window_dir, window_dir_f, single_edge, valid.device)
     within = within[None] * (valid[:, :, None] & valid[:, None, :])
-    return assemble(within, cross_block_counts(blocks, directed_edge, single_edge), valid)
+    cross = cross_block_counts(blocks, directed_edge, single_edge).to(valid.device)
+    return BlockGraph(within, cross, valid)
 
 
-def eignn_counts(blocks, speakers, valid, window_spk, window_spk_f, single_edge, directed_edge):
-    """EIGNN (emotional inertia) edge counts for a padded batch."""
+def eignn_graph(blocks, speakers, valid, window_spk, window_spk_f, single_edge, directed_edge):
+    """EIGNN (emotional inertia) edges of a padded batch."""
     within = speaker_edge_counts(speakers, valid, window_spk, window_spk_f)
-    return assemble(within, cross_block_counts(blocks, directed_edge, single_edge), valid)
+    cross = cross_block_counts(blocks, directed_edge, single_edge).to(valid.device)
+    return BlockGraph(within, cross, valid)
 
 
-def edge_list(counts, blocks, lengths):
+def edge_list(g, blocks, lengths):
     """Edge multiset as sorted rows [dialogue, src_node, src_utt, dst_node, dst_utt, count]."""
+    counts = g.dense()
     T = counts.shape[1] // len(blocks)
     rows = []
     for b, dst, src in torch.nonzero(counts).tolist():
         (db, dt), (sb, st) = divmod(dst, T), divmod(src, T)
-        assert dt < lengths[b] and st < lengths[b]
         rows.append([b, blocks[sb], st, blocks[db], dt, int(counts[b, dst, src].item())])
     return sorted(rows)
 
 
-def to_dense_nodes(blocks):
-    """Stack per-block (T, B, D) features into dense node features (B, nb*T, D)."""
-    x = torch.stack(blocks, 0)                      # (nb, T, B, D)
-    nb, T, B, D = x.shape
-    return x.permute(2, 0, 1, 3).reshape(B, nb * T, D)
+def to_block_nodes(blocks):
+    """Stack per-block (T, B, D) features into node features (B, nb, T, D)."""
+    return torch.stack(blocks, 0).permute(2, 0, 1, 3)
 
 
-def from_dense_nodes(x, nb, valid):
-    """Inverse of to_dense_nodes, keeping real utterances only: a list of nb (N, D) tensors."""
-    B, T = valid.shape
-    x = x.reshape(B, nb, T, -1)
-    return [x[:, i][valid] for i in range(nb)]
+def from_block_nodes(x, valid):
+    """Real utterances of each block, in dialogue order: a list of nb (N, D) tensors."""
+    return [x[:, i][valid] for i in range(x.shape[1])]
+
+
+def mix_blocks(cross, x):
+    """Per-utterance messages between blocks: out[b, i, t] = sum_j cross[b, i, j, t] * x[b, j, t]."""
+    return torch.einsum('bijt,bjth->bith', cross, x)
 
 
 class MultiConv(nn.Module):
-    """ECGNN layer: sum over s->t of norm * x_s * tanh(gate([x_t, x_s]))."""
+    """ECGNN layer: sum over s->t of norm * x_s * tanh(gate([x_t, x_s])), gate split per node."""
 
     def __init__(self, h):
         super().__init__()
         self.gate = nn.Linear(2 * h, 1)
 
     def forward(self, x, norm):
+        within, cross = norm
         h = x.shape[-1]
-        w_dst, w_src = self.gate.weight[0, :h], self.gate.weight[0, h:]
-        on_dst = x @ w_dst + self.gate.bias               # (B, M)
-        on_src = x @ w_src
-        weights = norm * torch.tanh(on_dst[:, :, None] + on_src[:, None, :])
-        return weights @ x
+        on_dst = x @ self.gate.weight[0, :h] + self.gate.bias            # (B, nb, T)
+        on_src = x @ self.gate.weight[0, h:]
+        gate_within = torch.tanh(on_dst[..., :, None] + on_src[..., None, :])
+        gate_cross = torch.tanh(on_dst[:, :, None, :] + on_src[:, None, :, :])
+        return (within * gate_within) @ x + mix_blocks(cross * gate_cross, x)
 
 
 class DirectConv(nn.Module):
@@ -158,4 +179,5 @@ class DirectConv(nn.Module):
         self.gate = nn.Linear(2 * h, 1)
 
     def forward(self, x, norm):
-        return norm @ x
+        within, cross = norm
+        return within @ x + mix_blocks(cross, x)

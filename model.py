@@ -115,20 +115,20 @@ class GraphModel(nn.Module):
 
     def ecgnn(self, nodes, blocks, valid):
         cfg = self.cfg
-        counts = graph.ecgnn_counts(blocks, valid, cfg['window_dir'], cfg['window_dir_f'],
-                                    cfg['single_edge'], cfg['directed_edge'])
-        norm = graph.symmetric_norm(counts, by='out')
-        x0 = x = self.fc2(graph.to_dense_nodes([nodes[b] for b in blocks]))
+        g = graph.ecgnn_graph(blocks, valid, cfg['window_dir'], cfg['window_dir_f'],
+                              cfg['single_edge'], cfg['directed_edge'])
+        norm = g.normalised(by='out')
+        x0 = x = self.fc2(graph.to_block_nodes([nodes[b] for b in blocks]))
         for k in range(1, cfg['num_K'] + 1):
             x = getattr(self, f'conv{k}')(x, norm) + cfg['epsilon'] * x0
         return x
 
     def eignn(self, nodes, blocks, valid, speakers):
         cfg = self.cfg
-        counts = graph.eignn_counts(blocks, speakers, valid, cfg['window_spk'], cfg['window_spk_f'],
-                                    cfg['single_edge'], cfg['directed_edge'])
-        norm = graph.symmetric_norm(counts, by='in')
-        x0 = x = self.fc1(graph.to_dense_nodes([nodes[b] for b in blocks]))
+        g = graph.eignn_graph(blocks, speakers, valid, cfg['window_spk'], cfg['window_spk_f'],
+                              cfg['single_edge'], cfg['directed_edge'])
+        norm = g.normalised(by='in')
+        x0 = x = self.fc1(graph.to_block_nodes([nodes[b] for b in blocks]))
         for l in range(1, cfg['num_L'] + 1):
             x = getattr(self, f'directconv{l}')(x, norm) + cfg['epsilon2'] * x0
         return x
@@ -144,7 +144,7 @@ class GraphModel(nn.Module):
                 x = self.ecgnn(inputs[stage], blocks, valid)
             else:
                 x = self.eignn(inputs[stage], blocks, valid, speakers)
-            outputs[stage] = dict(zip(blocks, graph.from_dense_nodes(x, len(blocks), valid)))
+            outputs[stage] = dict(zip(blocks, graph.from_block_nodes(x, valid)))
         return outputs
 
 
