@@ -1,0 +1,184 @@
+"""The network beyond the golden fixtures: full-size checkpoint layout, the reference's bugs fixed
+(SPEC section 3), configuration errors, and an independent torch-geometric check of the convolutions."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import degree
+
+import dataloader
+import graph
+import model as M
+import train
+from utils import UserError
+
+GOLDEN_DIR = Path(os.environ.get('MOED_GOLDEN_DIR') or Path(__file__).parent / 'golden')
+SMALL_DIMS = {'D_text': 16, 'D_audio': 12, 'D_visual': 10, 'D_g': 8, 'graph_h': 6}
+
+
+def paper_config(dataset, *flags):
+    """The model config train.py builds for the paper command of `dataset` (plus extra flags)."""
+    _, cfg = train.parse_args(['--paper', '--Dataset', dataset, *flags])
+    return cfg
+
+
+def random_batch(lengths, dims, n_speakers, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    T, B = max(lengths), len(lengths)
+    valid = (torch.arange(T)[:, None] < torch.tensor(lengths)[None, :]).float()[..., None]
+    text = [torch.randn(T, B, dims['D_text'], generator=g) * valid for _ in range(4)]
+    audio = torch.randn(T, B, dims['D_audio'], generator=g) * valid
+    visual = torch.randn(T, B, dims['D_visual'], generator=g) * valid
+    spk = torch.randint(0, n_speakers, (T, B), generator=g)
+    qmask = torch.nn.functional.one_hot(spk, n_speakers).float() * valid
+    return text, audio, visual, qmask, lengths
+
+
+@pytest.mark.parametrize('dataset', ['IEMOCAP', 'MELD', 'MOSEI'])
+def test_full_size_paper_model_has_the_released_checkpoint_layout(dataset):
+    expected = json.loads((GOLDEN_DIR / 'checkpoint_shapes.json').read_text())[dataset]
+    info = dataloader.DATASETS[dataset]
+    dims = dict(D_text=info.D_text, D_audio=info.D_audio, D_visual=info.D_visual,
+                D_g=M.PAPER_D_G[dataset], graph_h=M.GRAPH_H)
+    net = M.MoED(paper_config(dataset), dims)
+    got = {k: list(v.shape) for k, v in net.state_dict().items()}
+    assert got == expected
+    assert list(got) == list(expected), 'keys in the reference order'
+
+
+@pytest.mark.parametrize('node', ['ECG', 'EIG', ''])
+def test_readout_uses_each_dialogues_own_nodes(node):
+    """The reference read every dialogue's nodes at the first dialogue's offsets ('' crashed)."""
+    cfg = dict(paper_config('IEMOCAP', f'--multimodal_node={node}'), n_speakers=2)
+    torch.manual_seed(0)
+    net = M.MoED(cfg, SMALL_DIMS).eval()
+    batch = random_batch([5, 5, 5], SMALL_DIMS, 2)          # equal lengths: no padding effects
+    with torch.no_grad():
+        together = net(*batch)['features_after']
+        alone = [net(*[[t[:, b:b + 1] for t in x] if isinstance(x, list) else x[:, b:b + 1]
+                       for x in batch[:4]], [5])['features_after'] for b in range(3)]
+    width = {'ECG': 4, 'EIG': 4, '': 6}[node] * SMALL_DIMS['graph_h']
+    assert together.shape == (15, width)
+    torch.testing.assert_close(together, torch.cat(alone), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(alone[0], alone[1])
+
+
+@pytest.mark.parametrize('modals', ['la', 'al', 'lv', 'avl', 'vl'])
+def test_directed_edge_l_means_the_text_node(modals):
+    """The reference indexed --directed_edge by position in --modals against a fixed l, a, v order."""
+    cfg = {'modals': modals, 'multimodal_node': 'both'}
+    blocks = M.graph_blocks(cfg, 'ECG')
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    g = graph.ecgnn_graph(blocks, valid, 0, 0, '', 'l')
+    into_u = {(src, dst) for _, src, _, dst, _, _ in graph.edge_list(g, blocks, [3]) if dst == 'u'}
+    assert into_u == {('l', 'u')}
+
+
+def test_modals_order_does_not_change_the_model():
+    cfgs = [dict(paper_config('IEMOCAP'), modals=m, directed_edge=m[::-1]) for m in ('avl', 'lva')]
+    batch = random_batch([4, 2], SMALL_DIMS, 2)
+    outs = []
+    for cfg in cfgs:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            outs.append(M.MoED(cfg, SMALL_DIMS).eval()(*batch)['log_prob'])
+    torch.testing.assert_close(outs[0], outs[1])
+
+
+IMPOSSIBLE = [
+    dict(graph_type='EIG', multimodal_node='ECG'),
+    dict(graph_type='ECG', multimodal_node='EIG'),
+    dict(graph_type='ECG', multimodal_node=''),
+    dict(modals='alx'),
+    dict(modals=''),
+    dict(modals='aal'),
+    dict(use_speaker='bz'),
+    dict(directed_edge='q'),
+    dict(window_spk=-2),
+    dict(window_dir_f=-5),
+    dict(num_L=-1),
+    dict(base_model='Transformer'),
+    dict(single_edge='both'),
+    dict(multimodal_node='all'),
+    dict(dropout=1.5),
+]
+
+
+@pytest.mark.parametrize('change', IMPOSSIBLE, ids=lambda c: ','.join(f'{k}={v}' for k, v in c.items()))
+def test_impossible_configurations_are_refused_before_any_work(change):
+    cfg = dict(paper_config('IEMOCAP'), **change)
+    with pytest.raises(UserError) as err:
+        M.MoED(cfg, SMALL_DIMS)
+    assert any(f'--{k}' in str(err.value) for k in change)
+
+
+def test_meld_text_must_match_hidden_size():
+    cfg = paper_config('MELD')
+    with pytest.raises(UserError, match='D_g'):
+        M.MoED(cfg, dict(SMALL_DIMS, D_g=8))
+
+
+class ReferenceMultiConv(MessagePassing):
+    """The reference formula over an explicit edge list, with torch-geometric's message passing."""
+
+    def __init__(self, gate, normalise_by):
+        super().__init__(aggr='add')
+        self.gate, self.normalise_by = gate, normalise_by
+
+    def forward(self, x, edge_index):
+        src, dst = edge_index
+        deg = degree(src if self.normalise_by == 'out' else dst, x.shape[0])
+        inv = deg.pow(-0.5).masked_fill(deg == 0, 0)
+        return self.propagate(edge_index, x=x, norm=inv[src] * inv[dst])
+
+    def message(self, x_i, x_j, norm):
+        msg = norm[:, None] * x_j
+        return msg if self.gate is None else msg * torch.tanh(self.gate(torch.cat([x_i, x_j], -1)))
+
+
+@pytest.mark.parametrize('stage', ['ECG', 'EIG'])
+def test_block_convolutions_match_message_passing_on_the_edge_list(stage):
+    torch.manual_seed(1)
+    lengths, h = [7, 3, 5], 6
+    blocks = ['l', 'a', 'v', 'u']
+    T = max(lengths)
+    valid = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
+    speakers = torch.randint(0, 3, (3, T)) * valid
+    if stage == 'ECG':
+        g, by = graph.ecgnn_graph(blocks, valid, 2, -1, '', 'av'), 'out'
+        conv = graph.MultiConv(h)
+    else:
+        g, by = graph.eignn_graph(blocks, speakers, valid, 1, -1, 'intra', 'lv'), 'in'
+        conv = graph.DirectConv(h)
+    x = torch.randn(3, len(blocks), T, h)
+    ours = graph.from_block_nodes(conv(x, g.normalised(by)), valid)
+    # the same graph as an explicit edge list over the real nodes, duplicates repeated
+    index = {}
+    for b, n in enumerate(lengths):
+        for i, blk in enumerate(blocks):
+            for t in range(n):
+                index[(b, blk, t)] = len(index)
+    edges = [(index[(b, sb, st)], index[(b, db, dt)]) for b, sb, st, db, dt, c in graph.edge_list(g, blocks, lengths)
+             for _ in range(c)]
+    flat = torch.stack([x[b, i, t] for (b, _, t), i in zip(index, [blocks.index(k[1]) for k in index])])
+    reference = ReferenceMultiConv(conv.gate if stage == 'ECG' else None, by)(flat, torch.tensor(edges).t())
+    for i, blk in enumerate(blocks):
+        rows = [n for (b, k, t), n in index.items() if k == blk]
+        torch.testing.assert_close(ours[i], reference[rows], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
+def test_cuda_matches_cpu():
+    cfg = paper_config('IEMOCAP')
+    torch.manual_seed(0)
+    net = M.MoED(cfg, SMALL_DIMS).eval()
+    batch = random_batch([6, 3, 4], SMALL_DIMS, 2)
+    with torch.no_grad():
+        cpu = net(*batch)['log_prob']
+        cuda_batch = [[t.cuda() for t in x] if isinstance(x, list) and torch.is_tensor(x[0]) else
+                      (x.cuda() if torch.is_tensor(x) else x) for x in batch]
+        gpu = net.cuda()(*cuda_batch)['log_prob'].cpu()
+    torch.testing.assert_close(cpu, gpu, rtol=1e-4, atol=1e-5)
