@@ -193,7 +193,7 @@ def model_config(args):
         'base_model', 'dropout', 'modals', 'norm', 'num_L', 'num_K', 'window_spk', 'window_spk_f', 'window_dir',
         'window_dir_f', 'epsilon', 'epsilon2', 'use_speaker', 'use_modal', 'multimodal_node', 'graph_type',
         'directed_edge', 'single_edge', 'av_using_lstm', 'mm_fusion_mthd', 'multi_modal')}
-    return dict(cfg, dataset=args.Dataset, n_speakers=info['n_speakers'], n_classes=info['n_classes'])
+    return dict(cfg, dataset=args.Dataset, n_speakers=info.n_speakers, n_classes=info.n_classes)
 
 
 def check_flags(args, parser):
@@ -562,14 +562,15 @@ def test(args, cfg, fs, net):
     path = args.checkpoint or f'best_model_{args.Dataset}.pth'
     load_checkpoint(net, path, args.device)
     print(f"data: {data_description(args, fs)}; device: {args.device}; checkpoint: {path}")
+    overhead = overhead_text(net, fs, args.device) if args.overhead else None  # first: a fresh process's memory
     loss_fn = model.make_loss(args.Dataset, args.device)
     result = run_epoch(net, fs, fs.test_keys, loss_fn, args.device, args.batch_size,
                        progress=sys.stderr.isatty() and not args.quiet, keep_outputs=True)
     print(f"test loss: {result.loss:.4f}")
     print(score_block(f"Test set, checkpoint {path}", args.Dataset, result.labels, result.preds, fs.label_names))
     print(inertia_text(result.labels, result.preds, result.outputs))
-    if args.overhead:
-        print(overhead_text(net, fs, args.device))
+    if overhead:
+        print(overhead)
     save_test_outputs(args, result)
 
 
@@ -599,6 +600,12 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
+def matmul_flops(inputs, outputs):
+    """fvcore's count for aten::matmul (output elements x inner size), also when an operand is a vector."""
+    from fvcore.nn.jit_handles import get_shape
+    return math.prod(get_shape(outputs[0])) * get_shape(inputs[0])[-1]
+
+
 def overhead_text(net, fs, device, warmup=5, repeats=30):
     """FLOPs (fvcore), trainable parameters, memory and median latency of one 40-utterance forward pass."""
     import psutil
@@ -619,9 +626,10 @@ def overhead_text(net, fs, device, warmup=5, repeats=30):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             logging.getLogger('fvcore').setLevel(logging.ERROR)
-            flops = FlopCountAnalysis(wrapped, inputs).unsupported_ops_warnings(False) \
-                .uncalled_modules_warnings(False).tracer_warnings('none')
+            flops = FlopCountAnalysis(wrapped, inputs).set_op_handle('aten::matmul', matmul_flops) \
+                .unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
             total, skipped = flops.total(), sorted(flops.unsupported_ops())
+            recurrent = [op for op in skipped if op in ('aten::gru', 'aten::lstm')]
         for _ in range(warmup):
             wrapped(*inputs)
         times = []
@@ -634,8 +642,9 @@ def overhead_text(net, fs, device, warmup=5, repeats=30):
     params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     return '\n'.join([
         f"overhead of one forward pass over a {n}-utterance dialogue (random features, device {device}):",
-        f"  FLOPs (fvcore): {total / 1e9:.3f} GFLOPs" + (f"; ops fvcore does not count: {', '.join(skipped)}"
-                                                          if skipped else ''),
+        f"  FLOPs (fvcore): {total / 1e9:.3f} GFLOPs (matrix products and normalisations; {len(skipped)} other "
+        f"kinds of op are not counted" + (f", among them the recurrent layers {', '.join(recurrent)}" if recurrent
+                                          else '') + ")",
         f"  trainable parameters: {params:,} ({params / 1e6:.2f} M)",
         f"  memory: {memory}",
         f"  latency: median {statistics.median(times) * 1e3:.2f} ms over {repeats} runs after {warmup} warm-up runs",

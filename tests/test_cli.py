@@ -1,0 +1,242 @@
+"""train.py, train_MOSEI.py and bench.py as a user runs them: subprocesses on tiny synthetic datasets."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN_SHAPES = REPO / 'tests' / 'golden' / 'checkpoint_shapes.json'
+SCALE = {'IEMOCAP': 0.05, 'MELD': 0.006, 'MOSEI': 0.003}   # 6 / 7 / 8 training and 2 test dialogues
+SCRIPT = {'IEMOCAP': 'train.py', 'MELD': 'train.py', 'MOSEI': 'train_MOSEI.py'}
+SCORES = re.compile(r'accuracy: (\d+\.\d+)  weighted F1: (\d+\.\d+)')
+
+
+def run(script, *args, cwd):
+    """Run a script of the repo with this python; returns the CompletedProcess (text output)."""
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def data_args(dataset, data_dir):
+    """Flags of a paper run of `dataset` on its tiny synthetic data (MOSEI's script needs no --Dataset)."""
+    args = ['--paper', '--synthetic', '--synthetic-scale', SCALE[dataset], '--data-dir', data_dir,
+            '--batch-size', 2]
+    return args if SCRIPT[dataset] == 'train_MOSEI.py' else ['--Dataset', dataset, *args]
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp('data')
+
+
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory, data_dir):
+    """dataset -> (run folder, CompletedProcess) of a 2-epoch training run, made once per session."""
+    runs = {}
+
+    def get(dataset):
+        if dataset not in runs:
+            cwd = tmp_path_factory.mktemp(f'cwd-{dataset}')
+            out = cwd / 'run'
+            proc = ok(run(SCRIPT[dataset], *data_args(dataset, data_dir), '--epochs', 2, '--out-dir', out, cwd=cwd))
+            assert sorted(os.listdir(cwd)) == ['run'], "a training run writes only into its run folder"
+            runs[dataset] = out, proc
+        return runs[dataset]
+    return get
+
+
+def report_scores(text, title_start):
+    """(accuracy, weighted F1) strings of the block of report text whose title starts with title_start."""
+    block = text[text.index(f'== {title_start}'):]
+    return SCORES.search(block).groups()
+
+
+# ----------------------------------------------------------------------------- training
+
+@pytest.mark.parametrize('dataset', ['IEMOCAP', 'MELD', 'MOSEI'])
+def test_training_writes_a_complete_run_folder(trained, dataset):
+    out, proc = trained(dataset)
+    assert sorted(os.listdir(out)) == ['best_model_%s.pth' % dataset, 'config.json', 'metrics.csv', 'report.txt']
+    assert re.search(r'^epoch: 1, train_loss: .*test_fscore: .*time: ', proc.stdout, re.M)
+    assert re.search(r'^epoch: 2, ', proc.stdout, re.M)
+
+    config = json.loads((out / 'config.json').read_text())
+    assert config['data']['synthetic'] is True and 'SYNTHETIC' in config['data']['description']
+    assert config['flags']['Dataset'] == dataset and config['model_config']['dataset'] == dataset
+    assert config['torch'] == torch.__version__ and config['device'] == 'cpu'
+    assert 'TEST set' in config['checkpoint_selection']
+
+    metrics = pd.read_csv(out / 'metrics.csv')
+    assert list(metrics['epoch']) == [1, 2]
+    assert {'train_loss', 'train_acc', 'train_f1', 'test_loss', 'test_acc', 'test_f1'} <= set(metrics.columns)
+
+    # The paper configuration at full size: exactly the released checkpoints' keys and shapes.
+    state = torch.load(out / f'best_model_{dataset}.pth', weights_only=True)
+    golden = json.loads(GOLDEN_SHAPES.read_text())[dataset]
+    assert {k: list(v.shape) for k, v in state.items()} == golden
+
+    report = (out / 'report.txt').read_text()
+    assert 'SYNTHETIC' in report and 'SELECTED ON THE TEST SET' in report
+    best = metrics.loc[metrics['test_f1'].idxmax()]
+    assert report_scores(report, 'Paper protocol') == (f"{best['test_acc']:.2f}", f"{best['test_f1']:.2f}")
+    assert f"= epoch {int(best['epoch'])}," in report
+    from dataloader import DATASETS
+    assert all(name in report for name in DATASETS[dataset].label_names)
+    assert ('3-class sentiment accuracy' in report) == (dataset == 'MOSEI')
+    assert report in proc.stdout
+
+
+def test_training_is_deterministic_for_a_seed(trained, data_dir, tmp_path):
+    """MELD shuffles its training dialogues: a second run with the same seed repeats every number."""
+    first, _ = trained('MELD')
+    ok(run('train.py', *data_args('MELD', data_dir), '--epochs', 2, '--out-dir', tmp_path / 'again', cwd=tmp_path))
+    assert (tmp_path / 'again' / 'metrics.csv').read_text() == (first / 'metrics.csv').read_text()
+
+
+def test_valid_reports_test_at_the_best_validation_epoch(data_dir, tmp_path):
+    out = tmp_path / 'run'
+    ok(run('train.py', *data_args('IEMOCAP', data_dir), '--epochs', 2, '--valid', 0.4, '--out-dir', out,
+           cwd=tmp_path))
+    metrics = pd.read_csv(out / 'metrics.csv')
+    assert {'valid_loss', 'valid_acc', 'valid_f1'} <= set(metrics.columns)
+    chosen = metrics.loc[metrics['valid_f1'].idxmax()]
+    report = (out / 'report.txt').read_text()
+    assert f"= epoch {int(chosen['epoch'])}, picked by best validation weighted F1" in report
+    assert report_scores(report, 'Test at the best-validation epoch') == (f"{chosen['test_acc']:.2f}",
+                                                                          f"{chosen['test_f1']:.2f}")
+    assert 'SELECTED ON THE TEST SET' in report          # the paper's number is still given, labelled
+    assert 'validation' in json.loads((out / 'config.json').read_text())['checkpoint_selection']
+
+
+def test_ctrl_c_keeps_the_best_checkpoint_and_writes_the_report(data_dir, tmp_path):
+    out = tmp_path / 'run'
+    proc = subprocess.Popen([sys.executable, '-u', str(REPO / 'train.py'), *map(str, data_args('IEMOCAP', data_dir)),
+                             '--epochs', '1000', '--out-dir', str(out)], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in proc.stdout:
+        if line.startswith('epoch: 1,'):
+            break
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and 'Traceback' not in stderr and 'interrupted' in stderr
+    assert (out / 'best_model_IEMOCAP.pth').is_file()
+    report = (out / 'report.txt').read_text()
+    assert '(interrupted)' in report and 'SELECTED ON THE TEST SET' in report
+    assert len(pd.read_csv(out / 'metrics.csv')) >= 1
+
+
+# ----------------------------------------------------------------------------- --testing
+
+@pytest.mark.parametrize('dataset', ['IEMOCAP', 'MELD', 'MOSEI'])
+def test_testing_the_checkpoint_reproduces_the_report(trained, data_dir, dataset, tmp_path):
+    out, _ = trained(dataset)
+    proc = ok(run('train.py', *data_args(dataset, data_dir), '--Dataset', dataset, '--testing',
+                  '--checkpoint', out / f'best_model_{dataset}.pth', '--out-dir', tmp_path / 'exports', cwd=tmp_path))
+    assert SCORES.search(proc.stdout).groups() == report_scores((out / 'report.txt').read_text(), 'Paper protocol')
+    assert 'emotional inertia' in proc.stdout and 'precision' in proc.stdout and 'confusion matrix' in proc.stdout
+
+    table = pd.read_csv(tmp_path / 'exports' / 'saved_outputs' / f'utterances_{dataset}.csv')
+    assert list(table.columns) == ['dialogue_id', 'utterance_idx', 'speaker', 'label', 'pred', 'dialogue_key']
+    features = tmp_path / 'exports' / 'saved_features'
+    import utils
+    arrays = {name: utils.safe_load_pickle(features / f'{name}_{dataset}.pkl') for name in (
+        'multimodal_emotions_before', 'multimodal_emotions_after', 'emotion_labels', 'speaker_index')}
+    assert all(len(a) == len(table) for a in arrays.values())
+    assert (arrays['emotion_labels'] == table['label'].to_numpy()).all()
+    assert (arrays['speaker_index'] == table['speaker'].to_numpy()).all()
+    assert arrays['multimodal_emotions_after'].shape[1] == 1024           # cat(EIGNN u, ECGNN u), h = 512
+    assert (table.groupby('dialogue_id')['utterance_idx'].apply(lambda s: list(s) == list(range(len(s))))).all()
+    assert table['dialogue_id'].nunique() == table['dialogue_key'].nunique() >= 2
+
+
+def test_overhead_reports_flops_parameters_memory_latency(trained, data_dir, tmp_path):
+    out, _ = trained('IEMOCAP')
+    checkpoint = out / 'best_model_IEMOCAP.pth'
+    proc = ok(run('train.py', *data_args('IEMOCAP', data_dir), '--testing', '--overhead', '--checkpoint', checkpoint,
+                  '--out-dir', tmp_path, cwd=tmp_path))
+    assert float(re.search(r'FLOPs \(fvcore\): (\d+\.\d+) GFLOPs', proc.stdout).group(1)) > 0
+    assert re.search(r'memory: RSS growth', proc.stdout)
+    assert float(re.search(r'latency: median (\d+\.\d+) ms', proc.stdout).group(1)) > 0
+    state = torch.load(checkpoint, weights_only=True)
+    n_params = sum(v.numel() for k, v in state.items() if not re.search(r'running_|num_batches_tracked', k))
+    assert f'trainable parameters: {n_params:,}' in proc.stdout
+
+
+def test_features_before_are_skipped_without_three_modalities(data_dir, tmp_path):
+    run_dir = tmp_path / 'run'
+    flags = [*data_args('IEMOCAP', data_dir), '--modals', 'la', '--directed_edge', 'la']
+    ok(run('train.py', *flags, '--epochs', 1, '--out-dir', run_dir, cwd=tmp_path))
+    proc = ok(run('train.py', *flags, '--testing', '--checkpoint', run_dir / 'best_model_IEMOCAP.pth', cwd=tmp_path))
+    assert 'not written: multimodal_emotions_before_IEMOCAP.pkl' in proc.stdout
+    assert sorted(os.listdir(tmp_path / 'saved_features')) == [
+        'emotion_labels_IEMOCAP.pkl', 'multimodal_emotions_after_IEMOCAP.pkl', 'speaker_index_IEMOCAP.pkl']
+    assert (tmp_path / 'saved_outputs' / 'utterances_IEMOCAP.csv').is_file()
+
+
+# ----------------------------------------------------------------------------- errors
+
+ERRORS = {  # name -> (dataset, extra flags, words the message must contain); {ckpt}: the IEMOCAP checkpoint
+    'bad value': ('IEMOCAP', ['--base-model', 'RNN'], 'invalid choice'),
+    'bad letter': ('IEMOCAP', ['--modals', 'avx'], 'unknown letter'),
+    'bad window': ('IEMOCAP', ['--window_spk', '-2'], 'window'),
+    'impossible combination': ('IEMOCAP', ['--graph_type', 'EIG', '--multimodal_node', 'ECG'], '--multimodal_node'),
+    'transformer': ('IEMOCAP', ['--base-model', 'Transformer'], 'never worked'),
+    'use_residue': ('IEMOCAP', ['--use_residue'], 'never worked'),
+    'overhead without testing': ('IEMOCAP', ['--overhead'], 'together with --testing'),
+    'missing checkpoint': ('IEMOCAP', ['--testing'], 'no checkpoint at best_model_IEMOCAP.pth'),
+    'checkpoint of other layers': ('IEMOCAP', ['--testing', '--num_L', '2', '--checkpoint', '{ckpt}'], '--num_L'),
+    'checkpoint of other modalities': ('IEMOCAP', ['--testing', '--modals', 'al', '--checkpoint', '{ckpt}'],
+                                       '--modals'),
+    'checkpoint of other dataset': ('MELD', ['--testing', '--checkpoint', '{ckpt}'], '--Dataset'),
+}
+
+
+@pytest.mark.parametrize('name', list(ERRORS))
+def test_errors_exit_2_with_one_clear_sentence_and_write_nothing(trained, data_dir, tmp_path, name):
+    dataset, extra, words = ERRORS[name]
+    checkpoint = trained('IEMOCAP')[0] / 'best_model_IEMOCAP.pth' if '{ckpt}' in extra else None
+    proc = run('train.py', *data_args(dataset, data_dir), '--epochs', 1, '--out-dir', tmp_path / 'out',
+               *[checkpoint if a == '{ckpt}' else a for a in extra], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert 'error: ' in proc.stderr and words in proc.stderr and 'Traceback' not in proc.stderr
+    assert os.listdir(tmp_path) == [], "nothing may be written on an error"
+
+
+def test_missing_feature_file_is_named(tmp_path):
+    proc = run('train.py', '--Dataset', 'MELD', '--data-dir', tmp_path / 'features', cwd=tmp_path)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert 'MELD_features.pkl' in proc.stderr or 'MELD_features_raw1.pkl' in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_help_lists_the_original_flags():
+    proc = ok(run('train.py', '--help', cwd=REPO))
+    for flag in ('--base-model', '--batch-size', '--Dataset', '--num_L', '--window_spk_f', '--multi_modal',
+                 '--mm_fusion_mthd', '--use_speaker', '--testing', '--overhead', '--l2', '--class-weight',
+                 '--use_residue', '--av_using_lstm', '--use_modal', '--no-cuda', '--direcred_edge', '--paper'):
+        assert flag in proc.stdout
+
+
+# ----------------------------------------------------------------------------- bench.py
+
+def test_bench_prints_one_json_line(tmp_path):
+    proc = ok(run('bench.py', '--Dataset', 'MELD', '--epochs', 1, '--threads', 1, '--data-dir', tmp_path,
+                  '--synthetic-scale', 0.006, cwd=tmp_path))
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(result) == {'dataset', 'device', 'train_epoch_s', 'test_pass_s', 'train_utterances_per_s',
+                           'peak_rss_mb'}
+    assert result['dataset'] == 'MELD' and result['device'] == 'cpu'
+    assert result['train_epoch_s'] > 0 and result['train_utterances_per_s'] > 0 and result['peak_rss_mb'] > 100
