@@ -15,6 +15,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN_SHAPES = REPO / 'tests' / 'golden' / 'checkpoint_shapes.json'
 SCALE = {'IEMOCAP': 0.05, 'MELD': 0.006, 'MOSEI': 0.003}   # 6 / 7 / 8 training and 2 test dialogues
+BATCH = {'IEMOCAP': 32, 'MELD': 4, 'MOSEI': 8}            # few optimizer steps (the paper models are big);
+                                                          # MELD, shuffled, gets two batches per epoch
 SCRIPT = {'IEMOCAP': 'train.py', 'MELD': 'train.py', 'MOSEI': 'train_MOSEI.py'}
 SCORES = re.compile(r'accuracy: (\d+\.\d+)  weighted F1: (\d+\.\d+)')
 
@@ -33,7 +35,7 @@ def ok(proc):
 def data_args(dataset, data_dir):
     """Flags of a paper run of `dataset` on its tiny synthetic data (MOSEI's script needs no --Dataset)."""
     args = ['--paper', '--synthetic', '--synthetic-scale', SCALE[dataset], '--data-dir', data_dir,
-            '--batch-size', 2]
+            '--batch-size', BATCH[dataset]]
     return args if SCRIPT[dataset] == 'train_MOSEI.py' else ['--Dataset', dataset, *args]
 
 
@@ -108,7 +110,7 @@ def test_training_is_deterministic_for_a_seed(trained, data_dir, tmp_path):
 
 def test_valid_reports_test_at_the_best_validation_epoch(data_dir, tmp_path):
     out = tmp_path / 'run'
-    ok(run('train.py', *data_args('IEMOCAP', data_dir), '--epochs', 2, '--valid', 0.4, '--out-dir', out,
+    ok(run('train.py', *data_args('MELD', data_dir), '--epochs', 2, '--valid', 0.3, '--out-dir', out,
            cwd=tmp_path))
     metrics = pd.read_csv(out / 'metrics.csv')
     assert {'valid_loss', 'valid_acc', 'valid_f1'} <= set(metrics.columns)
@@ -123,7 +125,7 @@ def test_valid_reports_test_at_the_best_validation_epoch(data_dir, tmp_path):
 
 def test_ctrl_c_keeps_the_best_checkpoint_and_writes_the_report(data_dir, tmp_path):
     out = tmp_path / 'run'
-    proc = subprocess.Popen([sys.executable, '-u', str(REPO / 'train.py'), *map(str, data_args('IEMOCAP', data_dir)),
+    proc = subprocess.Popen([sys.executable, '-u', str(REPO / 'train.py'), *map(str, data_args('MELD', data_dir)),
                              '--epochs', '1000', '--out-dir', str(out)], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for line in proc.stdout:
@@ -132,7 +134,7 @@ def test_ctrl_c_keeps_the_best_checkpoint_and_writes_the_report(data_dir, tmp_pa
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130 and 'Traceback' not in stderr and 'interrupted' in stderr
-    assert (out / 'best_model_IEMOCAP.pth').is_file()
+    assert (out / 'best_model_MELD.pth').is_file()
     report = (out / 'report.txt').read_text()
     assert '(interrupted)' in report and 'SELECTED ON THE TEST SET' in report
     assert len(pd.read_csv(out / 'metrics.csv')) >= 1
@@ -177,13 +179,13 @@ def test_overhead_reports_flops_parameters_memory_latency(trained, data_dir, tmp
 
 def test_features_before_are_skipped_without_three_modalities(data_dir, tmp_path):
     run_dir = tmp_path / 'run'
-    flags = [*data_args('IEMOCAP', data_dir), '--modals', 'la', '--directed_edge', 'la']
+    flags = [*data_args('MELD', data_dir), '--modals', 'la', '--directed_edge', 'la']
     ok(run('train.py', *flags, '--epochs', 1, '--out-dir', run_dir, cwd=tmp_path))
-    proc = ok(run('train.py', *flags, '--testing', '--checkpoint', run_dir / 'best_model_IEMOCAP.pth', cwd=tmp_path))
-    assert 'not written: multimodal_emotions_before_IEMOCAP.pkl' in proc.stdout
+    proc = ok(run('train.py', *flags, '--testing', '--checkpoint', run_dir / 'best_model_MELD.pth', cwd=tmp_path))
+    assert 'not written: multimodal_emotions_before_MELD.pkl' in proc.stdout
     assert sorted(os.listdir(tmp_path / 'saved_features')) == [
-        'emotion_labels_IEMOCAP.pkl', 'multimodal_emotions_after_IEMOCAP.pkl', 'speaker_index_IEMOCAP.pkl']
-    assert (tmp_path / 'saved_outputs' / 'utterances_IEMOCAP.csv').is_file()
+        'emotion_labels_MELD.pkl', 'multimodal_emotions_after_MELD.pkl', 'speaker_index_MELD.pkl']
+    assert (tmp_path / 'saved_outputs' / 'utterances_MELD.csv').is_file()
 
 
 # ----------------------------------------------------------------------------- errors
