@@ -47,7 +47,6 @@ PAPER = {
 }
 DEFAULTS = PAPER['IEMOCAP']
 SHUFFLE_TRAIN = {'IEMOCAP': False, 'MELD': True, 'MOSEI': True}  # the reference's training loaders
-GRAPH_H = 512                                                    # graph hidden size (SPEC 2)
 OVERHEAD_UTTERANCES = 40                                         # dialogue length timed by --overhead
 
 # Which flags probably differ when a checkpoint does not fit: (key pattern, kind of mismatch, flag, why).
@@ -250,7 +249,7 @@ def data_description(args, fs):
 
 
 def model_dims(fs):
-    return dict(fs.dims, D_g=model.PAPER_D_G[fs.name], graph_h=GRAPH_H)
+    return dict(fs.dims, D_g=model.PAPER_D_G[fs.name], graph_h=model.GRAPH_H)
 
 
 def build_model(args, cfg, fs):
@@ -371,7 +370,7 @@ def run_config(args, cfg, fs, splits, rule):
 
 
 def epoch_line(row):
-    """The original's per-epoch line (valid_* fields only with --valid)."""
+    """The original's per-epoch line (valid_* fields only with --valid; the time is not in metrics.csv)."""
     fields = [f"epoch: {row['epoch']}"]
     for split in ('train', 'valid', 'test'):
         if f'{split}_loss' in row:
@@ -380,54 +379,55 @@ def epoch_line(row):
     return ', '.join(fields + [f"time: {row['seconds']:.2f} sec"])
 
 
-def evaluate_splits(net, fs, splits, loss_fn, args, progress):
-    """Loss and scores on the validation (if any) and test splits; returns (row fields, test Pass)."""
-    row, test_pass = {}, None
-    for split in ('valid', 'test'):
-        if split not in splits:
-            continue
-        result = run_epoch(net, fs, splits[split], loss_fn, args.device, args.batch_size, progress=progress)
+def epoch_row(net, fs, splits, optimizer, loss_fn, rng, args, epoch, progress):
+    """Train one epoch, then evaluate validation (if any) and test: (metrics row, test Pass)."""
+    row = dict(epoch=epoch)
+    for split in splits:
+        training = split == 'train'
+        result = run_epoch(net, fs, splits[split], loss_fn, args.device, args.batch_size,
+                           optimizer if training else None, rng if training else None, progress)
         row[f'{split}_loss'] = result.loss
-        row.update({f'{split}_{name}': value for name, value in scores(args.Dataset, result.labels,
-                                                                       result.preds).items()})
-        test_pass = result
-    return row, test_pass
+        row.update({f'{split}_{name}': value for name, value in
+                    scores(args.Dataset, result.labels, result.preds).items()})
+    return row, result
+
+
+def track_best(best, row, test_pass):
+    """Record the epochs of best test and best validation F1 (first one on ties); return what improved."""
+    improved = set()
+    for metric in ('test_f1', 'valid_f1'):
+        if metric in row and (metric not in best or row[metric] > best[metric][0]):
+            best[metric] = (row[metric], row['epoch'], test_pass)
+            improved.add(metric)
+    return improved
 
 
 def train(args, cfg, fs, net):
     """Train for --epochs, keep the checkpoint the selection rule picks, write the run folder."""
-    splits = dict(train=fs.train_keys, test=fs.test_keys)
+    splits = dict(train=fs.train_keys)
     if args.valid is not None:
         splits['train'], splits['valid'] = dataloader.split_valid(fs.train_keys, args.valid, args.seed)
+    splits['test'] = fs.test_keys                       # last: epoch_row returns its Pass
     optimizer, loss_fn, rng = training_objects(args, net, args.device)
     rule = selection_rule(args, len(splits.get('valid', ())))
     select_on = 'valid_f1' if args.valid is not None else 'test_f1'
     run_dir = args.out_dir or default_run_dir(args)
     checkpoint = os.path.join(run_dir, f'best_model_{args.Dataset}.pth')
     utils.save_json(os.path.join(run_dir, 'config.json'), run_config(args, cfg, fs, splits, rule))
-    say = (lambda text: None) if args.quiet else print
     print(f"data: {data_description(args, fs)}; device: {args.device}; run folder: {run_dir}")
     progress = sys.stderr.isatty() and not args.quiet
 
-    rows, best = [], dict(test_f1=None, valid_f1=None)   # metric -> (value, epoch, test Pass)
-    interrupted = False
+    rows, best, interrupted = [], {}, False
     try:
         for epoch in range(1, args.epochs + 1):
             start = time.time()
-            result = run_epoch(net, fs, splits['train'], loss_fn, args.device, args.batch_size, optimizer, rng,
-                               progress)
-            row = dict(epoch=epoch, train_loss=result.loss,
-                       **{f'train_{k}': v for k, v in scores(args.Dataset, result.labels, result.preds).items()})
-            evaluated, test_pass = evaluate_splits(net, fs, splits, loss_fn, args, progress)
-            row.update(evaluated)
-            for metric in best:
-                if metric in row and (best[metric] is None or row[metric] > best[metric][0]):
-                    best[metric] = (row[metric], epoch, test_pass)
-                    if metric == select_on:
-                        utils.save_state_dict(checkpoint, {k: v.detach().cpu() for k, v in net.state_dict().items()})
+            row, test_pass = epoch_row(net, fs, splits, optimizer, loss_fn, rng, args, epoch, progress)
+            if select_on in track_best(best, row, test_pass):
+                utils.save_state_dict(checkpoint, {k: v.detach().cpu() for k, v in net.state_dict().items()})
             rows.append(row)
             utils.save_csv(os.path.join(run_dir, 'metrics.csv'), pd.DataFrame(rows))
-            say(epoch_line(dict(row, seconds=time.time() - start)))
+            if not args.quiet:
+                print(epoch_line(dict(row, seconds=time.time() - start)))
     except KeyboardInterrupt:
         interrupted = True
         print(f"\ninterrupted: keeping the {len(rows)} finished epoch(s)", file=sys.stderr)
