@@ -111,8 +111,7 @@ def build_parser(default_dataset='IEMOCAP'):
         """A hyper-parameter with a paper value: default None, filled in by resolve_hyperparameters."""
         dest = kw.pop('dest', flag.lstrip('-').replace('-', '_'))
         p.add_argument(flag, *kw.pop('aliases', ()), dest=dest, type=type, default=None,
-                       help=f"{help} (default {DEFAULTS[dest]!r}: the paper's IEMOCAP value; with --paper, "
-                            f"the paper's value for --Dataset)", **kw)
+                       help=f"{help} (default {DEFAULTS[dest]!r}, the paper's IEMOCAP value; see --paper)", **kw)
 
     hyper('--base-model', str, 'recurrent text encoder', choices=['GRU', 'LSTM', 'Transformer'])
     hyper('--lr', positive_float, 'Adam learning rate')
@@ -156,7 +155,8 @@ def build_parser(default_dataset='IEMOCAP'):
     p.add_argument('--no-cuda', action='store_true', help='never use CUDA (same as --device cpu)')
 
     p.add_argument('--paper', action='store_true',
-                   help="hyper-parameters not given take the paper's values for --Dataset (README commands)")
+                   help="hyper-parameters not given take the paper's values for --Dataset (the original README's "
+                        "command for it) instead of the IEMOCAP ones")
     p.add_argument('--seed', type=int, default=67137, help='seed of every random generator (default 67137, the original\'s)')
     p.add_argument('--data-dir', default='.', help='folder holding IEMOCAP_features/, MELD_features/, '
                                                    'CMU-MOSEI_features/ (default: the current directory)')
