@@ -149,6 +149,29 @@ def from_block_nodes(x, valid):
     return [x[:, i][valid] for i in range(x.shape[1])]
 
 
+def length_groups(lengths, min_fill=0.7):
+    """Dialogue indices grouped by similar length, longest first, with each group's length.
+
+    A dialogue joins the current group while its (length^2) is at least `min_fill` of the
+    group's longest: the graphs' cost per dialogue grows with the square of the padded length.
+    """
+    order = sorted(range(len(lengths)), key=lambda b: -lengths[b])
+    groups = []
+    for b in order:
+        if groups and lengths[b] ** 2 >= min_fill * groups[-1][1] ** 2:
+            groups[-1][0].append(b)
+        else:
+            groups.append(([b], lengths[b]))
+    return groups
+
+
+def dialogue_order(lengths, groups):
+    """Permutation taking rows concatenated group by group back to the batch's dialogue order."""
+    starts = [sum(lengths[:b]) for b in range(len(lengths))]
+    rows = torch.tensor([starts[b] + t for group in groups for b in group for t in range(lengths[b])])
+    return torch.argsort(rows)
+
+
 def mix_blocks(cross, x):
     """Per-utterance messages between blocks: out[b, i, t] = sum_j cross[b, i, j, t] * x[b, j, t]."""
     return torch.einsum('bijt,bjth->bith', cross, x)
@@ -168,7 +191,8 @@ class MultiConv(nn.Module):
         on_src = x @ self.gate.weight[0, h:]
         gate_within = torch.tanh(on_dst[..., :, None] + on_src[..., None, :])
         gate_cross = torch.tanh(on_dst[:, :, None, :] + on_src[:, None, :, :])
-        return (within * gate_within) @ x + mix_blocks(cross * gate_cross, x)
+        out = (within * gate_within) @ x
+        return out.add_(mix_blocks(cross * gate_cross, x))
 
 
 class DirectConv(nn.Module):
@@ -180,4 +204,4 @@ class DirectConv(nn.Module):
 
     def forward(self, x, norm):
         within, cross = norm
-        return within @ x + mix_blocks(cross, x)
+        return (within @ x).add_(mix_blocks(cross, x))

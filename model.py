@@ -31,7 +31,7 @@ def used_modalities(cfg):
 def check_config(cfg):
     """Raise UserError for unknown letters or impossible flag combinations."""
     def bad(flag, why):
-        raise UserError(f"--{flag}={cfg[flag]!r}: {why}")
+        raise UserError(f"--{flag.replace('base_model', 'base-model')}={cfg[flag]!r}: {why}")
 
     for flag, allowed in (('modals', 'avl'), ('directed_edge', 'avl'), ('use_speaker', 'bcdefghi')):
         unknown = sorted(set(cfg[flag]) - set(allowed))
@@ -118,9 +118,10 @@ class GraphModel(nn.Module):
         g = graph.ecgnn_graph(blocks, valid, cfg['window_dir'], cfg['window_dir_f'],
                               cfg['single_edge'], cfg['directed_edge'])
         norm = g.normalised(by='out')
-        x0 = x = self.fc2(graph.to_block_nodes([nodes[b] for b in blocks]))
+        x = self.fc2(graph.to_block_nodes([nodes[b] for b in blocks]))
+        residual = cfg['epsilon'] * x
         for k in range(1, cfg['num_K'] + 1):
-            x = getattr(self, f'conv{k}')(x, norm) + cfg['epsilon'] * x0
+            x = getattr(self, f'conv{k}')(x, norm).add_(residual)
         return x
 
     def eignn(self, nodes, blocks, valid, speakers):
@@ -128,24 +129,35 @@ class GraphModel(nn.Module):
         g = graph.eignn_graph(blocks, speakers, valid, cfg['window_spk'], cfg['window_spk_f'],
                               cfg['single_edge'], cfg['directed_edge'])
         norm = g.normalised(by='in')
-        x0 = x = self.fc1(graph.to_block_nodes([nodes[b] for b in blocks]))
+        x = self.fc1(graph.to_block_nodes([nodes[b] for b in blocks]))
+        residual = cfg['epsilon2'] * x
         for l in range(1, cfg['num_L'] + 1):
-            x = getattr(self, f'directconv{l}')(x, norm) + cfg['epsilon2'] * x0
+            x = getattr(self, f'directconv{l}')(x, norm).add_(residual)
         return x
 
-    def forward(self, nodes, spk, valid):
-        """nodes: block -> (T, B, D_g); spk: (T, B); valid: (B, T). Returns graph -> block -> (N, h)."""
+    def forward(self, nodes, spk, lengths):
+        """nodes: block -> (T, B, D_g); spk: (T, B). Returns graph -> block -> (N, h), dialogue order.
+
+        Dialogues are independent in both graphs, so they run in groups of similar length
+        (graph.length_groups): the same arithmetic with far less padding than the batch's.
+        """
         inputs = self.stage_inputs(nodes, spk)
-        speakers = spk.t() * valid
-        outputs = {}
-        for stage in run_graphs(self.cfg):
-            blocks = graph_blocks(self.cfg, stage)
-            if stage == 'ECG':
-                x = self.ecgnn(inputs[stage], blocks, valid)
-            else:
-                x = self.eignn(inputs[stage], blocks, valid, speakers)
-            outputs[stage] = dict(zip(blocks, graph.from_block_nodes(x, valid)))
-        return outputs
+        parts = {stage: {b: [] for b in graph_blocks(self.cfg, stage)} for stage in run_graphs(self.cfg)}
+        for group, T in graph.length_groups(lengths):
+            index = torch.as_tensor(group, device=spk.device)
+            valid = torch.arange(T, device=spk.device)[None, :] < torch.as_tensor(
+                [lengths[b] for b in group], device=spk.device)[:, None]
+            speakers = spk[:T, index].t() * valid
+            for stage, blocks in parts.items():
+                group_nodes = {b: inputs[stage][b][:T, index] for b in blocks}
+                if stage == 'ECG':
+                    x = self.ecgnn(group_nodes, list(blocks), valid)
+                else:
+                    x = self.eignn(group_nodes, list(blocks), valid, speakers)
+                for b, rows in zip(blocks, graph.from_block_nodes(x, valid)):
+                    blocks[b].append(rows)
+        order = graph.dialogue_order(lengths, [group for group, _ in graph.length_groups(lengths)])
+        return {stage: {b: torch.cat(rows)[order] for b, rows in blocks.items()} for stage, blocks in parts.items()}
 
 
 class MoED(nn.Module):
@@ -223,10 +235,10 @@ class MoED(nn.Module):
                 nodes[m] = self.encode(m, raw[m])
         nodes['u'] = self.linear_u(torch.cat([nodes[m] for m in self.modals], -1))
         spk = qmask.argmax(-1)                                                        # (T, B)
-        outputs = self.graph_model(nodes, spk, valid)
+        outputs = self.graph_model(nodes, spk, lengths.tolist())
         features = torch.cat([outputs[g][b] for g, b in readout_parts(self.cfg)], -1)
         before = None
-        if len(self.modals) == 3:
+        if len(self.modals) == 3 and not self.training:    # exported by --testing only
             before = torch.cat([r2, audio, visual], -1).transpose(0, 1)[valid]
         return {'log_prob': F.log_softmax(self.smax_fc(features), -1),
                 'features_after': features,

@@ -112,7 +112,8 @@ def test_impossible_configurations_are_refused_before_any_work(change):
     cfg = dict(paper_config('IEMOCAP'), **change)
     with pytest.raises(UserError) as err:
         M.MoED(cfg, SMALL_DIMS)
-    assert any(f'--{k}' in str(err.value) for k in change)
+    flags = {f'--{k}' for k in change} | {f"--{k.replace('_', '-')}" for k in change}
+    assert any(flag in str(err.value) for flag in flags)
 
 
 def test_meld_text_must_match_hidden_size():
