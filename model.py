@@ -21,6 +21,9 @@ MULTIMODAL_NODES = ('both', 'ECG', 'EIG', '')
 GRAPH_TYPES = ('both', 'ECG', 'EIG')
 SINGLE_EDGES = ('', 'intra', 'inter')
 BASE_MODELS = ('GRU', 'LSTM')
+# per graph: input layer, convolution name, layer-count flag, residual flag, degree normalised by
+STAGE_LAYERS = {'ECG': ('fc2', 'conv', 'num_K', 'epsilon', 'out'),
+                'EIG': ('fc1', 'directconv', 'num_L', 'epsilon2', 'in')}
 
 
 def used_modalities(cfg):
@@ -113,26 +116,23 @@ class GraphModel(nn.Module):
             inputs[stage] = nodes
         return inputs
 
-    def ecgnn(self, nodes, blocks, valid):
+    def stage_graph(self, stage, blocks, valid, speakers):
+        """Edges of one graph for a padded group of dialogues."""
         cfg = self.cfg
-        g = graph.ecgnn_graph(blocks, valid, cfg['window_dir'], cfg['window_dir_f'],
-                              cfg['single_edge'], cfg['directed_edge'])
-        norm = g.normalised(by='out')
-        x = self.fc2(graph.to_block_nodes([nodes[b] for b in blocks]))
-        residual = cfg['epsilon'] * x
-        for k in range(1, cfg['num_K'] + 1):
-            x = getattr(self, f'conv{k}')(x, norm).add_(residual)
-        return x
+        if stage == 'ECG':
+            return graph.ecgnn_graph(blocks, valid, cfg['window_dir'], cfg['window_dir_f'],
+                                     cfg['single_edge'], cfg['directed_edge'])
+        return graph.eignn_graph(blocks, speakers, valid, cfg['window_spk'], cfg['window_spk_f'],
+                                 cfg['single_edge'], cfg['directed_edge'])
 
-    def eignn(self, nodes, blocks, valid, speakers):
-        cfg = self.cfg
-        g = graph.eignn_graph(blocks, speakers, valid, cfg['window_spk'], cfg['window_spk_f'],
-                              cfg['single_edge'], cfg['directed_edge'])
-        norm = g.normalised(by='in')
-        x = self.fc1(graph.to_block_nodes([nodes[b] for b in blocks]))
-        residual = cfg['epsilon2'] * x
-        for l in range(1, cfg['num_L'] + 1):
-            x = getattr(self, f'directconv{l}')(x, norm).add_(residual)
+    def run_stage(self, stage, nodes, blocks, valid, speakers):
+        """fc, then the layers `x = conv_k(x) + epsilon * x0` of one graph; (B, nb, T, h)."""
+        fc, conv, n_layers, epsilon, degree = STAGE_LAYERS[stage]
+        norm = self.stage_graph(stage, blocks, valid, speakers).normalised(by=degree)
+        x = getattr(self, fc)(graph.to_block_nodes([nodes[b] for b in blocks]))
+        residual = self.cfg[epsilon] * x
+        for k in range(1, self.cfg[n_layers] + 1):
+            x = getattr(self, f'{conv}{k}')(x, norm).add_(residual)
         return x
 
     def forward(self, nodes, spk, lengths):
@@ -142,22 +142,21 @@ class GraphModel(nn.Module):
         (graph.length_groups): the same arithmetic with far less padding than the batch's.
         """
         inputs = self.stage_inputs(nodes, spk)
-        parts = {stage: {b: [] for b in graph_blocks(self.cfg, stage)} for stage in run_graphs(self.cfg)}
-        for group, T in graph.length_groups(lengths):
+        groups = graph.length_groups(lengths)
+        rows = {stage: {b: [] for b in graph_blocks(self.cfg, stage)} for stage in run_graphs(self.cfg)}
+        for group, T in groups:
             index = torch.as_tensor(group, device=spk.device)
             valid = torch.arange(T, device=spk.device)[None, :] < torch.as_tensor(
                 [lengths[b] for b in group], device=spk.device)[:, None]
             speakers = spk[:T, index].t() * valid
-            for stage, blocks in parts.items():
-                group_nodes = {b: inputs[stage][b][:T, index] for b in blocks}
-                if stage == 'ECG':
-                    x = self.ecgnn(group_nodes, list(blocks), valid)
-                else:
-                    x = self.eignn(group_nodes, list(blocks), valid, speakers)
-                for b, rows in zip(blocks, graph.from_block_nodes(x, valid)):
-                    blocks[b].append(rows)
-        order = graph.dialogue_order(lengths, [group for group, _ in graph.length_groups(lengths)])
-        return {stage: {b: torch.cat(rows)[order] for b, rows in blocks.items()} for stage, blocks in parts.items()}
+            for stage, per_block in rows.items():
+                blocks = list(per_block)
+                x = self.run_stage(stage, {b: inputs[stage][b][:T, index] for b in blocks}, blocks, valid, speakers)
+                for b, block_rows in zip(blocks, graph.from_block_nodes(x, valid)):
+                    per_block[b].append(block_rows)
+        order = graph.dialogue_order(lengths, [group for group, _ in groups])
+        return {stage: {b: torch.cat(parts)[order] for b, parts in per_block.items()}
+                for stage, per_block in rows.items()}
 
 
 class MoED(nn.Module):
