@@ -472,17 +472,18 @@ SYNTHETIC = {
 }
 # The generative process. Speakers take turns; each utterance's emotion follows the dynamics below;
 # each feature item = STRENGTH[kind] * (mix of unit class prototypes) + N(0, 1) noise per dimension.
-# An utterance is clear (its own class's prototype), weak (a faint one) or confusable (half its own,
-# half its partner class's), the same in every modality: the weak and confusable ones need context.
+# A share of utterances is faint in every modality: only the context tells their emotion. Each other
+# utterance is, in each modality independently, clear (its own class's prototype) or confusable (half
+# its own, half its partner class's): the modalities complement each other.
 # Text is the most informative (its four inputs share prototypes, so their mean halves the noise),
 # then audio, then visual (checked in tests/test_dataloader.py).
-SYNTHETIC_VERSION = 1       # bump when the generator changes, so cached datasets are rewritten
+SYNTHETIC_VERSION = 2       # bump when the generator changes, so cached datasets are rewritten
 TURN = 0.8                  # chance the next utterance is by another speaker
 INERTIA = 0.65              # chance a speaker keeps their previous emotion
 CONTAGION = 0.25            # chance to take the emotion of the last utterance by someone else
 MOOD = 0.5                  # chance a fresh emotion is the dialogue's mood rather than a draw from the prior
-AMBIGUITY = {               # kind -> (share of utterances, weight of own prototype, weight of partner's)
-    'clear': (0.6, 1.0, 0.0), 'weak': (0.2, 0.1, 0.0), 'confusable': (0.2, 0.5, 0.5)}
+FAINT = (0.25, 0.1)         # share of utterances faint in every modality, and their prototype's weight
+CONFUSABLE = 0.3            # chance, per utterance and modality, to be half its partner class's prototype
 STRENGTH = {'text': 1.4, 'audio': 2.8, 'visual': 1.5, 'unused': 1.0}
 
 
@@ -539,8 +540,7 @@ def _synthetic_tuples(info, shape, scale, seed):
     speakers = [_speaker_turns(rng, n, shape.speaker_counts) for n in lengths]
     classes = [_emotion_dynamics(rng, s, shape.class_prior) for s in speakers]
     flat = np.concatenate(classes)
-    ambiguity = rng.choice(len(AMBIGUITY), size=len(flat), p=[share for share, _, _ in AMBIGUITY.values()])
-    weights = np.array([own_partner for _, *own_partner in AMBIGUITY.values()], dtype=np.float32)[ambiguity]
+    faint = rng.random(len(flat)) < FAINT[0]
 
     def per_dialogue(values):
         return dict(zip(keys, values))
@@ -554,7 +554,9 @@ def _synthetic_tuples(info, shape, scale, seed):
         'trainVid': keys[:n_train], 'testVid': keys[n_train:], 'validVid': [],
     }
     bounds = np.cumsum(lengths)[:-1]
+    weights_by_kind = {}        # the four text inputs share one draw
     for item_name, (kind, dim) in _feature_items(info, shape).items():
+        weights = weights_by_kind.setdefault(kind, _prototype_weights(rng, faint))
         features = _features(rng, flat, weights, np.array(shape.partner), dim, STRENGTH[kind],
                              prototypes=_prototypes(seed, info.folder, kind, len(shape.class_prior), dim))
         items[item_name] = per_dialogue([list(block) for block in np.split(features, bounds)])
@@ -608,6 +610,14 @@ def _prototypes(seed, folder, kind, n_classes, dim):
     rng = np.random.default_rng([seed, zlib.crc32(f'{folder}/{kind}'.encode())])
     directions = rng.standard_normal((n_classes, dim)).astype(np.float32)
     return directions / np.linalg.norm(directions, axis=1, keepdims=True)
+
+
+def _prototype_weights(rng, faint):
+    """(own, partner) prototype weights per utterance for one modality: faint, confusable or clear."""
+    confusable = rng.random(len(faint)) < CONFUSABLE
+    own = np.where(faint, FAINT[1], np.where(confusable, 0.5, 1.0))
+    partner = np.where(~faint & confusable, 0.5, 0.0)
+    return np.stack([own, partner], 1).astype(np.float32)
 
 
 def _features(rng, classes, weights, partner, dim, strength, prototypes):
