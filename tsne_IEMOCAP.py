@@ -14,14 +14,17 @@ import numpy as np
 from matplotlib.lines import Line2D
 from sklearn.manifold import TSNE
 
+import dataloader
 import utils
 
-CLASS_NAMES = {  # per dataset: the names of the emotion classes and of the speaker indices
-    "IEMOCAP": {"emotion": ["hap", "sad", "neu", "ang", "exc", "fru"],
-                "speaker": ["speaker 0 (M)", "speaker 1 (F)"]},
-    "MELD": {"emotion": ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"],
-             "speaker": [f"speaker {i}" for i in range(9)]},
-}
+def class_names(dataset):
+    """The names of the emotion classes and of the speaker indices of a dataset."""
+    info = dataloader.DATASETS[dataset]
+    letters = "MF" if info.speaker_format == "MF" else None    # IEMOCAP: speaker 0 is M
+    return {"emotion": list(info.label_names),
+            "speaker": [f"speaker {i}" + (f" ({letters[i]})" if letters else "") for i in range(info.n_speakers)]}
+
+
 SAVED = {"emotion": "emotion_labels", "speaker": "speaker_index",  # --testing wrote <stem>_<dataset>.pkl
          "before": "multimodal_emotions_before", "after": "multimodal_emotions_after"}
 STAGES = {"before": "multimodal features before the graphs", "after": "features after the graphs"}
@@ -81,7 +84,7 @@ def load_features(features_dir, dataset):
     if len(labels) < MIN_UTTERANCES:
         raise utils.UserError(f"{labels_path} holds {len(labels)} test utterances; a t-SNE needs "
                               f"{MIN_UTTERANCES}.")
-    columns = {name: check_indices(*saved[name], names) for name, names in CLASS_NAMES[dataset].items()}
+    columns = {name: check_indices(*saved[name], names) for name, names in class_names(dataset).items()}
     features = {stage: check_features(*saved[stage]) for stage in STAGES}
     return features, columns
 
@@ -158,7 +161,7 @@ def main(argv=None, dataset="IEMOCAP"):
             title = (f"{dataset} test utterances: {description}, by {colouring}\n"
                      f"t-SNE of {len(keep)} utterances (perplexity {perplexity:g}, "
                      f"{args.max_iter} iterations, seed {args.seed})")
-            names = CLASS_NAMES[dataset][colouring]
+            names = class_names(dataset)[colouring]
             plot(points, classes[keep], names, title, f"{colouring}: utterances", path, args.seed)
             print(f"wrote {path}")
 
