@@ -169,7 +169,10 @@ def test_overhead_reports_flops_parameters_memory_latency(trained, data_dir, tmp
     checkpoint = out / 'best_model_IEMOCAP.pth'
     proc = ok(run('train.py', *data_args('IEMOCAP', data_dir), '--testing', '--overhead', '--checkpoint', checkpoint,
                   '--out-dir', tmp_path, cwd=tmp_path))
-    assert float(re.search(r'FLOPs \(fvcore\): (\d+\.\d+) GFLOPs', proc.stdout).group(1)) > 0
+    total, graph_and_linear, recurrent = map(float, re.search(
+        r'FLOPs: (\d+\.\d+) G .*?: (\d+\.\d+) G in matrix products.*? \+ (\d+\.\d+) G in the recurrent', proc.stdout).groups())
+    assert graph_and_linear > 0 and recurrent > 0
+    assert abs(total - graph_and_linear - recurrent) <= 0.002
     assert re.search(r'memory: RSS growth', proc.stdout)
     assert float(re.search(r'latency: median (\d+\.\d+) ms', proc.stdout).group(1)) > 0
     state = torch.load(checkpoint, weights_only=True)
