@@ -240,8 +240,9 @@ def _read_dialogue(info, key, split, fields, texts):
                         "and every modality need one entry per utterance.")
     if n == 0:
         raise UserError(f"{labels.path}: dialogue {key!r} is empty (no utterances).")
+    text = {f.item: _matrix(f, key) for f in texts}     # MOSEI's one text item, read once for its four inputs
     return Dialogue(key=key, speakers=_speakers(info, fields['speakers'], key), labels=_labels(info, labels, key),
-                    text=[_matrix(f, key) for f in texts],
+                    text=[text[f.item] for f in texts],
                     audio=_matrix(fields['audio'], key), visual=_matrix(fields['visual'], key))
 
 
