@@ -161,7 +161,8 @@ def build_parser(default_dataset='IEMOCAP'):
     p.add_argument('--data-dir', default='.', help='folder holding IEMOCAP_features/, MELD_features/, '
                                                    'CMU-MOSEI_features/ (default: the current directory)')
     p.add_argument('--synthetic', action='store_true',
-                   help='generate (once, cached under --data-dir) random features of the real shape and use them')
+                   help='generate (once, cached under --data-dir/synthetic/) simulated features in the real files\' '
+                        'format and shape, and use them')
     p.add_argument('--synthetic-scale', type=positive_float, default=1.0,
                    help="--synthetic: number of dialogues relative to the real dataset's (default 1.0)")
     p.add_argument('--valid', type=open_fraction, metavar='FRACTION',
@@ -243,8 +244,8 @@ def load_data(args):
 
 def data_description(args, fs):
     if args.synthetic:
-        return (f"SYNTHETIC {args.Dataset}-shaped random features (scale {args.synthetic_scale}), "
-                f"not the real dataset: scores mean nothing")
+        return (f"SYNTHETIC {args.Dataset}-shaped data (a simulation of emotional inertia and contagion, scale "
+                f"{args.synthetic_scale}), not the real dataset: its scores say nothing about the paper's")
     return f"real {args.Dataset} features from {', '.join(map(str, fs.source))}"
 
 
