@@ -154,7 +154,7 @@ class GraphModel(nn.Module):
                 x = self.run_stage(stage, {b: inputs[stage][b][:T, index] for b in blocks}, blocks, valid, speakers)
                 for b, block_rows in zip(blocks, graph.from_block_nodes(x, valid)):
                     per_block[b].append(block_rows)
-        order = graph.dialogue_order(lengths, [group for group, _ in groups])
+        order = graph.dialogue_order(lengths, [group for group, _ in groups]).to(spk.device)
         return {stage: {b: torch.cat(parts)[order] for b, parts in per_block.items()}
                 for stage, per_block in rows.items()}
 
