@@ -139,6 +139,11 @@ def edge_list(g, blocks, lengths):
     return sorted(rows)
 
 
+def padding_mask(lengths, T, device=None):
+    """(B, T) mask of the real utterances of dialogues of these lengths, padded to T."""
+    return torch.arange(T, device=device)[None, :] < torch.as_tensor(lengths, device=device)[:, None]
+
+
 def to_block_nodes(blocks):
     """Stack per-block (T, B, D) features into node features (B, nb, T, D)."""
     return torch.stack(blocks, 0).permute(2, 0, 1, 3)

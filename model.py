@@ -146,8 +146,7 @@ class GraphModel(nn.Module):
         rows = {stage: {b: [] for b in graph_blocks(self.cfg, stage)} for stage in run_graphs(self.cfg)}
         for group, T in groups:
             index = torch.as_tensor(group, device=spk.device)
-            valid = torch.arange(T, device=spk.device)[None, :] < torch.as_tensor(
-                [lengths[b] for b in group], device=spk.device)[:, None]
+            valid = graph.padding_mask([lengths[b] for b in group], T, spk.device)
             speakers = spk[:T, index].t() * valid
             for stage, per_block in rows.items():
                 blocks = list(per_block)
@@ -223,8 +222,8 @@ class MoED(nn.Module):
 
     def forward(self, text, audio, visual, qmask, lengths):
         T = qmask.shape[0]
-        lengths = torch.as_tensor(lengths, device=qmask.device)
-        valid = torch.arange(T, device=qmask.device)[None, :] < lengths[:, None]     # (B, T)
+        lengths = [int(n) for n in lengths]
+        valid = graph.padding_mask(lengths, T, qmask.device)                          # (B, T)
         raw = {'a': audio, 'v': visual}
         nodes, r2 = {}, None
         for m in self.modals:
@@ -234,7 +233,7 @@ class MoED(nn.Module):
                 nodes[m] = self.encode(m, raw[m])
         nodes['u'] = self.linear_u(torch.cat([nodes[m] for m in self.modals], -1))
         spk = qmask.argmax(-1)                                                        # (T, B)
-        outputs = self.graph_model(nodes, spk, lengths.tolist())
+        outputs = self.graph_model(nodes, spk, lengths)
         features = torch.cat([outputs[g][b] for g, b in readout_parts(self.cfg)], -1)
         before = None
         if len(self.modals) == 3 and not self.training:    # exported by --testing only
