@@ -7,6 +7,7 @@ import sys
 import tempfile
 
 import numpy as np
+import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 
@@ -27,7 +28,6 @@ def run_cli(main, argv=None):
 
 def seed_everything(seed):
     """Seed python's random, numpy's global generator and torch (CPU and every CUDA device)."""
-    import torch  # imported here so that scripts without torch (t-SNE) start fast
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -197,5 +197,4 @@ def save_csv(path, dataframe):
 
 def save_state_dict(path, state_dict):
     """torch.save a state_dict atomically."""
-    import torch  # imported here so that scripts without torch (t-SNE) start fast
     atomic_write(path, lambda f: torch.save(state_dict, f))
