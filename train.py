@@ -267,7 +267,7 @@ class Pass:
     loss: float
     labels: np.ndarray
     preds: np.ndarray
-    outputs: dict = None  # with keep_outputs: features_after, features_before, spk_idx, keys, lengths
+    outputs: dict = None  # with keep_outputs: features_after, features_before, spk_idx, keys, lengths, dialogue_ids
 
 
 def progress_bar(batches, n_keys, batch_size, desc, show):
@@ -307,9 +307,10 @@ def gather_outputs(kept):
     def stack(name):
         parts = [out[name] for out, _, _ in kept]
         return None if parts[0] is None else torch.cat(parts).detach().cpu().numpy()
+    lengths = [n for _, _, batch_lengths in kept for n in batch_lengths]
     return dict(features_after=stack('features_after'), features_before=stack('features_before'),
-                spk_idx=stack('spk_idx'), keys=[k for _, keys, _ in kept for k in keys],
-                lengths=[n for _, _, lengths in kept for n in lengths])
+                spk_idx=stack('spk_idx'), keys=[k for _, keys, _ in kept for k in keys], lengths=lengths,
+                dialogue_ids=np.repeat(np.arange(len(lengths)), lengths))   # position in test order, per utterance
 
 
 def scores(dataset, labels, preds):
@@ -346,6 +347,11 @@ def default_run_dir(args):
         n += 1
         path = f'{base}-{n}'
     return path
+
+
+def selection_metric(args):
+    """The metric whose best epoch gives the saved checkpoint."""
+    return 'valid_f1' if args.valid is not None else 'test_f1'
 
 
 def selection_rule(args, n_valid):
@@ -411,7 +417,7 @@ def train(args, cfg, fs, net):
     splits['test'] = fs.test_keys                       # last: epoch_row returns its Pass
     optimizer, loss_fn, rng = training_objects(args, net, args.device)
     rule = selection_rule(args, len(splits.get('valid', ())))
-    select_on = 'valid_f1' if args.valid is not None else 'test_f1'
+    select_on = selection_metric(args)
     run_dir = args.out_dir or default_run_dir(args)
     checkpoint = os.path.join(run_dir, f'best_model_{args.Dataset}.pth')
     utils.save_json(os.path.join(run_dir, 'config.json'), run_config(args, cfg, fs, splits, rule))
@@ -447,7 +453,7 @@ def training_report(args, fs, rows, best, rule, checkpoint, interrupted):
              ""]
     if not rows:
         return '\n'.join(lines + ["no epoch finished: no checkpoint and no scores", ""])
-    selected = best['valid_f1'] if args.valid is not None else best['test_f1']
+    selected = best[selection_metric(args)]
     lines += [f"checkpoint: {checkpoint} = epoch {selected[1]}, picked by {rule}", ""]
     f1, epoch, test_pass = best['test_f1']
     lines.append(score_block(f"Paper protocol: best test weighted F1 over epochs = epoch {epoch} "
@@ -522,8 +528,7 @@ def load_checkpoint(net, path, device):
 
 def inertia_text(labels, preds, outputs):
     """Weighted F1 on utterances that repeat the same speaker's previous label (emotional inertia) and the rest."""
-    dialogue_ids = np.repeat(np.arange(len(outputs['lengths'])), outputs['lengths'])
-    mask = utils.inertia_split(labels, outputs['spk_idx'], dialogue_ids)
+    mask = utils.inertia_split(labels, outputs['spk_idx'], outputs['dialogue_ids'])
     lines = ["emotional inertia (label equals the same speaker's previous label in the dialogue):"]
     for name, subset in (('inertia', mask), ('other', ~mask)):
         if subset.any():
@@ -549,7 +554,7 @@ def save_test_outputs(args, result):
             continue
         utils.save_pickle(os.path.join(features, name), array)
     table = pd.DataFrame(dict(
-        dialogue_id=np.repeat(np.arange(len(out['lengths'])), out['lengths']),
+        dialogue_id=out['dialogue_ids'],
         utterance_idx=np.concatenate([np.arange(n) for n in out['lengths']]),
         speaker=out['spk_idx'], label=result.labels, pred=result.preds,
         dialogue_key=np.repeat(np.array(out['keys'], dtype=object), out['lengths'])))
