@@ -15,6 +15,7 @@ import time
 import torch
 
 import train
+import training
 import utils
 
 
@@ -51,17 +52,17 @@ def main(argv=None):
                                   '--device', bench.device, '--quiet'])
     fs = train.load_data(args)
     net = train.build_model(args, cfg, fs)
-    optimizer, loss_fn, rng = train.training_objects(args, net, args.device)
+    optimizer, loss_fn, protocol = train.training_objects(args, net, args.device)
     n_train = sum(len(fs.dialogues[k].labels) for k in fs.train_keys)
     print(f"{bench.Dataset}: {len(fs.train_keys)} training dialogues ({n_train} utterances), "
           f"{len(fs.test_keys)} test dialogues, batch {args.batch_size}, device {args.device}, "
           f"{torch.get_num_threads()} threads", file=sys.stderr)
 
     def train_epoch():
-        train.run_epoch(net, fs, fs.train_keys, loss_fn, args.device, args.batch_size, optimizer, rng)
+        training.run_pass(net, fs, fs.train_keys, loss_fn, args.device, args.batch_size, protocol, optimizer)
 
     def test_pass():
-        train.run_epoch(net, fs, fs.test_keys, loss_fn, args.device, args.batch_size)
+        training.run_pass(net, fs, fs.test_keys, loss_fn, args.device, args.batch_size, protocol)
 
     train_s, test_s = [], []
     for epoch in range(bench.epochs + 1):

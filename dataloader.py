@@ -3,7 +3,7 @@ time-major padded batches, and a synthetic stand-in written in the same on-disk 
 
     fs = load_features('IEMOCAP', data_dir)             # or data_dir = ensure_synthetic('IEMOCAP', data_dir)
     train, valid = split_valid(fs.train_keys, 0.1, seed)
-    for batch in iterate_batches(fs, train, 32, rng):   # rng=None keeps the given (file) order
+    for batch in iterate_batches(fs, train, 32):        # in the given order
         model(batch.text, batch.audio, batch.visual, batch.qmask, batch.lengths)
 
 Feature files are downloads, so they are unpickled with utils.safe_load_pickle (numpy arrays and plain
@@ -430,13 +430,11 @@ def make_batch(fs, keys):
                  keys=list(keys))
 
 
-def iterate_batches(fs, keys, batch_size, rng=None):
-    """Batches of batch_size dialogues: keys in the given order, or shuffled by rng (a np.random.Generator)."""
+def iterate_batches(fs, keys, batch_size):
+    """Batches of batch_size dialogues, keys in the given order (training.Protocol decides the order)."""
     if batch_size < 1:
         raise UserError(f"the batch size must be at least 1, got {batch_size}.")
     keys = list(keys)
-    if rng is not None:
-        keys = [keys[i] for i in rng.permutation(len(keys))]
     for start in range(0, len(keys), batch_size):
         yield make_batch(fs, keys[start:start + batch_size])
 

@@ -19,7 +19,6 @@ import statistics
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -27,6 +26,7 @@ import torch
 
 import dataloader
 import model
+import training
 import utils
 
 # The original README's command for each dataset. Without --paper, a flag not given takes the
@@ -46,7 +46,6 @@ PAPER = {
                   directed_edge='avl', single_edge=''),
 }
 DEFAULTS = PAPER['IEMOCAP']
-SHUFFLE_TRAIN = {'IEMOCAP': False, 'MELD': True, 'MOSEI': True}  # the reference's training loaders
 OVERHEAD_UTTERANCES = 40                                         # dialogue length timed by --overhead
 
 # Which flags probably differ when a checkpoint does not fit: (key pattern, kind of mismatch, flag, why).
@@ -157,6 +156,11 @@ def build_parser(default_dataset='IEMOCAP'):
     p.add_argument('--paper', action='store_true',
                    help="hyper-parameters not given take the paper's values for --Dataset (the original README's "
                         "command for it) instead of the IEMOCAP ones")
+    p.add_argument('--protocol', default='original', choices=list(training.PROTOCOLS),
+                   help="original (default): the authors' training loop, reseeded at every pass, so every epoch "
+                        "sees the same batch order and dropout masks (reproduces their runs on CPU); textbook: "
+                        "never reseeded, a fresh order and fresh dropout masks every epoch (a deviation from "
+                        "the original)")
     p.add_argument('--seed', type=int, default=67137, help='seed of every random generator (default 67137, the original\'s)')
     p.add_argument('--data-dir', default='.', help='folder holding IEMOCAP_features/, MELD_features/, '
                                                    'CMU-MOSEI_features/ (default: the current directory)')
@@ -259,84 +263,14 @@ def build_model(args, cfg, fs):
     return model.MoED(cfg, model_dims(fs)).to(args.device)
 
 
-# ----------------------------------------------------------------------------- one pass over the data
-
-@dataclass
-class Pass:
-    """What one pass over a list of dialogues produced, in dialogue order."""
-    loss: float
-    labels: np.ndarray
-    preds: np.ndarray
-    outputs: dict = None  # with keep_outputs: features_after, features_before, spk_idx, keys, lengths, dialogue_ids
-
-
-def progress_bar(batches, n_keys, batch_size, desc, show):
-    if not show:
-        return batches
-    from tqdm import tqdm
-    return tqdm(batches, total=math.ceil(n_keys / batch_size), desc=desc, leave=False)
-
-
-def run_epoch(net, fs, keys, loss_fn, device, batch_size, optimizer=None, rng=None, progress=False,
-              keep_outputs=False):
-    """One pass over the dialogues `keys`: a training epoch when an optimizer is given, else evaluation."""
-    training = optimizer is not None
-    net.train(training)
-    losses, labels, preds, kept = [], [], [], []
-    batches = dataloader.iterate_batches(fs, keys, batch_size, rng)
-    with torch.set_grad_enabled(training):
-        for batch in progress_bar(batches, len(keys), batch_size, 'train' if training else 'eval', progress):
-            batch = batch.to(device)
-            out = net(batch.text, batch.audio, batch.visual, batch.qmask, batch.lengths)
-            loss = loss_fn(out['log_prob'], batch.labels)
-            if training:
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            losses.append(loss.item())
-            labels.append(batch.labels.cpu().numpy())
-            preds.append(out['log_prob'].argmax(1).cpu().numpy())
-            if keep_outputs:
-                kept.append((out, batch.keys, batch.lengths))
-    outputs = gather_outputs(kept) if keep_outputs else None
-    return Pass(float(np.mean(losses)), np.concatenate(labels), np.concatenate(preds), outputs)
-
-
-def gather_outputs(kept):
-    """Concatenate per-batch model outputs into numpy arrays, one row per utterance."""
-    def stack(name):
-        parts = [out[name] for out, _, _ in kept]
-        return None if parts[0] is None else torch.cat(parts).detach().cpu().numpy()
-    lengths = [n for _, _, batch_lengths in kept for n in batch_lengths]
-    return dict(features_after=stack('features_after'), features_before=stack('features_before'),
-                spk_idx=stack('spk_idx'), keys=[k for _, keys, _ in kept for k in keys], lengths=lengths,
-                dialogue_ids=np.repeat(np.arange(len(lengths)), lengths))   # position in test order, per utterance
-
-
-def scores(dataset, labels, preds):
-    """Accuracy and weighted F1 in percent; for MOSEI also the 3-class sentiment accuracy from the 7 bins."""
-    result = dict(acc=utils.accuracy(labels, preds), f1=utils.weighted_f1(labels, preds))
-    if dataset == 'MOSEI':
-        result['sent3_acc'] = utils.accuracy(utils.sentiment3_from_bins(labels), utils.sentiment3_from_bins(preds))
-    return result
-
-
-def score_block(title, dataset, labels, preds, label_names):
-    """utils.report_block, plus the MOSEI 3-class line."""
-    block = utils.report_block(title, labels, preds, label_names)
-    if dataset == 'MOSEI':
-        block += f"3-class sentiment accuracy (from the 7 bins): {scores(dataset, labels, preds)['sent3_acc']:.2f}\n"
-    return block
-
-
 # ----------------------------------------------------------------------------- training
 
 def training_objects(args, net, device):
-    """Adam, the dataset's loss, and the generator that shuffles training dialogues (None: file order)."""
+    """Adam, the dataset's loss, and the training protocol (what each pass's order and random state are)."""
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=args.l2)
     loss_fn = model.make_loss(args.Dataset, device)
-    rng = np.random.default_rng(args.seed) if SHUFFLE_TRAIN[args.Dataset] else None
-    return optimizer, loss_fn, rng
+    protocol = training.Protocol(args.protocol, args.seed, shuffle=training.dataset_shuffles(args.Dataset))
+    return optimizer, loss_fn, protocol
 
 
 def default_run_dir(args):
@@ -386,17 +320,21 @@ def epoch_line(row):
     return ', '.join(fields + [f"time: {row['seconds']:.2f} sec"])
 
 
-def epoch_row(net, fs, splits, optimizer, loss_fn, rng, args, epoch, progress):
-    """Train one epoch, then evaluate validation (if any) and test: (metrics row, test Pass)."""
+def epoch_passes(net, fs, splits, optimizer, loss_fn, protocol, args, progress):
+    """Train one epoch, then evaluate validation (if any) and test: split -> Pass."""
+    return {split: training.run_pass(net, fs, keys, loss_fn, args.device, args.batch_size, protocol,
+                                     optimizer if split == 'train' else None, progress)
+            for split, keys in splits.items()}
+
+
+def epoch_row(epoch, passes, dataset):
+    """The metrics.csv row of one epoch: loss, accuracy and weighted F1 of every split."""
     row = dict(epoch=epoch)
-    for split in splits:
-        training = split == 'train'
-        result = run_epoch(net, fs, splits[split], loss_fn, args.device, args.batch_size,
-                           optimizer if training else None, rng if training else None, progress)
+    for split, result in passes.items():
         row[f'{split}_loss'] = result.loss
         row.update({f'{split}_{name}': value for name, value in
-                    scores(args.Dataset, result.labels, result.preds).items()})
-    return row, result
+                    training.scores(dataset, result.labels, result.preds).items()})
+    return row
 
 
 def track_best(best, row, test_pass):
@@ -414,22 +352,24 @@ def train(args, cfg, fs, net):
     splits = dict(train=fs.train_keys)
     if args.valid is not None:
         splits['train'], splits['valid'] = dataloader.split_valid(fs.train_keys, args.valid, args.seed)
-    splits['test'] = fs.test_keys                       # last: epoch_row returns its Pass
-    optimizer, loss_fn, rng = training_objects(args, net, args.device)
+    splits['test'] = fs.test_keys
+    optimizer, loss_fn, protocol = training_objects(args, net, args.device)
     rule = selection_rule(args, len(splits.get('valid', ())))
     select_on = selection_metric(args)
     run_dir = args.out_dir or default_run_dir(args)
     checkpoint = os.path.join(run_dir, f'best_model_{args.Dataset}.pth')
     utils.save_json(os.path.join(run_dir, 'config.json'), run_config(args, cfg, fs, splits, rule))
     print(f"data: {data_description(args, fs)}; device: {args.device}; run folder: {run_dir}")
+    print(f"training protocol: {protocol_description(args.protocol)}")
     progress = sys.stderr.isatty() and not args.quiet
 
     rows, best, interrupted = [], {}, False
     try:
         for epoch in range(1, args.epochs + 1):
             start = time.time()
-            row, test_pass = epoch_row(net, fs, splits, optimizer, loss_fn, rng, args, epoch, progress)
-            if select_on in track_best(best, row, test_pass):
+            passes = epoch_passes(net, fs, splits, optimizer, loss_fn, protocol, args, progress)
+            row = epoch_row(epoch, passes, args.Dataset)
+            if select_on in track_best(best, row, passes['test']):
                 utils.save_state_dict(checkpoint, {k: v.detach().cpu() for k, v in net.state_dict().items()})
             rows.append(row)
             utils.save_csv(os.path.join(run_dir, 'metrics.csv'), pd.DataFrame(rows))
@@ -446,22 +386,32 @@ def train(args, cfg, fs, net):
         sys.exit(130)
 
 
+def protocol_description(name):
+    """One line for the run header and report.txt; the textbook protocol is flagged as a deviation."""
+    if name == 'original':
+        return ("original (the authors' loop: reseeded at every pass, the same batch order and dropout masks "
+                "every epoch)")
+    return ("textbook: a fresh batch order and fresh dropout masks every epoch, never reseeded "
+            "(DEVIATION from the original code: runs do not reproduce the authors')")
+
+
 def training_report(args, fs, rows, best, rule, checkpoint, interrupted):
     """report.txt: data, selection rule, and the score blocks of the selected epochs."""
     lines = [f"MoED on {args.Dataset}: {data_description(args, fs)}",
              f"seed {args.seed}, {len(rows)} of {args.epochs} epochs done" + (" (interrupted)" if interrupted else ""),
+             f"training protocol: {protocol_description(args.protocol)}",
              ""]
     if not rows:
         return '\n'.join(lines + ["no epoch finished: no checkpoint and no scores", ""])
     selected = best[selection_metric(args)]
     lines += [f"checkpoint: {checkpoint} = epoch {selected[1]}, picked by {rule}", ""]
     f1, epoch, test_pass = best['test_f1']
-    lines.append(score_block(f"Paper protocol: best test weighted F1 over epochs = epoch {epoch} "
+    lines.append(training.score_block(f"Paper protocol: best test weighted F1 over epochs = epoch {epoch} "
                              f"(SELECTED ON THE TEST SET, as in the paper)",
                              args.Dataset, test_pass.labels, test_pass.preds, fs.label_names))
     if args.valid is not None:
         f1, epoch, test_pass = best['valid_f1']
-        lines.append(score_block(f"Test at the best-validation epoch = epoch {epoch} (validation weighted F1 "
+        lines.append(training.score_block(f"Test at the best-validation epoch = epoch {epoch} (validation weighted F1 "
                                  f"{f1:.2f}; selected without the test set)",
                                  args.Dataset, test_pass.labels, test_pass.preds, fs.label_names))
     return '\n'.join(lines)
@@ -557,7 +507,7 @@ def save_test_outputs(args, result):
         dialogue_id=out['dialogue_ids'],
         utterance_idx=np.concatenate([np.arange(n) for n in out['lengths']]),
         speaker=out['spk_idx'], label=result.labels, pred=result.preds,
-        dialogue_key=np.repeat(np.array(out['keys'], dtype=object), out['lengths'])))
+        dialogue_key=np.repeat(np.array(result.keys, dtype=object), out['lengths'])))
     csv = os.path.join(base, 'saved_outputs', f'utterances_{ds}.csv')
     utils.save_csv(csv, table)
     print(f"wrote {features}/ and {csv}")
@@ -570,10 +520,11 @@ def test(args, cfg, fs, net):
     print(f"data: {data_description(args, fs)}; device: {args.device}; checkpoint: {path}")
     overhead = overhead_text(net, fs, args.device) if args.overhead else None  # first: a fresh process's memory
     loss_fn = model.make_loss(args.Dataset, args.device)
-    result = run_epoch(net, fs, fs.test_keys, loss_fn, args.device, args.batch_size,
-                       progress=sys.stderr.isatty() and not args.quiet, keep_outputs=True)
+    protocol = training.Protocol(args.protocol, args.seed, shuffle=False)
+    result = training.run_pass(net, fs, fs.test_keys, loss_fn, args.device, args.batch_size, protocol,
+                               progress=sys.stderr.isatty() and not args.quiet, keep_outputs=True)
     print(f"test loss: {result.loss:.4f}")
-    print(score_block(f"Test set, checkpoint {path}", args.Dataset, result.labels, result.preds, fs.label_names))
+    print(training.score_block(f"Test set, checkpoint {path}", args.Dataset, result.labels, result.preds, fs.label_names))
     print(inertia_text(result.labels, result.preds, result.outputs))
     if overhead:
         print(overhead)

@@ -108,6 +108,20 @@ def test_training_is_deterministic_for_a_seed(trained, data_dir, tmp_path):
     assert (tmp_path / 'again' / 'metrics.csv').read_text() == (first / 'metrics.csv').read_text()
 
 
+def test_textbook_protocol_is_recorded_and_flagged_as_a_deviation(trained, data_dir, tmp_path):
+    original, _ = trained('MELD')
+    assert json.loads((original / 'config.json').read_text())['flags']['protocol'] == 'original'
+    assert 'DEVIATION' not in (original / 'report.txt').read_text()
+    out = tmp_path / 'textbook'
+    proc = ok(run('train.py', *data_args('MELD', data_dir), '--epochs', 2, '--protocol', 'textbook',
+                  '--out-dir', out, cwd=tmp_path))
+    assert json.loads((out / 'config.json').read_text())['flags']['protocol'] == 'textbook'
+    header = proc.stdout[:proc.stdout.index('epoch: 1,')]
+    assert 'training protocol: textbook' in header and 'DEVIATION' in header
+    assert 'training protocol: textbook' in (out / 'report.txt').read_text()
+    assert (out / 'metrics.csv').read_text() != (original / 'metrics.csv').read_text()
+
+
 def test_valid_reports_test_at_the_best_validation_epoch(data_dir, tmp_path):
     out = tmp_path / 'run'
     ok(run('train.py', *data_args('MELD', data_dir), '--epochs', 2, '--valid', 0.3, '--out-dir', out,

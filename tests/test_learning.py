@@ -12,6 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 import dataloader
 import train
+import training
 import utils
 
 SCALE, EPOCHS, LR = 0.5, 6, '0.001'
@@ -44,11 +45,11 @@ def moed_f1(fs, modals):
     args, cfg = train.parse_args(['--paper', '--Dataset', 'IEMOCAP', '--modals', modals,
                                   '--directed_edge', modals, '--lr', LR, '--device', 'cpu'])
     net = train.build_model(args, cfg, fs)
-    optimizer, loss_fn, rng = train.training_objects(args, net, 'cpu')
+    optimizer, loss_fn, protocol = train.training_objects(args, net, 'cpu')
     best = 0.0
     for _ in range(EPOCHS):
-        train.run_epoch(net, fs, fs.train_keys, loss_fn, 'cpu', args.batch_size, optimizer, rng)
-        result = train.run_epoch(net, fs, fs.test_keys, loss_fn, 'cpu', args.batch_size)
+        training.run_pass(net, fs, fs.train_keys, loss_fn, 'cpu', args.batch_size, protocol, optimizer)
+        result = training.run_pass(net, fs, fs.test_keys, loss_fn, 'cpu', args.batch_size, protocol)
         best = max(best, utils.weighted_f1(result.labels, result.preds))
     return best
 

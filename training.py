@@ -1,0 +1,133 @@
+"""One pass over the data, a training epoch or an evaluation, under the training protocol.
+
+    protocol = Protocol('original', seed, shuffle=dataset_shuffles(name))
+    result = run_pass(net, fs, keys, loss_fn, device, batch_size, protocol, optimizer)   # training epoch
+    result = run_pass(net, fs, keys, loss_fn, device, batch_size, protocol)              # evaluation
+
+The protocol decides what each pass sees (see Protocol): `original` reproduces the authors' code
+run for run on CPU, `textbook` draws a fresh order and fresh dropout masks every epoch.
+train.py, bench.py and the experiment and prediction scripts all go through run_pass.
+"""
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import dataloader
+import utils
+
+PROTOCOLS = ('original', 'textbook')
+SHUFFLED_DATASETS = ('MELD', 'MOSEI')   # the original's SubsetRandomSampler; IEMOCAP trains in file order
+
+
+def dataset_shuffles(name):
+    """Whether training dialogues are shuffled: the original shuffles MELD and MOSEI, not IEMOCAP."""
+    return name in SHUFFLED_DATASETS
+
+
+@dataclass
+class Protocol:
+    """Where each pass's dialogue order and random numbers come from.
+
+    original (the authors' code, the default): every pass, training or evaluation, starts with
+      seed_everything(seed); then one int64 is drawn from torch's global generator (what creating
+      a torch DataLoader iterator draws, its base seed); a shuffled training pass then orders its
+      dialogues by torch.randperm(n) from the same generator (a SubsetRandomSampler). Dropout
+      draws from that generator after it. So every epoch sees the same order and the same
+      dropout masks. On CUDA the masks come from the CUDA generator: identical to the original
+      on CPU only.
+    textbook: nothing is reseeded after the model is built; a shuffled training pass draws a
+      fresh order from a numpy generator seeded once per run, and dropout fresh masks.
+    """
+    name: str
+    seed: int
+    shuffle: bool                                    # shuffle training passes
+    rng: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if self.name not in PROTOCOLS:
+            raise utils.UserError(f"unknown training protocol {self.name!r}; known: {', '.join(PROTOCOLS)}.")
+        self.rng = np.random.default_rng(self.seed)
+
+    def pass_order(self, keys, training):
+        """Begin a pass over `keys`: set the random state and return the dialogues in this pass's order."""
+        keys = list(keys)
+        shuffled = training and self.shuffle
+        if self.name == 'textbook':
+            return [keys[i] for i in self.rng.permutation(len(keys))] if shuffled else keys
+        utils.seed_everything(self.seed)
+        torch.empty((), dtype=torch.int64).random_()          # the DataLoader iterator's base seed
+        return [keys[i] for i in torch.randperm(len(keys)).tolist()] if shuffled else keys
+
+
+@dataclass
+class Pass:
+    """What one pass over a list of dialogues produced, in the order the pass saw them."""
+    loss: float                 # mean of the batch losses
+    batch_losses: list
+    labels: np.ndarray
+    preds: np.ndarray
+    keys: list                  # the dialogues, in pass order
+    outputs: dict = None        # with keep_outputs: features_after, features_before, spk_idx, lengths,
+                                # dialogue_ids, log_prob
+
+
+def progress_bar(batches, n_keys, batch_size, desc, show):
+    if not show:
+        return batches
+    from tqdm import tqdm
+    return tqdm(batches, total=math.ceil(n_keys / batch_size), desc=desc, leave=False)
+
+
+def run_pass(net, fs, keys, loss_fn, device, batch_size, protocol, optimizer=None, progress=False,
+             keep_outputs=False):
+    """One pass over the dialogues `keys`: a training epoch when an optimizer is given, else evaluation."""
+    training = optimizer is not None
+    net.train(training)
+    keys = protocol.pass_order(keys, training)
+    losses, labels, preds, kept = [], [], [], []
+    batches = dataloader.iterate_batches(fs, keys, batch_size)
+    with torch.set_grad_enabled(training):
+        for batch in progress_bar(batches, len(keys), batch_size, 'train' if training else 'eval', progress):
+            batch = batch.to(device)
+            out = net(batch.text, batch.audio, batch.visual, batch.qmask, batch.lengths)
+            loss = loss_fn(out['log_prob'], batch.labels)
+            if training:
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            losses.append(loss.item())
+            labels.append(batch.labels.cpu().numpy())
+            preds.append(out['log_prob'].argmax(1).cpu().numpy())
+            if keep_outputs:
+                kept.append((out, batch.lengths))
+    outputs = gather_outputs(kept) if keep_outputs else None
+    return Pass(float(np.mean(losses)), losses, np.concatenate(labels), np.concatenate(preds), keys, outputs)
+
+
+def gather_outputs(kept):
+    """Concatenate per-batch model outputs into numpy arrays, one row per utterance."""
+    def stack(name):
+        parts = [out[name] for out, _ in kept]
+        return None if parts[0] is None else torch.cat(parts).detach().cpu().numpy()
+    lengths = [n for _, batch_lengths in kept for n in batch_lengths]
+    return dict(features_after=stack('features_after'), features_before=stack('features_before'),
+                spk_idx=stack('spk_idx'), log_prob=stack('log_prob'), lengths=lengths,
+                dialogue_ids=np.repeat(np.arange(len(lengths)), lengths))   # position in pass order, per utterance
+
+
+def scores(dataset, labels, preds):
+    """Accuracy and weighted F1 in percent; for MOSEI also the 3-class sentiment accuracy from the 7 bins."""
+    result = dict(acc=utils.accuracy(labels, preds), f1=utils.weighted_f1(labels, preds))
+    if dataset == 'MOSEI':
+        result['sent3_acc'] = utils.accuracy(utils.sentiment3_from_bins(labels), utils.sentiment3_from_bins(preds))
+    return result
+
+
+def score_block(title, dataset, labels, preds, label_names):
+    """utils.report_block, plus the MOSEI 3-class line."""
+    block = utils.report_block(title, labels, preds, label_names)
+    if dataset == 'MOSEI':
+        block += f"3-class sentiment accuracy (from the 7 bins): {scores(dataset, labels, preds)['sent3_acc']:.2f}\n"
+    return block
