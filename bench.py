@@ -4,7 +4,7 @@
     -> {"dataset": "IEMOCAP", "device": "cpu", "train_epoch_s": ..., "test_pass_s": ...,
         "train_utterances_per_s": ..., "peak_rss_mb": ...}
 
-One warm-up epoch (train + test), then the mean of --epochs timed ones. The arithmetic is train.py's.
+One warm-up epoch (train + test), then the mean of --epochs timed ones. The arithmetic is train.py's (training.run_pass).
 """
 import argparse
 import json
@@ -14,21 +14,21 @@ import time
 
 import torch
 
-import train
+import config
 import training
 import utils
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--Dataset', default='IEMOCAP', choices=list(train.PAPER))
+    p.add_argument('--Dataset', default='IEMOCAP', choices=list(config.PAPER))
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
                    help='auto: CUDA when available')
-    p.add_argument('--epochs', type=train.positive_int, default=2, help='timed epochs after the warm-up one')
-    p.add_argument('--threads', type=train.positive_int, help='torch.set_num_threads (default: torch\'s choice)')
+    p.add_argument('--epochs', type=config.positive_int, default=2, help='timed epochs after the warm-up one')
+    p.add_argument('--threads', type=config.positive_int, help='torch.set_num_threads (default: torch\'s choice)')
     p.add_argument('--data-dir', default='/tmp/moed_bench',
                    help='where the synthetic dataset is generated once and cached')
-    p.add_argument('--synthetic-scale', type=train.positive_float, default=1.0,
+    p.add_argument('--synthetic-scale', type=config.positive_float, default=1.0,
                    help="dialogues relative to the real dataset (1.0, the default, is the benchmark; "
                         "smaller is a smoke test)")
     return p.parse_args(argv)
@@ -36,10 +36,10 @@ def parse_args(argv=None):
 
 def timed(fn, device):
     """Seconds fn() takes, with CUDA work finished."""
-    train.synchronize(device)
+    utils.synchronize(device)
     start = time.perf_counter()
     fn()
-    train.synchronize(device)
+    utils.synchronize(device)
     return time.perf_counter() - start
 
 
@@ -47,12 +47,12 @@ def main(argv=None):
     bench = parse_args(argv)
     if bench.threads:
         torch.set_num_threads(bench.threads)
-    args, cfg = train.parse_args(['--Dataset', bench.Dataset, '--paper', '--synthetic', '--synthetic-scale',
+    args = config.parse_args(['--Dataset', bench.Dataset, '--paper', '--synthetic', '--synthetic-scale',
                                   str(bench.synthetic_scale), '--data-dir', bench.data_dir,
                                   '--device', bench.device, '--quiet'])
-    fs = train.load_data(args)
-    net = train.build_model(args, cfg, fs)
-    optimizer, loss_fn, protocol = train.training_objects(args, net, args.device)
+    fs = training.load_data(args)
+    net = training.build_model(args, fs)
+    optimizer, loss_fn, protocol = training.training_objects(args, net)
     n_train = sum(len(fs.dialogues[k].labels) for k in fs.train_keys)
     print(f"{bench.Dataset}: {len(fs.train_keys)} training dialogues ({n_train} utterances), "
           f"{len(fs.test_keys)} test dialogues, batch {args.batch_size}, device {args.device}, "

@@ -3,82 +3,56 @@
 State-dict keys follow the reference implementation so released checkpoints load strictly.
 Batches are time-major and padded: (T, B, D).
 """
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import graph
-from utils import UserError
+from config import ModelConfig
 
-PAPER_D_G = {'IEMOCAP': 512, 'MELD': 1024, 'MOSEI': 1024}
-GRAPH_H = 512
 MODALITIES = 'lav'                       # canonical order of modality blocks and of cat(l, a, v)
 MODAL_EMBEDDING_ROW = {'a': 0, 'v': 1, 'l': 2}
 SPEAKER_LETTERS = {'ECG': {'b': 'l', 'c': 'a', 'd': 'v', 'e': 'u'},
                    'EIG': {'f': 'l', 'g': 'a', 'h': 'v', 'i': 'u'}}
 IEMOCAP_CLASS_FREQ = [0.086747, 0.144406, 0.227883, 0.160585, 0.127711, 0.252668]
-MULTIMODAL_NODES = ('both', 'ECG', 'EIG', '')
-GRAPH_TYPES = ('both', 'ECG', 'EIG')
-SINGLE_EDGES = ('', 'intra', 'inter')
-BASE_MODELS = ('GRU', 'LSTM')
-# per graph: input layer, convolution name, layer-count flag, residual flag, degree normalised by
-STAGE_LAYERS = {'ECG': ('fc2', 'conv', 'num_K', 'epsilon', 'out'),
-                'EIG': ('fc1', 'directconv', 'num_L', 'epsilon2', 'in')}
+
+
+class Stage(NamedTuple):
+    """What differs between the two graphs: their layers' names and flags, and the degree they normalise by."""
+    fc: str           # input layer
+    conv: str         # convolution module prefix (conv1, conv2, ... or directconv1, ...)
+    n_layers: str     # ModelConfig field: number of layers
+    epsilon: str      # ModelConfig field: residual scaling
+    degree: str       # 'out' (ECGNN) or 'in' (EIGNN)
+
+
+STAGES = {'ECG': Stage('fc2', 'conv', 'num_K', 'epsilon', 'out'),
+          'EIG': Stage('fc1', 'directconv', 'num_L', 'epsilon2', 'in')}
 
 
 def used_modalities(cfg):
     """Modalities of --modals in canonical l, a, v order."""
-    return [m for m in MODALITIES if m in cfg['modals']]
-
-
-def check_config(cfg):
-    """Raise UserError for unknown letters or impossible flag combinations."""
-    def bad(flag, why):
-        raise UserError(f"--{flag.replace('base_model', 'base-model')}={cfg[flag]!r}: {why}")
-
-    for flag, allowed in (('modals', 'avl'), ('directed_edge', 'avl'), ('use_speaker', 'bcdefghi')):
-        unknown = sorted(set(cfg[flag]) - set(allowed))
-        if unknown:
-            bad(flag, f"unknown letter(s) {''.join(unknown)}; allowed: {allowed}")
-        if len(set(cfg[flag])) != len(cfg[flag]):
-            bad(flag, "a letter is repeated")
-    if not cfg['modals']:
-        bad('modals', "at least one of a, v, l is needed")
-    for flag, allowed in (('multimodal_node', MULTIMODAL_NODES), ('graph_type', GRAPH_TYPES),
-                          ('single_edge', SINGLE_EDGES), ('base_model', BASE_MODELS)):
-        if cfg[flag] not in allowed:
-            bad(flag, f"must be one of {', '.join(repr(a) for a in allowed)}")
-    for flag in ('window_spk', 'window_spk_f', 'window_dir', 'window_dir_f'):
-        if int(cfg[flag]) != cfg[flag] or cfg[flag] < -1:
-            bad(flag, "a window is an integer >= -1 (-1 = unbounded, 0 = none)")
-    for flag in ('num_L', 'num_K'):
-        if int(cfg[flag]) != cfg[flag] or cfg[flag] < 0:
-            bad(flag, "the number of layers is an integer >= 0")
-    if not 0 <= cfg['dropout'] < 1:
-        bad('dropout', "must be in [0, 1)")
-    graph_type, node = cfg['graph_type'], cfg['multimodal_node']
-    if graph_type != 'both' and node not in ('both', graph_type):
-        raise UserError(f"--graph_type={graph_type!r} reads the multimodal node of {graph_type}NN only, "
-                        f"but --multimodal_node={node!r} leaves it out of that graph: use "
-                        f"--multimodal_node='both' or {graph_type!r}")
+    return [m for m in MODALITIES if m in cfg.modals]
 
 
 def graph_blocks(cfg, stage):
     """Node blocks of one graph ('ECG' or 'EIG'): the modalities, plus u where it belongs."""
-    has_u = cfg['multimodal_node'] in ('both', stage)
+    has_u = cfg.multimodal_node in ('both', stage)
     return used_modalities(cfg) + (['u'] if has_u else [])
 
 
 def run_graphs(cfg):
     """Which graphs must be computed."""
-    return [g for g in ('ECG', 'EIG') if cfg['graph_type'] in ('both', g)]
+    return [g for g in ('ECG', 'EIG') if cfg.graph_type in ('both', g)]
 
 
 def readout_parts(cfg):
     """(graph, block) pairs concatenated into the readout vector (SPEC 2.8)."""
-    node, mods = cfg['multimodal_node'], used_modalities(cfg)
-    if cfg['graph_type'] != 'both':
-        return [(cfg['graph_type'], 'u')]
+    node, mods = cfg.multimodal_node, used_modalities(cfg)
+    if cfg.graph_type != 'both':
+        return [(cfg.graph_type, 'u')]
     if node == 'both':
         return [('EIG', 'u'), ('ECG', 'u')]
     if node == 'ECG':
@@ -95,23 +69,23 @@ class GraphModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.modal_embeddings = nn.Embedding(3, D_g)
-        self.speaker_embeddings = nn.Embedding(cfg['n_speakers'], D_g)
+        self.speaker_embeddings = nn.Embedding(cfg.n_speakers, D_g)
         self.fc1 = nn.Linear(D_g, h)
         self.fc2 = nn.Linear(D_g, h)
-        for i in range(1, cfg['num_L'] + 1):
+        for i in range(1, cfg.num_L + 1):
             self.add_module(f'directconv{i}', graph.DirectConv(h))
-        for i in range(1, cfg['num_K'] + 1):
+        for i in range(1, cfg.num_K + 1):
             self.add_module(f'conv{i}', graph.MultiConv(h))
 
     def stage_inputs(self, nodes, spk):
         """Add modal and speaker embeddings; ECGNN additions stay in the EIGNN inputs (cumulative)."""
         cfg, inputs = self.cfg, {}
-        if cfg['use_modal']:
+        if cfg.use_modal:
             nodes = {m: x + self.modal_embeddings.weight[MODAL_EMBEDDING_ROW[m]] if m in MODAL_EMBEDDING_ROW else x
                      for m, x in nodes.items()}
         speaker = self.speaker_embeddings(spk)
         for stage in ('ECG', 'EIG'):
-            targets = {SPEAKER_LETTERS[stage][c] for c in cfg['use_speaker'] if c in SPEAKER_LETTERS[stage]}
+            targets = {SPEAKER_LETTERS[stage][c] for c in cfg.use_speaker if c in SPEAKER_LETTERS[stage]}
             nodes = {m: x + speaker if m in targets else x for m, x in nodes.items()}
             inputs[stage] = nodes
         return inputs
@@ -120,19 +94,19 @@ class GraphModel(nn.Module):
         """Edges of one graph for a padded group of dialogues."""
         cfg = self.cfg
         if stage == 'ECG':
-            return graph.ecgnn_graph(blocks, valid, cfg['window_dir'], cfg['window_dir_f'],
-                                     cfg['single_edge'], cfg['directed_edge'])
-        return graph.eignn_graph(blocks, speakers, valid, cfg['window_spk'], cfg['window_spk_f'],
-                                 cfg['single_edge'], cfg['directed_edge'])
+            return graph.ecgnn_graph(blocks, valid, cfg.window_dir, cfg.window_dir_f,
+                                     cfg.single_edge, cfg.directed_edge)
+        return graph.eignn_graph(blocks, speakers, valid, cfg.window_spk, cfg.window_spk_f,
+                                 cfg.single_edge, cfg.directed_edge)
 
     def run_stage(self, stage, nodes, blocks, valid, speakers):
         """fc, then the layers `x = conv_k(x) + epsilon * x0` of one graph; (B, nb, T, h)."""
-        fc, conv, n_layers, epsilon, degree = STAGE_LAYERS[stage]
-        norm = self.stage_graph(stage, blocks, valid, speakers).normalised(by=degree)
-        x = getattr(self, fc)(graph.to_block_nodes([nodes[b] for b in blocks]))
-        residual = self.cfg[epsilon] * x
-        for k in range(1, self.cfg[n_layers] + 1):
-            x = getattr(self, f'{conv}{k}')(x, norm).add_(residual)
+        layers = STAGES[stage]
+        norm = self.stage_graph(stage, blocks, valid, speakers).normalised(by=layers.degree)
+        x = getattr(self, layers.fc)(graph.to_block_nodes([nodes[b] for b in blocks]))
+        residual = getattr(self.cfg, layers.epsilon) * x
+        for k in range(1, getattr(self.cfg, layers.n_layers) + 1):
+            x = getattr(self, f'{layers.conv}{k}')(x, norm).add_(residual)
         return x
 
     def forward(self, nodes, spk, lengths):
@@ -159,44 +133,36 @@ class GraphModel(nn.Module):
 
 
 class MoED(nn.Module):
-    """The whole network, built from the flags (`cfg`, golden-config keys) and feature sizes (`dims`)."""
+    """The whole network, built from a ModelConfig (flags and feature sizes)."""
 
-    def __init__(self, cfg, dims):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        check_config(cfg)
-        self.cfg = dict(cfg)
-        D_g, h = dims['D_g'], dims['graph_h']
+        self.cfg = cfg
+        D_g, h = cfg.D_g, cfg.graph_h
         self.modals = used_modalities(cfg)
-        self.rnn = 'gru' if cfg['base_model'] == 'GRU' else 'lstm'
-        # MELD's GRU text encoder reads RoBERTa directly (linear_l exists but is skipped).
-        self.skip_linear_l = cfg['dataset'] == 'MELD' and cfg['base_model'] == 'GRU'
-        if 'l' in self.modals and self.skip_linear_l and dims['D_text'] != D_g:
-            raise UserError(f"MELD's GRU text encoder reads the text features directly: their size "
-                            f"{dims['D_text']} must equal the hidden size D_g={D_g}")
-        if D_g % 2:
-            raise UserError(f"the hidden size D_g={D_g} must be even (bidirectional halves)")
+        self.rnn = 'gru' if cfg.base_model == 'GRU' else 'lstm'
         for s in 'abcd':
-            self.add_module(f'normBN{s}', nn.BatchNorm1d(dims['D_text']))
+            self.add_module(f'normBN{s}', nn.BatchNorm1d(cfg.D_text))
         for s in 'abcd':
-            self.add_module(f'normLN{s}', nn.LayerNorm(dims['D_text']))
-        in_dims = {'a': dims['D_audio'], 'v': dims['D_visual'], 'l': dims['D_text']}
+            self.add_module(f'normLN{s}', nn.LayerNorm(cfg.D_text))
+        in_dims = {'a': cfg.D_audio, 'v': cfg.D_visual, 'l': cfg.D_text}
         for m in 'avl':                       # reference registration order
             if m not in self.modals:
                 continue
             self.add_module(f'linear_{m}', nn.Linear(in_dims[m], D_g))
-            if m == 'l' or cfg['av_using_lstm']:
+            if m == 'l' or cfg.av_using_lstm:
                 rnn_cls = nn.GRU if self.rnn == 'gru' else nn.LSTM
                 self.add_module(f'{self.rnn}_{m}', rnn_cls(D_g, D_g // 2, num_layers=2, bidirectional=True,
-                                                         dropout=cfg['dropout']))
+                                                         dropout=cfg.dropout))
         self.linear_u = nn.Linear(D_g * len(self.modals), D_g)
-        self.graph_model = GraphModel(self.cfg, D_g, h)
-        self.hidfc = nn.Linear(h, cfg['n_classes'])
-        self.smax_fc = nn.Linear(h * len(readout_parts(cfg)), cfg['n_classes'])
+        self.graph_model = GraphModel(cfg, D_g, h)
+        self.hidfc = nn.Linear(h, cfg.n_classes)
+        self.smax_fc = nn.Linear(h * len(readout_parts(cfg)), cfg.n_classes)
 
     def norm_text(self, x, s):
         """--norm of one RoBERTa input: BN over all T*B rows (padding included), LN per row,
         LN2 over each dialogue's whole padded (T, D) block, anything else none."""
-        kind = self.cfg['norm']
+        kind = self.cfg.norm
         if kind == 'BN':
             T, B, D = x.shape
             return getattr(self, f'normBN{s}')(x.reshape(T * B, D)).reshape(T, B, D)
@@ -210,7 +176,7 @@ class MoED(nn.Module):
         """Normalise the four RoBERTa inputs, average them, then linear_l (not MELD/GRU) and the RNN."""
         normed = [self.norm_text(r, s) for r, s in zip(text, 'abcd')]
         x = sum(normed) / 4
-        if not self.skip_linear_l:
+        if not self.cfg.text_skips_linear:
             x = self.linear_l(x)
         return getattr(self, f'{self.rnn}_l')(x)[0], normed[1]
 

@@ -1,12 +1,15 @@
-"""One pass over the data, a training epoch or an evaluation, under the training protocol.
+"""Running MoED on data: the data and the seeded model of a run, and one pass over the data (a training
+epoch or an evaluation) under the training protocol.
 
-    protocol = Protocol('original', seed, shuffle=dataset_shuffles(name))
+    fs = load_data(args)                                  # args: config.parse_args(...)
+    net = build_model(args, fs)
+    optimizer, loss_fn, protocol = training_objects(args, net)
     result = run_pass(net, fs, keys, loss_fn, device, batch_size, protocol, optimizer)   # training epoch
     result = run_pass(net, fs, keys, loss_fn, device, batch_size, protocol)              # evaluation
 
 The protocol decides what each pass sees (see Protocol): `original` reproduces the authors' code
 run for run on CPU, `textbook` draws a fresh order and fresh dropout masks every epoch.
-train.py, bench.py and the experiment and prediction scripts all go through run_pass.
+train.py, bench.py and the experiment and prediction scripts all go through these functions.
 """
 import math
 from dataclasses import dataclass, field
@@ -14,10 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+import config
 import dataloader
+import model
+import synthetic
 import utils
+from config import PROTOCOLS
 
-PROTOCOLS = ('original', 'textbook')
 SHUFFLED_DATASETS = ('MELD', 'MOSEI')   # the original's SubsetRandomSampler; IEMOCAP trains in file order
 
 
@@ -25,6 +31,44 @@ def dataset_shuffles(name):
     """Whether training dialogues are shuffled: the original shuffles MELD and MOSEI, not IEMOCAP."""
     return name in SHUFFLED_DATASETS
 
+
+# ----------------------------------------------------------------------------- data, model, optimizer
+
+def load_data(args):
+    """The FeatureSet of --Dataset: the real feature files under --data-dir, or synthetic ones."""
+    data_dir = args.data_dir
+    if args.synthetic:
+        data_dir = synthetic.ensure_synthetic(args.Dataset, args.data_dir, scale=args.synthetic_scale)
+    return dataloader.load_features(args.Dataset, data_dir)
+
+
+def data_description(args, fs):
+    if args.synthetic:
+        return (f"SYNTHETIC {args.Dataset}-shaped data (a simulation of emotional inertia and contagion, scale "
+                f"{args.synthetic_scale}), not the real dataset: its scores say nothing about the paper's")
+    return f"real {args.Dataset} features from {', '.join(map(str, fs.source))}"
+
+
+def model_config(args, fs):
+    """The ModelConfig of the resolved flags and the data's sizes."""
+    return config.model_config(args, fs.dims, fs.n_classes, fs.n_speakers)
+
+
+def build_model(args, fs):
+    """MoED for the flags and the data, on args.device, with the seeded initialisation of the original."""
+    cfg = model_config(args, fs)
+    utils.seed_everything(args.seed)
+    return model.MoED(cfg).to(args.device)
+
+
+def training_objects(args, net):
+    """Adam, the dataset's loss, and the training protocol (each pass's order and random state)."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=args.l2)
+    loss_fn = model.make_loss(args.Dataset, args.device)
+    return optimizer, loss_fn, Protocol(args.protocol, args.seed, shuffle=dataset_shuffles(args.Dataset))
+
+
+# ----------------------------------------------------------------------------- one pass over the data
 
 @dataclass
 class Protocol:

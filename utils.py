@@ -35,6 +35,12 @@ def seed_everything(seed):
         torch.cuda.manual_seed_all(seed)
 
 
+def synchronize(device):
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
+    if str(device).startswith('cuda'):
+        torch.cuda.synchronize()
+
+
 # ----------------------------------------------------------------------------- metrics
 
 def accuracy(labels, preds):
@@ -198,3 +204,30 @@ def save_csv(path, dataframe):
 def save_state_dict(path, state_dict):
     """torch.save a state_dict atomically."""
     atomic_write(path, lambda f: torch.save(state_dict, f))
+
+
+def save_figure(path, figure):
+    """Save a matplotlib figure as PNG atomically, then close it."""
+    import matplotlib.pyplot as plt
+    try:
+        atomic_write(path, lambda f: figure.savefig(f, format='png', dpi=110, bbox_inches='tight'))
+    finally:
+        plt.close(figure)
+
+
+# ----------------------------------------------------------------------------- run folders
+
+def read_json(path):
+    """A JSON file's content, or None when it is missing or unreadable."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def finished_run(run_dir):
+    """Whether run_dir holds a finished training run: its report.txt, and result.json saying 'finished'."""
+    result = read_json(os.path.join(run_dir, 'result.json'))
+    return (os.path.isfile(os.path.join(run_dir, 'report.txt')) and isinstance(result, dict)
+            and result.get('status') == 'finished')

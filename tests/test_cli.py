@@ -2,7 +2,6 @@
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -71,7 +70,8 @@ def report_scores(text, title_start):
 @pytest.mark.parametrize('dataset', ['IEMOCAP', 'MELD', 'MOSEI'])
 def test_training_writes_a_complete_run_folder(trained, dataset):
     out, proc = trained(dataset)
-    assert sorted(os.listdir(out)) == ['best_model_%s.pth' % dataset, 'config.json', 'metrics.csv', 'report.txt']
+    assert sorted(os.listdir(out)) == ['best_model_%s.pth' % dataset, 'config.json', 'confusion.png', 'curves.png',
+                                       'metrics.csv', 'report.txt', 'result.json']
     assert re.search(r'^epoch: 1, train_loss: .*test_fscore: .*time: ', proc.stdout, re.M)
     assert re.search(r'^epoch: 2, ', proc.stdout, re.M)
 
@@ -99,6 +99,22 @@ def test_training_writes_a_complete_run_folder(trained, dataset):
     assert all(name in report for name in DATASETS[dataset].label_names)
     assert ('3-class sentiment accuracy' in report) == (dataset == 'MOSEI')
     assert report in proc.stdout
+
+    result = json.loads((out / 'result.json').read_text())
+    assert result['status'] == 'finished' and result['epochs_done'] == 2
+    assert result['best_test'] == dict(epoch=int(best['epoch']), f1=best['test_f1'])
+    assert result['last_epoch']['f1'] == metrics['test_f1'].iloc[-1]
+    for picture in ('curves.png', 'confusion.png'):
+        assert (out / picture).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and (out / picture).stat().st_size > 10_000
+
+
+def test_a_finished_run_folder_is_never_overwritten(trained, data_dir, tmp_path):
+    out, _ = trained('MELD')
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    proc = run('train.py', *data_args('MELD', data_dir), '--epochs', 1, '--out-dir', out, cwd=tmp_path)
+    assert proc.returncode == 2 and 'already holds a finished training run' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
 
 
 def test_training_is_deterministic_for_a_seed(trained, data_dir, tmp_path):
@@ -137,7 +153,8 @@ def test_valid_reports_test_at_the_best_validation_epoch(data_dir, tmp_path):
     assert 'validation' in json.loads((out / 'config.json').read_text())['checkpoint_selection']
 
 
-def test_ctrl_c_keeps_the_best_checkpoint_and_writes_the_report(data_dir, tmp_path):
+@pytest.mark.parametrize('signum, status', [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=['ctrl-c', 'sigterm'])
+def test_a_stopped_run_keeps_the_best_checkpoint_and_writes_the_report(data_dir, tmp_path, signum, status):
     out = tmp_path / 'run'
     proc = subprocess.Popen([sys.executable, '-u', str(REPO / 'train.py'), *map(str, data_args('MELD', data_dir)),
                              '--epochs', '1000', '--out-dir', str(out)], cwd=tmp_path, text=True,
@@ -145,13 +162,19 @@ def test_ctrl_c_keeps_the_best_checkpoint_and_writes_the_report(data_dir, tmp_pa
     for line in proc.stdout:
         if line.startswith('epoch: 1,'):
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and 'Traceback' not in stderr and 'interrupted' in stderr
-    assert (out / 'best_model_MELD.pth').is_file()
+    assert proc.returncode == status and 'Traceback' not in stderr and 'interrupted' in stderr
+    assert (out / 'best_model_MELD.pth').is_file() and (out / 'curves.png').is_file()
     report = (out / 'report.txt').read_text()
     assert '(interrupted)' in report and 'SELECTED ON THE TEST SET' in report
-    assert len(pd.read_csv(out / 'metrics.csv')) >= 1
+    epochs = len(pd.read_csv(out / 'metrics.csv'))
+    assert epochs >= 1
+    result = json.loads((out / 'result.json').read_text())
+    assert result['status'] == 'interrupted' and result['epochs_done'] == epochs
+    # an interrupted run folder may be trained again (a grid reruns it)
+    ok(run('train.py', *data_args('MELD', data_dir), '--epochs', 1, '--out-dir', out, cwd=tmp_path))
+    assert json.loads((out / 'result.json').read_text())['status'] == 'finished'
 
 
 # ----------------------------------------------------------------------------- --testing
@@ -176,6 +199,7 @@ def test_testing_the_checkpoint_reproduces_the_report(trained, data_dir, dataset
     assert arrays['multimodal_emotions_after'].shape[1] == 1024           # cat(EIGNN u, ECGNN u), h = 512
     assert (table.groupby('dialogue_id')['utterance_idx'].apply(lambda s: list(s) == list(range(len(s))))).all()
     assert table['dialogue_id'].nunique() == table['dialogue_key'].nunique() >= 2
+    assert (tmp_path / 'exports' / 'saved_outputs' / f'confusion_{dataset}.png').read_bytes()[:4] == b'\x89PNG'
 
 
 def test_overhead_reports_flops_parameters_memory_latency(trained, data_dir, tmp_path):

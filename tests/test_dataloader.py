@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import dataloader as D
+import synthetic as S
 from utils import UserError
 
 MAIN = ['videoIDs', 'videoSpeakers', 'videoLabels', 'videoText', 'videoAudio', 'videoVisual', 'videoSentence',
@@ -342,7 +343,7 @@ def test_batch_layout_padding_and_qmask(tmp_path, name):
 
 
 def test_iterate_batches_keeps_the_given_order(tmp_path):
-    fs = D.load_features('IEMOCAP', D.ensure_synthetic('IEMOCAP', str(tmp_path), scale=0.1))
+    fs = D.load_features('IEMOCAP', S.ensure_synthetic('IEMOCAP', str(tmp_path), scale=0.1))
     keys = fs.train_keys[::-1]
     in_order = [batch.keys for batch in D.iterate_batches(fs, keys, 5)]
     assert [key for chunk in in_order for key in chunk] == keys and all(len(c) == 5 for c in in_order[:-1])
@@ -377,8 +378,8 @@ def snapshot(folder):
 
 @pytest.mark.parametrize('name', NAMES)
 def test_synthetic_is_in_the_real_format_and_loads(tmp_path, name):
-    scale, info, shape = SYNTHETIC_SCALE[name], D.DATASETS[name], D.SYNTHETIC[name]
-    root = D.ensure_synthetic(name, str(tmp_path), scale=scale, seed=3)
+    scale, info, shape = SYNTHETIC_SCALE[name], D.DATASETS[name], S.SYNTHETIC[name]
+    root = S.ensure_synthetic(name, str(tmp_path), scale=scale, seed=3)
     assert root == os.path.join(str(tmp_path), 'synthetic')
     fs = D.load_features(name, root)
     assert fs.dims == {'D_text': info.D_text, 'D_audio': info.D_audio, 'D_visual': info.D_visual}
@@ -417,7 +418,7 @@ def test_synthetic_is_in_the_real_format_and_loads(tmp_path, name):
 
 def test_synthetic_is_cached_deterministic_and_rewritten_for_other_settings(tmp_path):
     def first_dialogue(data_dir, **kwargs):
-        fs = D.load_features('MOSEI', D.ensure_synthetic('MOSEI', str(data_dir), scale=0.01, **kwargs))
+        fs = D.load_features('MOSEI', S.ensure_synthetic('MOSEI', str(data_dir), scale=0.01, **kwargs))
         return fs.dialogues[fs.train_keys[0]]
     a = first_dialogue(tmp_path / 'a', seed=5)
     written = snapshot(tmp_path / 'a')
@@ -427,26 +428,26 @@ def test_synthetic_is_cached_deterministic_and_rewritten_for_other_settings(tmp_
     np.testing.assert_array_equal(a.audio, b.audio)
     assert a.labels.tolist() == b.labels.tolist()
     assert not np.array_equal(first_dialogue(tmp_path / 'a', seed=6).audio, a.audio)
-    bigger = D.load_features('MOSEI', D.ensure_synthetic('MOSEI', str(tmp_path / 'a'), scale=0.02, seed=6))
-    assert len(bigger.train_keys) == round(0.02 * D.SYNTHETIC['MOSEI'].n_train)
+    bigger = D.load_features('MOSEI', S.ensure_synthetic('MOSEI', str(tmp_path / 'a'), scale=0.02, seed=6))
+    assert len(bigger.train_keys) == round(0.02 * S.SYNTHETIC['MOSEI'].n_train)
 
 
 def test_synthetic_never_touches_real_feature_folders(tmp_path):
     write_dataset(tmp_path, 'IEMOCAP')
     real = snapshot(tmp_path / 'IEMOCAP_features')
-    D.ensure_synthetic('IEMOCAP', str(tmp_path), scale=0.05)
+    S.ensure_synthetic('IEMOCAP', str(tmp_path), scale=0.05)
     assert snapshot(tmp_path / 'IEMOCAP_features') == real
     assert D.load_features('IEMOCAP', str(tmp_path)).test_keys == ['Ses05_t']
     # real files placed in the synthetic folder by hand are not overwritten either
     write_dataset(tmp_path / 'other' / 'synthetic', 'IEMOCAP')
     by_hand = snapshot(tmp_path / 'other')
     with pytest.raises(UserError, match='synthetic.json'):
-        D.ensure_synthetic('IEMOCAP', str(tmp_path / 'other'), scale=0.05)
+        S.ensure_synthetic('IEMOCAP', str(tmp_path / 'other'), scale=0.05)
     assert snapshot(tmp_path / 'other') == by_hand
 
 
 def test_synthetic_has_emotional_inertia_and_graded_modalities(tmp_path):
-    fs = D.load_features('IEMOCAP', D.ensure_synthetic('IEMOCAP', str(tmp_path), scale=0.3))
+    fs = D.load_features('IEMOCAP', S.ensure_synthetic('IEMOCAP', str(tmp_path), scale=0.3))
     keep, prior = [], np.zeros(6)
     for d in fs.dialogues.values():
         last = {}

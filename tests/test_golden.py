@@ -6,12 +6,14 @@ fixture dropped into the folder is picked up with no code change.
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import graph
 import model as M
+from config import ModelConfig
 
 GOLDEN_DIR = Path(os.environ.get('MOED_GOLDEN_DIR') or Path(__file__).parent / 'golden')
 MODEL_FIXTURES = sorted(GOLDEN_DIR.glob('*.pt'))
@@ -28,7 +30,7 @@ def load_fixture(path):
 
 
 def build(cfg, dims, state_dict, training):
-    net = M.MoED(cfg, dims)
+    net = M.MoED(ModelConfig.from_dict({**cfg, **dims}))
     net.load_state_dict(state_dict, strict=True)
     return net.train(training)
 
@@ -98,7 +100,7 @@ def test_edge_multisets_match_reference(source, index, case):
     speakers = torch.zeros(len(lengths), T, dtype=torch.long)
     for b, spk in enumerate(case['speakers']):
         speakers[b, :len(spk)] = torch.tensor(spk)
-    cfg = {'modals': case['modals'], 'multimodal_node': case['multimodal_node']}
+    cfg = SimpleNamespace(modals=case['modals'], multimodal_node=case['multimodal_node'])
     for stage, name in (('ECG', 'ecgnn_edges'), ('EIG', 'eignn_edges')):
         blocks = M.graph_blocks(cfg, stage)
         if stage == 'ECG':

@@ -11,7 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import dataloader
-import train
+import synthetic
+import config
 import training
 import utils
 
@@ -21,7 +22,7 @@ SCALE, EPOCHS, LR = 0.5, 6, '0.001'
 @pytest.fixture(scope='module')
 def features(tmp_path_factory):
     root = tmp_path_factory.mktemp('learning')
-    return dataloader.load_features('IEMOCAP', dataloader.ensure_synthetic('IEMOCAP', str(root), scale=SCALE))
+    return dataloader.load_features('IEMOCAP', synthetic.ensure_synthetic('IEMOCAP', str(root), scale=SCALE))
 
 
 def utterance_features(fs, keys):
@@ -42,10 +43,10 @@ def logistic_regression_f1(fs):
 def moed_f1(fs, modals):
     """Best test weighted F1 over EPOCHS of the paper IEMOCAP model on `modals` (the paper's protocol)."""
     torch.set_num_threads(2)
-    args, cfg = train.parse_args(['--paper', '--Dataset', 'IEMOCAP', '--modals', modals,
+    args = config.parse_args(['--paper', '--Dataset', 'IEMOCAP', '--modals', modals,
                                   '--directed_edge', modals, '--lr', LR, '--device', 'cpu'])
-    net = train.build_model(args, cfg, fs)
-    optimizer, loss_fn, protocol = train.training_objects(args, net, 'cpu')
+    net = training.build_model(args, fs)
+    optimizer, loss_fn, protocol = training.training_objects(args, net)
     best = 0.0
     for _ in range(EPOCHS):
         training.run_pass(net, fs, fs.train_keys, loss_fn, 'cpu', args.batch_size, protocol, optimizer)

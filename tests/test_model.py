@@ -2,6 +2,7 @@
 (SPEC section 3), configuration errors, and an independent torch-geometric check of the convolutions."""
 import json
 import os
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from torch_geometric.utils import degree
 import dataloader
 import graph
 import model as M
-import train
+from config import MODEL_FLAGS, ModelConfig, PAPER_D_G, GRAPH_H, parse_args
 from utils import UserError
 
 GOLDEN_DIR = Path(os.environ.get('MOED_GOLDEN_DIR') or Path(__file__).parent / 'golden')
@@ -20,9 +21,16 @@ SMALL_DIMS = {'D_text': 16, 'D_audio': 12, 'D_visual': 10, 'D_g': 8, 'graph_h': 
 
 
 def paper_config(dataset, *flags):
-    """The model config train.py builds for the paper command of `dataset` (plus extra flags)."""
-    _, cfg = train.parse_args(['--paper', '--Dataset', dataset, *flags])
-    return cfg
+    """The model flags train.py resolves for the paper command of `dataset` (plus extra flags), with the
+    dataset's class and speaker counts: a dict, so that tests can change one field."""
+    args = parse_args(['--paper', '--Dataset', dataset, *flags])
+    info = dataloader.DATASETS[dataset]
+    return dict(dataset=dataset, n_classes=info.n_classes, n_speakers=info.n_speakers,
+                **{name: getattr(args, name) for name in MODEL_FLAGS})
+
+
+def build(flags, dims):
+    return M.MoED(ModelConfig(**flags, **dims))
 
 
 def random_batch(lengths, dims, n_speakers, seed=0):
@@ -42,8 +50,8 @@ def test_full_size_paper_model_has_the_released_checkpoint_layout(dataset):
     expected = json.loads((GOLDEN_DIR / 'checkpoint_shapes.json').read_text())[dataset]
     info = dataloader.DATASETS[dataset]
     dims = dict(D_text=info.D_text, D_audio=info.D_audio, D_visual=info.D_visual,
-                D_g=M.PAPER_D_G[dataset], graph_h=M.GRAPH_H)
-    net = M.MoED(paper_config(dataset), dims)
+                D_g=PAPER_D_G[dataset], graph_h=GRAPH_H)
+    net = build(paper_config(dataset), dims)
     got = {k: list(v.shape) for k, v in net.state_dict().items()}
     assert got == expected
     assert list(got) == list(expected), 'keys in the reference order'
@@ -54,7 +62,7 @@ def test_readout_uses_each_dialogues_own_nodes(node):
     """The reference read every dialogue's nodes at the first dialogue's offsets ('' crashed)."""
     cfg = dict(paper_config('IEMOCAP', f'--multimodal_node={node}'), n_speakers=2)
     torch.manual_seed(0)
-    net = M.MoED(cfg, SMALL_DIMS).eval()
+    net = build(cfg, SMALL_DIMS).eval()
     batch = random_batch([5, 5, 5], SMALL_DIMS, 2)          # equal lengths: no padding effects
     with torch.no_grad():
         together = net(*batch)['features_after']
@@ -69,7 +77,7 @@ def test_readout_uses_each_dialogues_own_nodes(node):
 @pytest.mark.parametrize('modals', ['la', 'al', 'lv', 'avl', 'vl'])
 def test_directed_edge_l_means_the_text_node(modals):
     """The reference indexed --directed_edge by position in --modals against a fixed l, a, v order."""
-    cfg = {'modals': modals, 'multimodal_node': 'both'}
+    cfg = SimpleNamespace(modals=modals, multimodal_node='both')
     blocks = M.graph_blocks(cfg, 'ECG')
     valid = torch.ones(1, 3, dtype=torch.bool)
     g = graph.ecgnn_graph(blocks, valid, 0, 0, '', 'l')
@@ -84,7 +92,7 @@ def test_modals_order_does_not_change_the_model():
     for cfg in cfgs:
         torch.manual_seed(0)
         with torch.no_grad():
-            outs.append(M.MoED(cfg, SMALL_DIMS).eval()(*batch)['log_prob'])
+            outs.append(build(cfg, SMALL_DIMS).eval()(*batch)['log_prob'])
     torch.testing.assert_close(outs[0], outs[1])
 
 
@@ -111,7 +119,7 @@ IMPOSSIBLE = [
 def test_impossible_configurations_are_refused_before_any_work(change):
     cfg = dict(paper_config('IEMOCAP'), **change)
     with pytest.raises(UserError) as err:
-        M.MoED(cfg, SMALL_DIMS)
+        build(cfg, SMALL_DIMS)
     flags = {f'--{k}' for k in change} | {f"--{k.replace('_', '-')}" for k in change}
     assert any(flag in str(err.value) for flag in flags)
 
@@ -119,7 +127,7 @@ def test_impossible_configurations_are_refused_before_any_work(change):
 def test_meld_text_must_match_hidden_size():
     cfg = paper_config('MELD')
     with pytest.raises(UserError, match='D_g'):
-        M.MoED(cfg, dict(SMALL_DIMS, D_g=8))
+        build(cfg, dict(SMALL_DIMS, D_g=8))
 
 
 class ReferenceMultiConv(MessagePassing):
@@ -175,7 +183,7 @@ def test_block_convolutions_match_message_passing_on_the_edge_list(stage):
 def test_cuda_matches_cpu():
     cfg = paper_config('IEMOCAP')
     torch.manual_seed(0)
-    net = M.MoED(cfg, SMALL_DIMS).eval()
+    net = build(cfg, SMALL_DIMS).eval()
     batch = random_batch([6, 3, 4], SMALL_DIMS, 2)
     with torch.no_grad():
         cpu = net(*batch)['log_prob']

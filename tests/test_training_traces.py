@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
+import config
 import dataloader
 import train
+import training
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get('MOED_GOLDEN_DIR') or REPO / 'tests' / 'golden')
@@ -25,7 +27,7 @@ RTOL = 1e-6
 
 def trace_argv(trace, folder):
     """train.py's command line for a trace: --paper for its dataset, then the flags it records."""
-    parser = train.build_parser()
+    parser = config.build_parser()
     option = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
     flags = dict(trace['config'], modals=trace['modals'], seed=trace['seed'], batch_size=trace['batch_size'],
                  epochs=trace['epochs'], lr=trace['lr'], l2=trace['l2'])
@@ -47,11 +49,11 @@ def replay(trace_path, protocol='original'):
     """Train as train.py does (its epoch_passes) on the trace's data: per epoch, split -> Pass; and the model."""
     trace = json.loads(trace_path.read_text())
     torch.set_num_threads(2)
-    args, cfg = train.parse_args(trace_argv(trace, trace_path.parent) + ['--protocol', protocol])
+    args = config.parse_args(trace_argv(trace, trace_path.parent) + ['--protocol', protocol])
     fs = dataloader.load_features(args.Dataset, args.data_dir)
-    net = train.build_model(args, cfg, fs)
+    net = training.build_model(args, fs)
     init = param_abs_sums(net)
-    optimizer, loss_fn, protocol = train.training_objects(args, net, 'cpu')
+    optimizer, loss_fn, protocol = training.training_objects(args, net)
     splits = dict(train=fs.train_keys, test=fs.test_keys)
     epochs = [train.epoch_passes(net, fs, splits, optimizer, loss_fn, protocol, args, False)
               for _ in range(args.epochs)]
