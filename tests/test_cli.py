@@ -5,14 +5,14 @@ import re
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-GOLDEN_SHAPES = REPO / 'tests' / 'golden' / 'checkpoint_shapes.json'
+from conftest import GOLDEN_DIR, REPO, assert_png, ok, run_script
+
+GOLDEN_SHAPES = GOLDEN_DIR / 'checkpoint_shapes.json'
 SCALE = {'IEMOCAP': 0.05, 'MELD': 0.006, 'MOSEI': 0.003}   # 6 / 7 / 8 training and 2 test dialogues
 BATCH = {'IEMOCAP': 32, 'MELD': 4, 'MOSEI': 8}            # few optimizer steps (the paper models are big);
                                                           # MELD, shuffled, gets two batches per epoch
@@ -20,27 +20,11 @@ SCRIPT = {'IEMOCAP': 'train.py', 'MELD': 'train.py', 'MOSEI': 'train_MOSEI.py'}
 SCORES = re.compile(r'accuracy: (\d+\.\d+)  weighted F1: (\d+\.\d+)')
 
 
-def run(script, *args, cwd):
-    """Run a script of the repo with this python; returns the CompletedProcess (text output)."""
-    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
-
-
-def ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
 def data_args(dataset, data_dir):
     """Flags of a paper run of `dataset` on its tiny synthetic data (MOSEI's script needs no --Dataset)."""
     args = ['--paper', '--synthetic', '--synthetic-scale', SCALE[dataset], '--data-dir', data_dir,
             '--batch-size', BATCH[dataset]]
     return args if SCRIPT[dataset] == 'train_MOSEI.py' else ['--Dataset', dataset, *args]
-
-
-@pytest.fixture(scope='session')
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp('data')
 
 
 @pytest.fixture(scope='session')
@@ -52,7 +36,7 @@ def trained(tmp_path_factory, data_dir):
         if dataset not in runs:
             cwd = tmp_path_factory.mktemp(f'cwd-{dataset}')
             out = cwd / 'run'
-            proc = ok(run(SCRIPT[dataset], *data_args(dataset, data_dir), '--epochs', 2, '--out-dir', out, cwd=cwd))
+            proc = ok(run_script(SCRIPT[dataset], *data_args(dataset, data_dir), '--epochs', 2, '--out-dir', out, cwd=cwd))
             assert sorted(os.listdir(cwd)) == ['run'], "a training run writes only into its run folder"
             runs[dataset] = out, proc
         return runs[dataset]
@@ -105,13 +89,13 @@ def test_training_writes_a_complete_run_folder(trained, dataset):
     assert result['best_test'] == dict(epoch=int(best['epoch']), f1=best['test_f1'])
     assert result['last_epoch']['f1'] == metrics['test_f1'].iloc[-1]
     for picture in ('curves.png', 'confusion.png'):
-        assert (out / picture).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and (out / picture).stat().st_size > 10_000
+        assert_png(out / picture)
 
 
 def test_a_finished_run_folder_is_never_overwritten(trained, data_dir, tmp_path):
     out, _ = trained('MELD')
     before = {name: (out / name).read_bytes() for name in os.listdir(out)}
-    proc = run('train.py', *data_args('MELD', data_dir), '--epochs', 1, '--out-dir', out, cwd=tmp_path)
+    proc = run_script('train.py', *data_args('MELD', data_dir), '--epochs', 1, '--out-dir', out, cwd=tmp_path)
     assert proc.returncode == 2 and 'already holds a finished training run' in proc.stderr
     assert 'Traceback' not in proc.stderr
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
@@ -120,7 +104,7 @@ def test_a_finished_run_folder_is_never_overwritten(trained, data_dir, tmp_path)
 def test_training_is_deterministic_for_a_seed(trained, data_dir, tmp_path):
     """MELD shuffles its training dialogues: a second run with the same seed repeats every number."""
     first, _ = trained('MELD')
-    ok(run('train.py', *data_args('MELD', data_dir), '--epochs', 2, '--out-dir', tmp_path / 'again', cwd=tmp_path))
+    ok(run_script('train.py', *data_args('MELD', data_dir), '--epochs', 2, '--out-dir', tmp_path / 'again', cwd=tmp_path))
     assert (tmp_path / 'again' / 'metrics.csv').read_text() == (first / 'metrics.csv').read_text()
 
 
@@ -129,7 +113,7 @@ def test_textbook_protocol_is_recorded_and_flagged_as_a_deviation(trained, data_
     assert json.loads((original / 'config.json').read_text())['flags']['protocol'] == 'original'
     assert 'DEVIATION' not in (original / 'report.txt').read_text()
     out = tmp_path / 'textbook'
-    proc = ok(run('train.py', *data_args('MELD', data_dir), '--epochs', 2, '--protocol', 'textbook',
+    proc = ok(run_script('train.py', *data_args('MELD', data_dir), '--epochs', 2, '--protocol', 'textbook',
                   '--out-dir', out, cwd=tmp_path))
     assert json.loads((out / 'config.json').read_text())['flags']['protocol'] == 'textbook'
     header = proc.stdout[:proc.stdout.index('epoch: 1,')]
@@ -140,7 +124,7 @@ def test_textbook_protocol_is_recorded_and_flagged_as_a_deviation(trained, data_
 
 def test_valid_reports_test_at_the_best_validation_epoch(data_dir, tmp_path):
     out = tmp_path / 'run'
-    ok(run('train.py', *data_args('MELD', data_dir), '--epochs', 2, '--valid', 0.3, '--out-dir', out,
+    ok(run_script('train.py', *data_args('MELD', data_dir), '--epochs', 2, '--valid', 0.3, '--out-dir', out,
            cwd=tmp_path))
     metrics = pd.read_csv(out / 'metrics.csv')
     assert {'valid_loss', 'valid_acc', 'valid_f1'} <= set(metrics.columns)
@@ -173,7 +157,7 @@ def test_a_stopped_run_keeps_the_best_checkpoint_and_writes_the_report(data_dir,
     result = json.loads((out / 'result.json').read_text())
     assert result['status'] == 'interrupted' and result['epochs_done'] == epochs
     # an interrupted run folder may be trained again (a grid reruns it)
-    ok(run('train.py', *data_args('MELD', data_dir), '--epochs', 1, '--out-dir', out, cwd=tmp_path))
+    ok(run_script('train.py', *data_args('MELD', data_dir), '--epochs', 1, '--out-dir', out, cwd=tmp_path))
     assert json.loads((out / 'result.json').read_text())['status'] == 'finished'
 
 
@@ -182,7 +166,7 @@ def test_a_stopped_run_keeps_the_best_checkpoint_and_writes_the_report(data_dir,
 @pytest.mark.parametrize('dataset', ['IEMOCAP', 'MELD', 'MOSEI'])
 def test_testing_the_checkpoint_reproduces_the_report(trained, data_dir, dataset, tmp_path):
     out, _ = trained(dataset)
-    proc = ok(run('train.py', *data_args(dataset, data_dir), '--Dataset', dataset, '--testing',
+    proc = ok(run_script('train.py', *data_args(dataset, data_dir), '--Dataset', dataset, '--testing',
                   '--checkpoint', out / f'best_model_{dataset}.pth', '--out-dir', tmp_path / 'exports', cwd=tmp_path))
     assert SCORES.search(proc.stdout).groups() == report_scores((out / 'report.txt').read_text(), 'Paper protocol')
     assert 'emotional inertia' in proc.stdout and 'precision' in proc.stdout and 'confusion matrix' in proc.stdout
@@ -199,13 +183,13 @@ def test_testing_the_checkpoint_reproduces_the_report(trained, data_dir, dataset
     assert arrays['multimodal_emotions_after'].shape[1] == 1024           # cat(EIGNN u, ECGNN u), h = 512
     assert (table.groupby('dialogue_id')['utterance_idx'].apply(lambda s: list(s) == list(range(len(s))))).all()
     assert table['dialogue_id'].nunique() == table['dialogue_key'].nunique() >= 2
-    assert (tmp_path / 'exports' / 'saved_outputs' / f'confusion_{dataset}.png').read_bytes()[:4] == b'\x89PNG'
+    assert_png(tmp_path / 'exports' / 'saved_outputs' / f'confusion_{dataset}.png')
 
 
 def test_overhead_reports_flops_parameters_memory_latency(trained, data_dir, tmp_path):
     out, _ = trained('IEMOCAP')
     checkpoint = out / 'best_model_IEMOCAP.pth'
-    proc = ok(run('train.py', *data_args('IEMOCAP', data_dir), '--testing', '--overhead', '--checkpoint', checkpoint,
+    proc = ok(run_script('train.py', *data_args('IEMOCAP', data_dir), '--testing', '--overhead', '--checkpoint', checkpoint,
                   '--out-dir', tmp_path, cwd=tmp_path))
     total, graph_and_linear, recurrent = map(float, re.search(
         r'FLOPs: (\d+\.\d+) G .*?: (\d+\.\d+) G in matrix products.*? \+ (\d+\.\d+) G in the recurrent', proc.stdout).groups())
@@ -221,8 +205,8 @@ def test_overhead_reports_flops_parameters_memory_latency(trained, data_dir, tmp
 def test_features_before_are_skipped_without_three_modalities(data_dir, tmp_path):
     run_dir = tmp_path / 'run'
     flags = [*data_args('MELD', data_dir), '--modals', 'la', '--directed_edge', 'la']
-    ok(run('train.py', *flags, '--epochs', 1, '--out-dir', run_dir, cwd=tmp_path))
-    proc = ok(run('train.py', *flags, '--testing', '--checkpoint', run_dir / 'best_model_MELD.pth', cwd=tmp_path))
+    ok(run_script('train.py', *flags, '--epochs', 1, '--out-dir', run_dir, cwd=tmp_path))
+    proc = ok(run_script('train.py', *flags, '--testing', '--checkpoint', run_dir / 'best_model_MELD.pth', cwd=tmp_path))
     assert 'not written: multimodal_emotions_before_MELD.pkl' in proc.stdout
     assert sorted(os.listdir(tmp_path / 'saved_features')) == [
         'emotion_labels_MELD.pkl', 'multimodal_emotions_after_MELD.pkl', 'speaker_index_MELD.pkl']
@@ -251,7 +235,7 @@ ERRORS = {  # name -> (dataset, extra flags, words the message must contain); {c
 def test_errors_exit_2_with_one_clear_sentence_and_write_nothing(trained, data_dir, tmp_path, name):
     dataset, extra, words = ERRORS[name]
     checkpoint = trained('IEMOCAP')[0] / 'best_model_IEMOCAP.pth' if '{ckpt}' in extra else None
-    proc = run('train.py', *data_args(dataset, data_dir), '--epochs', 1, '--out-dir', tmp_path / 'out',
+    proc = run_script('train.py', *data_args(dataset, data_dir), '--epochs', 1, '--out-dir', tmp_path / 'out',
                *[checkpoint if a == '{ckpt}' else a for a in extra], cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert 'error: ' in proc.stderr and words in proc.stderr and 'Traceback' not in proc.stderr
@@ -259,14 +243,14 @@ def test_errors_exit_2_with_one_clear_sentence_and_write_nothing(trained, data_d
 
 
 def test_missing_feature_file_is_named(tmp_path):
-    proc = run('train.py', '--Dataset', 'MELD', '--data-dir', tmp_path / 'features', cwd=tmp_path)
+    proc = run_script('train.py', '--Dataset', 'MELD', '--data-dir', tmp_path / 'features', cwd=tmp_path)
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr
     assert 'MELD_features.pkl' in proc.stderr or 'MELD_features_raw1.pkl' in proc.stderr
     assert os.listdir(tmp_path) == []
 
 
 def test_help_lists_the_original_flags():
-    proc = ok(run('train.py', '--help', cwd=REPO))
+    proc = ok(run_script('train.py', '--help', cwd=REPO))
     for flag in ('--base-model', '--batch-size', '--Dataset', '--num_L', '--window_spk_f', '--multi_modal',
                  '--mm_fusion_mthd', '--use_speaker', '--testing', '--overhead', '--l2', '--class-weight',
                  '--use_residue', '--av_using_lstm', '--use_modal', '--no-cuda', '--direcred_edge', '--paper'):
@@ -276,7 +260,7 @@ def test_help_lists_the_original_flags():
 # ----------------------------------------------------------------------------- bench.py
 
 def test_bench_prints_one_json_line(tmp_path):
-    proc = ok(run('bench.py', '--Dataset', 'MELD', '--epochs', 1, '--threads', 1, '--data-dir', tmp_path,
+    proc = ok(run_script('bench.py', '--Dataset', 'MELD', '--epochs', 1, '--threads', 1, '--data-dir', tmp_path,
                   '--synthetic-scale', 0.006, cwd=tmp_path))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(result) == {'dataset', 'device', 'train_epoch_s', 'test_pass_s', 'train_utterances_per_s',

@@ -4,18 +4,16 @@ Every `*.pt` fixture and every case of every `edges*.json` in that folder is a t
 fixture dropped into the folder is picked up with no code change.
 """
 import json
-import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 import graph
+from conftest import GOLDEN_DIR
 import model as M
 from config import ModelConfig
 
-GOLDEN_DIR = Path(os.environ.get('MOED_GOLDEN_DIR') or Path(__file__).parent / 'golden')
 MODEL_FIXTURES = sorted(GOLDEN_DIR.glob('*.pt'))
 EDGE_CASES = [(f.name, i, case) for f in sorted(GOLDEN_DIR.glob('edges*.json'))
               for i, case in enumerate(json.loads(f.read_text()))]

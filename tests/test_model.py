@@ -1,9 +1,7 @@
 """The network beyond the golden fixtures: full-size checkpoint layout, the reference's bugs fixed
 (SPEC section 3), configuration errors, and an independent torch-geometric check of the convolutions."""
 import json
-import os
 from types import SimpleNamespace
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,11 +10,11 @@ from torch_geometric.utils import degree
 
 import dataloader
 import graph
+from conftest import GOLDEN_DIR
 import model as M
 from config import MODEL_FLAGS, ModelConfig, PAPER_D_G, GRAPH_H, parse_args
 from utils import UserError
 
-GOLDEN_DIR = Path(os.environ.get('MOED_GOLDEN_DIR') or Path(__file__).parent / 'golden')
 SMALL_DIMS = {'D_text': 16, 'D_audio': 12, 'D_visual': 10, 'D_g': 8, 'graph_h': 6}
 
 

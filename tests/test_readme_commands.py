@@ -1,25 +1,26 @@
-"""Every command of the original README runs as written (on tiny synthetic data, one epoch).
+"""Every command of the README's "The paper's commands" section runs as written (tiny synthetic data, one epoch).
 
-The commands are parsed out of ../shared/paper/README_original.md, not copied here, so a
-change there is tested as is: the training and inference commands, the ablation flag lines
-(each applied to the IEMOCAP training command) and `--testing --overhead`.
+The commands are parsed out of the project's README.md, not copied here, so what a user reads is
+what is tested: the training and inference commands, the ablation flag lines (each applied to the
+IEMOCAP training command, and checked to reach the run's config.json) and `--testing --overhead`.
+Where the original README is at hand (../shared/paper/README_original.md), every command and flag
+line of it must appear, verbatim, in the project's README.
 """
+import json
 import re
 import shlex
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-README = REPO.parent / 'shared' / 'paper' / 'README_original.md'
+import config
+from conftest import REPO, ok, run_script
+
+README = REPO / 'README.md'
+ORIGINAL_README = REPO.parent / 'shared' / 'paper' / 'README_original.md'
+SECTION = "## The paper's commands"
 SCALE = {'IEMOCAP': 0.02, 'MELD': 0.004, 'MOSEI': 0.002}   # 2 / 5 / 5 training dialogues, 1 test dialogue
 COMMAND = re.compile(r'^python3? (?:-u )?(train(?:_MOSEI)?\.py)( .*)?$')
-
-if not README.is_file():
-    pytest.skip(f"the original README is not at {README} (a checkout without ../shared)", allow_module_level=True)
 
 
 def code_blocks(text):
@@ -34,10 +35,18 @@ def code_blocks(text):
     return blocks
 
 
-def readme_commands():
-    """(script, args) of every train.py / train_MOSEI.py command of the README, in order."""
+def commands_section():
+    """The text of the README's section of the paper's commands."""
+    text = README.read_text()
+    start = text.index(SECTION)
+    end = text.find('\n## ', start + len(SECTION))
+    return text[start:end if end >= 0 else None]
+
+
+def readme_commands(text):
+    """(script, args) of every train.py / train_MOSEI.py command in the code blocks of text, in order."""
     found = []
-    for _, lines in code_blocks(README.read_text()):
+    for _, lines in code_blocks(text):
         for line in lines:
             match = COMMAND.match(line.strip())
             if match:
@@ -45,16 +54,14 @@ def readme_commands():
     return found
 
 
-def flag_lines():
-    """Flag variants of the Experiments section, each (flags, drop --multi_modal): ablations, --overhead.
+def flag_lines(text):
+    """Flag variants in the code blocks of text, each (flags, drop --multi_modal): ablations, --overhead.
 
     'Remove --multi_modal' / 'Do not remove --multi_modal' apply to the variants below them;
     'a or b' lines are alternatives; lines with <placeholders> are not commands.
     """
-    text = README.read_text()
-    experiments = text[text.index('## 📉 Experiments'):]
     variants = []
-    for _, lines in code_blocks(experiments):
+    for _, lines in code_blocks(text):
         drop_multi_modal = False
         for line in (line.strip() for line in lines):
             if line == 'Remove --multi_modal':
@@ -78,20 +85,25 @@ def dataset_of(args):
 
 def run(script, args, data_dir, cwd):
     """The command plus the synthetic-data and one-epoch flags, in cwd; returns the CompletedProcess."""
-    extra = ['--synthetic', '--synthetic-scale', str(SCALE[dataset_of(args)]), '--data-dir', str(data_dir),
-             '--epochs', '1']
-    proc = subprocess.run([sys.executable, str(REPO / script), *args, *extra], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, f"{script} {shlex.join(args)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+    extra = ['--synthetic', '--synthetic-scale', SCALE[dataset_of(args)], '--data-dir', data_dir, '--epochs', 1]
+    return ok(run_script(script, *args, *extra, cwd=cwd))
 
 
-COMMANDS = readme_commands()
+def given_flags(flags):
+    """dest -> value of the flags in a flag line, as train.py parses them."""
+    parser = config.build_parser()
+    parsed = parser.parse_args(flags)
+    spelled = {flag.split('=')[0] for flag in flags if flag.startswith('--')}
+    return {action.dest: getattr(parsed, action.dest) for action in parser._actions
+            if spelled & set(action.option_strings)}
+
+
+COMMANDS = readme_commands(commands_section())
 TRAINING = {}                                  # dataset -> its first training command (the checkpoints' source)
 for _script, _args in COMMANDS:
     if '--testing' not in _args:
         TRAINING.setdefault(dataset_of(_args), (_script, _args))
-FLAG_LINES = flag_lines()
+FLAG_LINES = flag_lines(commands_section())
 
 
 def test_the_readme_lists_the_expected_commands():
@@ -100,9 +112,11 @@ def test_the_readme_lists_the_expected_commands():
     assert len(FLAG_LINES) >= 15 and (['--testing', '--overhead'], False) in FLAG_LINES
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp('data')
+@pytest.mark.skipif(not ORIGINAL_README.is_file(), reason=f"the original README is not at {ORIGINAL_README}")
+def test_every_command_of_the_original_readme_is_in_ours():
+    original = ORIGINAL_README.read_text()
+    assert readme_commands(original) and all(c in COMMANDS for c in readme_commands(original))
+    assert all(line in FLAG_LINES for line in flag_lines(original))
 
 
 @pytest.fixture(scope='module')
@@ -147,6 +161,10 @@ def test_readme_flag_line_runs_on_the_iemocap_command(index, checkpoints, data_d
     args = [a for a in args if not (drop_multi_modal and a == '--multi_modal')] + flags
     if '--testing' in flags:
         shutil.copy(checkpoints('IEMOCAP'), tmp_path / 'best_model_IEMOCAP.pth')
-    else:
-        args += ['--out-dir', 'run']
-    run(script, args, data_dir, tmp_path)
+        assert 'FLOPs' in run(script, args, data_dir, tmp_path).stdout
+        return
+    run(script, args + ['--out-dir', 'run'], data_dir, tmp_path)
+    recorded = json.loads((tmp_path / 'run' / 'config.json').read_text())['flags']
+    expected = given_flags(flags)
+    assert expected and {dest: recorded[dest] for dest in expected} == expected
+    assert recorded['multi_modal'] == (not drop_multi_modal)

@@ -4,10 +4,6 @@ replayed through train.py's own epoch loop: every batch loss, every test predict
 Every `*/trace.json` found is a test: a new trace dropped into the folder is picked up with no code change.
 """
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,12 +11,11 @@ import pytest
 import torch
 
 import config
+from conftest import GOLDEN_DIR, run_script
 import dataloader
 import train
 import training
 
-REPO = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = Path(os.environ.get('MOED_GOLDEN_DIR') or REPO / 'tests' / 'golden')
 TRACES = sorted((GOLDEN_DIR / 'train').glob('*/trace.json'))
 RTOL = 1e-6
 
@@ -95,9 +90,8 @@ def test_cli_metrics_match_a_trace(tmp_path):
     trace_path = TRACES[0]
     trace = json.loads(trace_path.read_text())
     out = tmp_path / 'run'
-    proc = subprocess.run([sys.executable, str(REPO / 'train.py'), *trace_argv(trace, trace_path.parent),
-                           '--out-dir', str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, OMP_NUM_THREADS='2'))
+    proc = run_script('train.py', *trace_argv(trace, trace_path.parent), '--out-dir', out, cwd=tmp_path,
+                      env=dict(OMP_NUM_THREADS='2'))
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = pd.read_csv(out / 'metrics.csv')
     expected = trace['epochs_trace']
