@@ -4,6 +4,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 import utils  # noqa: E402
 
@@ -23,6 +24,7 @@ def training_curves(path, metrics, selected_epoch, selected_by):
             ax.axvline(selected_epoch, color='grey', linestyle='--', linewidth=1,
                        label=f'selected: epoch {selected_epoch} ({selected_by})')
         ax.set_xlabel('epoch')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
     f1_ax.legend(fontsize=8)
