@@ -1,6 +1,6 @@
 """dataloader.py: the real pickle formats, validation errors, safe unpickling, batches, splits, synthetic data.
 
-The tiny datasets below are written in each real on-disk format (SPEC section 1), spelled out here
+The tiny datasets below are written in each real on-disk format, spelled out here
 independently of dataloader.py, so a wrong layout in the loader fails these tests.
 """
 import builtins

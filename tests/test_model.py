@@ -1,5 +1,5 @@
 """The network beyond the golden fixtures: full-size checkpoint layout, the reference's bugs fixed
-(SPEC section 3), configuration errors, and an independent torch-geometric check of the convolutions."""
+(the README's "Differences from the original code"), configuration errors, and an independent torch-geometric check of the convolutions."""
 import json
 from types import SimpleNamespace
 
