@@ -3,6 +3,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import sys
 import tempfile
 
@@ -198,3 +199,37 @@ def save_csv(path, dataframe):
 def save_state_dict(path, state_dict):
     """torch.save a state_dict atomically."""
     atomic_write(path, lambda f: torch.save(state_dict, f))
+
+
+def _current_umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def replace_folder(path, write_fn):
+    """Call write_fn(temp folder) beside path, then rename the temp folder to path, replacing the old one.
+
+    Readers see the old folder or the new one, never a mix: only between two renames (an instant) is
+    path absent (a crash right then leaves the old folder in .<name>.old-*/ beside it). On an error
+    the temp folder is removed and path is left as it was.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-")
+    old = None
+    try:
+        os.chmod(tmp, 0o777 & ~_current_umask())     # what a plain mkdir gives (mkdtemp's is 0700)
+        write_fn(tmp)
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.old-")
+            os.replace(path, os.path.join(old, name))
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old and not os.path.exists(path):
+            os.replace(os.path.join(old, name), path)
+        raise
+    if old:
+        shutil.rmtree(old)
