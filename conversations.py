@@ -358,4 +358,5 @@ def ordered(table, file_names):
     order = pd.DataFrame({'split': table['split'].map(SPLITS.index),
                           'file': table['file'].map(file_names.index),
                           'dialogue': dialogue_rank, 'turn': table['turn']})
-    return table.loc[order.sort_values(['split', 'file', 'dialogue', 'turn'], kind='stable').index].reset_index(drop=True)
+    rows = order.sort_values(['split', 'file', 'dialogue', 'turn'], kind='stable').index
+    return table.loc[rows].reset_index(drop=True)

@@ -123,7 +123,7 @@ def test_media_paths_relative_to_the_csv(tmp_path, monkeypatch):
     (folder / 'wav').mkdir(parents=True)
     soundfile.write(folder / 'wav' / 'u0.wav', np.zeros(800, dtype=np.float32), 8000)
     np.save(folder / 'v0.npy', np.ones(3, dtype=np.float32))
-    csv = write(folder / 'train.csv', 'dialogue,turn,speaker,text,audio,visual\nd,0,A,Hi.,wav/u0.wav,v0.npy\n')
+    write(folder / 'train.csv', 'dialogue,turn,speaker,text,audio,visual\nd,0,A,Hi.,wav/u0.wav,v0.npy\n')
     monkeypatch.chdir(tmp_path)
     row = read(Path('corpus') / 'train.csv').table.iloc[0]
     assert row['audio'] == str(folder / 'wav' / 'u0.wav') and row['visual'] == str(folder / 'v0.npy')
@@ -191,7 +191,8 @@ def test_bad_media_files(tmp_path, problem):
     audio, visual, message = {'no path': ('', 'ok.npy', 'the audio column has no wav path'),
                               'missing wav': ('gone.wav', 'ok.npy', 'the wav file {}/gone.wav does not exist'),
                               'unreadable wav': ('broken.wav', 'ok.npy', 'broken.wav cannot be read as audio'),
-                              'missing npy': ('ok.wav', 'gone.npy', 'the visual feature file {}/gone.npy does not exist'),
+                              'missing npy': ('ok.wav', 'gone.npy',
+                                              'the visual feature file {}/gone.npy does not exist'),
                               }[problem]
     csv = write(tmp_path / 'train.csv', f'dialogue,turn,speaker,text,audio,visual\nd,0,A,Hi.,ok.wav,ok.npy\n'
                                         f'd,1,B,Yo.,{audio},{visual}\n')
