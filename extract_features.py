@@ -202,6 +202,10 @@ def load_encoder(name, device):
                                     "not be downloaded (offline?)")
         raise UserError(f"--text-model {name} cannot be loaded: {reason}. Give a local model folder, or a hub id "
                         f"while online; the default ({DEFAULT_TEXT_MODEL}) works offline.")
+    if len(tokenizer.get_vocab()) <= len(tokenizer.all_special_tokens):
+        raise UserError(f"--text-model {name}: its tokenizer has no vocabulary beyond its special tokens (the "
+                        "folder lacks the tokenizer files, e.g. tokenizer.json or vocab.txt), so every word would "
+                        "be unknown. Save the tokenizer into the folder too (tokenizer.save_pretrained).")
     model.eval()
     sha256 = encoder_sha256(tokenizer, model)
     model.to(device)

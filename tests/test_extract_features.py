@@ -297,6 +297,12 @@ def test_bad_files_exit_2_and_write_nothing(tmp_path, capsys, encoder_dir):
     assert 'is not a folder' in cli_error(capsys, [csv, '--out', out, '--text-model', tmp_path / 'no-model'])
     assert 'does not hold a complete Hugging Face model' in \
         cli_error(capsys, [csv, '--out', out, '--text-model', tmp_path])
+    no_tokenizer = tmp_path / 'weights-only'
+    no_tokenizer.mkdir()
+    for name in ('config.json', 'model.safetensors'):
+        (no_tokenizer / name).write_bytes((encoder_dir / name).read_bytes())
+    assert 'its tokenizer has no vocabulary beyond its special tokens' in \
+        cli_error(capsys, [csv, '--out', out, '--text-model', no_tokenizer])
     assert 'has 6 hidden states' in cli_error(capsys, [csv, '--out', out, '--text-model', encoder_dir,
                                                        '--layers=1,2,3,6'])
     assert not out.exists()
