@@ -10,11 +10,14 @@ Feature files are downloads, so they are unpickled with utils.safe_load_pickle (
 containers only) and checked before any training; every problem is a UserError naming the file and the
 dialogue.
 """
+import hashlib
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
@@ -435,3 +438,166 @@ def iterate_batches(fs, keys, batch_size):
     keys = list(keys)
     for start in range(0, len(keys), batch_size):
         yield make_batch(fs, keys[start:start + batch_size])
+
+
+# ----------------------------------------------------------------------------- feature folders of extract_features.py
+# A folder written by extract_features.py from conversation CSVs (its docstring describes the format):
+#     fs = load_custom(data_dir)      # fs.train_keys, fs.valid_keys (the dev split), fs.test_keys
+#     check_modals(fs, 'avl')         # a UserError unless every letter's modality was extracted
+
+CUSTOM_FORMAT = ('moed-conversation-features', 1)        # dataset.json's format and format_version
+CUSTOM_FILES = ('dataset.json', 'features.npz', 'utterances.csv')
+CUSTOM_SPLITS = ('train', 'dev', 'test')
+CUSTOM_MODALITIES = {'text': 'l', 'audio': 'a', 'visual': 'v'}     # modality -> its --modals letter
+UTTERANCE_COLUMNS = ('dialogue_key', 'file', 'dialogue', 'turn', 'speaker', 'speaker_index', 'text', 'label',
+                     'split')
+
+
+@dataclass
+class CustomFeatureSet(FeatureSet):
+    """A FeatureSet with the dev split and the extracted modalities of an extract_features.py folder."""
+    valid_keys: list = field(default_factory=list)     # the dev split's dialogues ([] when there is none)
+    modals: str = 'l'                                   # letters of the extracted modalities, l a v order
+    meta: dict = field(default_factory=dict, repr=False)   # dataset.json
+
+
+def load_custom(data_dir):
+    """Read and validate a feature folder written by extract_features.py.
+
+    Keys are '<csv file name>:<dialogue id>', in the order of utterances.csv (split, file, first
+    appearance). The dialogues of all three splits are in fs.dialogues; a modality that was not
+    extracted has (n, 0) arrays and a dimension of 0. Every utterance must have a label.
+    """
+    meta = read_custom_meta(data_dir)
+    table = _read_utterances(os.path.join(data_dir, 'utterances.csv'), meta)
+    arrays = _read_feature_arrays(os.path.join(data_dir, 'features.npz'), meta, len(table))
+    keys = {split: [] for split in CUSTOM_SPLITS}
+    dialogues = {}
+    bounds = np.flatnonzero(table['dialogue_key'].to_numpy()[1:] != table['dialogue_key'].to_numpy()[:-1]) + 1
+    for start, stop in zip([0, *bounds], [*bounds, len(table)]):
+        key, split = table['dialogue_key'].iat[start], table['split'].iat[start]
+        keys[split].append(key)
+        dialogues[key] = Dialogue(
+            key=key, speakers=table['speaker_index'].to_numpy()[start:stop],
+            labels=table['label_index'].to_numpy()[start:stop],
+            text=[layer[start:stop] for layer in arrays['text']],
+            audio=arrays['audio'][start:stop], visual=arrays['visual'][start:stop])
+    path = os.path.join(data_dir, 'utterances.csv')
+    for split in ('train', 'test'):
+        if not keys[split]:
+            raise UserError(f"{path} has no {split} dialogues; training needs a train and a test split (give "
+                            "extract_features.py a CSV of each).")
+    return CustomFeatureSet(
+        name='custom', dims={f'D_{m}': arrays[m].shape[-1] for m in CUSTOM_MODALITIES},
+        n_classes=len(meta['label_names']), n_speakers=meta['n_speakers'], label_names=tuple(meta['label_names']),
+        train_keys=keys['train'], test_keys=keys['test'], dialogues=dialogues,
+        source=[os.path.join(data_dir, name) for name in CUSTOM_FILES],
+        valid_keys=keys['dev'], modals=meta['modals'], meta=meta)
+
+
+def check_modals(fs, modals):
+    """Refuse --modals letters whose modality the feature folder does not have."""
+    missing = [letter for letter in modals if letter not in fs.modals]
+    if missing:
+        names = {letter: name for name, letter in CUSTOM_MODALITIES.items()}
+        raise UserError(f"--modals {modals} asks for {', '.join(names[m] for m in missing)}, but "
+                        f"{fs.source[0]} was extracted with {', '.join(names[m] for m in fs.modals)} only "
+                        f"(--modals letters available: {fs.modals}); re-run extract_features.py with "
+                        f"{' and '.join(names[m] + ' paths' for m in missing)} in the CSV, or drop the letter.")
+
+
+def read_custom_meta(data_dir):
+    """dataset.json of an extract_features.py folder, checked for its format."""
+    path = os.path.join(data_dir, 'dataset.json')
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist: {data_dir} is not a feature folder written by extract_features.py "
+                        "(run it on your conversation CSVs first).")
+    try:
+        with open(path, encoding='utf-8') as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} could not be read as JSON: {err}.") from None
+    found = (meta.get('format'), meta.get('format_version')) if isinstance(meta, dict) else None
+    if found != CUSTOM_FORMAT:
+        raise UserError(f"{path} is not the dataset.json of extract_features.py (format {found}, expected "
+                        f"{CUSTOM_FORMAT}); re-run extract_features.py.")
+    _check_file_hashes(data_dir, meta)
+    return meta
+
+
+def _check_file_hashes(data_dir, meta):
+    """The feature files are those dataset.json was written with (not edited, truncated or swapped)."""
+    for name, sha256 in meta['files'].items():
+        path = os.path.join(data_dir, name)
+        if not os.path.isfile(path):
+            raise UserError(f"{path} is missing; the feature folder is incomplete: re-run extract_features.py.")
+        if file_sha256(path) != sha256:
+            raise UserError(f"{path} is not the file that {os.path.join(data_dir, 'dataset.json')} was written "
+                            "with (its sha256 differs): it was changed after extraction. Re-run extract_features.py.")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_utterances(path, meta):
+    """utterances.csv with label_index added; labels, speakers, splits and dialogue blocks checked."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+    missing = [column for column in UTTERANCE_COLUMNS if column not in table.columns]
+    if missing:
+        raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; re-run extract_features.py.")
+    table['speaker_index'] = pd.to_numeric(table['speaker_index'], errors='coerce')
+    label_index = {name: i for i, name in enumerate(meta['label_names'])}
+    table['label_index'] = table['label'].map(label_index)
+    checks = [(table['label'] == '', "has no label (its CSV had no label column); training needs labels"),
+              (table['label_index'].isna() & (table['label'] != ''),
+               f"has a label outside dataset.json's label_names ({', '.join(meta['label_names'])})"),
+              (~table['speaker_index'].between(0, meta['n_speakers'] - 1),
+               f"has a speaker_index outside 0..{meta['n_speakers'] - 1} (n_speakers in dataset.json)"),
+              (~table['split'].isin(CUSTOM_SPLITS), f"has a split other than {', '.join(CUSTOM_SPLITS)}")]
+    for bad, what in checks:
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise UserError(f"{path}, line {row + 2} (dialogue {table['dialogue_key'].iat[row]}): "
+                            f"the utterance {what}.")
+    keys = table['dialogue_key'].to_numpy()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    repeated = pd.Series(keys[starts]).duplicated().to_numpy()
+    if repeated.any():
+        row = int(starts[repeated][0])
+        raise UserError(f"{path}, line {row + 2}: the rows of dialogue {keys[row]} are not together.")
+    mixed = table.groupby('dialogue_key', sort=False)['split'].nunique() > 1
+    if mixed.any():
+        raise UserError(f"{path}: dialogue {mixed.index[mixed.to_numpy()][0]} is in two splits.")
+    table['speaker_index'] = table['speaker_index'].astype(np.int64)
+    table['label_index'] = table['label_index'].astype(np.int64)
+    return table
+
+
+def _read_feature_arrays(path, meta, n):
+    """modality -> float32 array ('text': (4, n, D), others (n, D)); (n, 0) for a modality not extracted."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            stored = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} could not be read as a .npz of arrays: {err}.") from None
+    arrays = {}
+    for modality, letter in CUSTOM_MODALITIES.items():
+        if letter not in meta['modals']:
+            arrays[modality] = np.zeros((4, n, 0) if modality == 'text' else (n, 0), dtype=np.float32)
+            continue
+        expected = (4, n) if modality == 'text' else (n,)
+        array = stored.get(modality)
+        if array is None or array.dtype != np.float32 or array.ndim != len(expected) + 1 \
+                or array.shape[:-1] != expected:
+            found = 'nothing' if array is None else f'{array.dtype} {array.shape}'
+            raise UserError(f"{path}: {modality} should be a float32 array of shape {expected + ('D',)} "
+                            f"(utterances.csv has {n} rows), but it holds {found}.")
+        if not np.isfinite(array).all():
+            raise UserError(f"{path}: {modality} contains NaN or infinite values.")
+        arrays[modality] = array
+    return arrays

@@ -3,6 +3,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import sys
 import tempfile
 
@@ -143,11 +144,15 @@ def safe_load_pickle(path, encoding="latin1"):
 
 # ----------------------------------------------------------------------------- safe writing
 
-def _new_file_mode():
-    """Permission bits a plain open() would give a new file (mkstemp's 0600 would hide results)."""
+def _current_umask():
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _new_file_mode():
+    """Permission bits a plain open() would give a new file (mkstemp's 0600 would hide results)."""
+    return 0o666 & ~_current_umask()
 
 
 def atomic_write(path, write_fn, mode="wb"):
@@ -231,3 +236,34 @@ def finished_run(run_dir):
     result = read_json(os.path.join(run_dir, 'result.json'))
     return (os.path.isfile(os.path.join(run_dir, 'report.txt')) and isinstance(result, dict)
             and result.get('status') == 'finished')
+
+
+# ----------------------------------------------------------------------------- whole folders
+
+
+def replace_folder(path, write_fn):
+    """Call write_fn(temp folder) beside path, then rename the temp folder to path, replacing the old one.
+
+    Readers see the old folder or the new one, never a mix: only between two renames (an instant) is
+    path absent (a crash right then leaves the old folder in .<name>.old-*/ beside it). On an error
+    the temp folder is removed and path is left as it was.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-")
+    old = None
+    try:
+        os.chmod(tmp, 0o777 & ~_current_umask())     # what a plain mkdir gives (mkdtemp's is 0700)
+        write_fn(tmp)
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.old-")
+            os.replace(path, os.path.join(old, name))
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old and not os.path.exists(path):
+            os.replace(os.path.join(old, name), path)
+        raise
+    if old:
+        shutil.rmtree(old)

@@ -1,0 +1,362 @@
+"""Conversation CSVs (one row per utterance) read into one validated table.
+
+    conv = read_conversations(['train.csv', 'dev.csv', 'test.csv'], columns_from_args(args))
+    conv.table      # pandas DataFrame, one row per utterance (columns: TABLE_COLUMNS)
+    conv.files      # per input file: path, sha256, schema, the column of each role, where its split came from
+
+Schemas, detected from each file's header (the first whose dialogue, turn, speaker and text columns
+are all there):
+
+    plain     dialogue, turn, speaker, text [, emotion, split, audio, visual]
+    MELD      Dialogue_ID, Utterance_ID, Speaker, Utterance [, Emotion]     (one file per split)
+    EmoryNLP  Season, Episode, Scene_ID, Utterance_ID, Speaker, Utterance [, Emotion]
+
+A --ROLE-col flag (add_column_flags) names a role's column for every file and wins over the schema;
+--dialogue-col takes several comma-separated columns when a dialogue is identified by several
+(EmoryNLP: a scene is the triple Season, Episode, Scene_ID; its id here reads '1/15/3').
+
+Rules:
+- Dialogue ids are scoped by file: the table's `key` is '<file name>:<dialogue id>', so dialogue 0
+  of train.csv and dialogue 0 of test.csv are two conversations (two inputs may not share a name).
+- Within a dialogue, rows come in increasing turn order (gaps allowed) and a turn appears once.
+- A file without a split column takes its split from its name: the word train, dev / valid /
+  validation, or test, not inside a longer word ('latest.csv' says nothing). Splits are train,
+  dev, test; a split column may say valid or validation for dev. A dialogue has one split.
+- A speaker written as a Python list literal (EmoryNLP's "['Monica Geller']") is its first name;
+  the few EmoryNLP rows that name several speakers keep the first one.
+- Labels (emotion) are optional: a file without the column gets none (prediction input); with the
+  column, every row needs one. audio / visual hold a wav / .npy path per utterance, relative to the
+  CSV's folder unless absolute; every wav is opened (header only) here, so a bad one is reported
+  before any extraction.
+- Every problem is a UserError naming the file, the line (1 = the header) and the dialogue.
+"""
+import ast
+import csv
+import hashlib
+import io
+import os
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+import soundfile
+
+from utils import UserError
+
+REQUIRED_ROLES = ('dialogue', 'turn', 'speaker', 'text')
+OPTIONAL_ROLES = ('label', 'split', 'audio', 'visual')
+ROLES = REQUIRED_ROLES + OPTIONAL_ROLES
+ROLE_HELP = {
+    'dialogue': 'the dialogue id (several comma-separated columns when it takes several)',
+    'turn': 'the integer position of an utterance in its dialogue',
+    'speaker': "the speaker's name",
+    'text': 'the utterance text',
+    'label': 'the emotion label (optional)',
+    'split': 'train, dev (or valid) or test (optional: else taken from the file name)',
+    'audio': 'a wav file per utterance (optional)',
+    'visual': 'a .npy vector per utterance (optional)',
+}
+
+# schema name -> role -> column(s); the dialogue role is a tuple of columns, None = the schema has none.
+SCHEMAS = {
+    'plain': dict(dialogue=('dialogue',), turn='turn', speaker='speaker', text='text', label='emotion',
+                  split='split', audio='audio', visual='visual'),
+    'MELD': dict(dialogue=('Dialogue_ID',), turn='Utterance_ID', speaker='Speaker', text='Utterance',
+                 label='Emotion', split=None, audio=None, visual=None),
+    'EmoryNLP': dict(dialogue=('Season', 'Episode', 'Scene_ID'), turn='Utterance_ID', speaker='Speaker',
+                     text='Utterance', label='Emotion', split=None, audio=None, visual=None),
+}
+
+SPLITS = ('train', 'dev', 'test')
+SPLIT_WORDS = {'train': 'train', 'dev': 'dev', 'valid': 'dev', 'validation': 'dev', 'test': 'test'}
+SPLIT_IN_NAME = re.compile(r'(?<![a-z])(train|dev|validation|valid|test)(?![a-z])')
+
+TABLE_COLUMNS = ('key', 'file', 'line', 'dialogue', 'turn', 'speaker', 'text', 'label', 'split', 'audio', 'visual')
+
+
+@dataclass
+class InputFile:
+    path: str
+    name: str               # the base name, which scopes the file's dialogue ids
+    sha256: str
+    schema: str             # the detected schema, or 'flags' when the flags named every required column
+    columns: dict           # role -> column(s) used; absent roles are None
+    split_from: str         # 'column' or 'file name'
+
+
+@dataclass
+class Conversations:
+    table: pd.DataFrame     # one row per utterance: TABLE_COLUMNS, ordered by split, file, dialogue, turn
+    files: list             # InputFile per input, in the given order
+
+
+# ----------------------------------------------------------------------------- flags
+
+def add_column_flags(parser):
+    """The --ROLE-col flags that map a CSV's columns to roles (default: detected from the header)."""
+    group = parser.add_argument_group('CSV columns (default: detected from the header: plain, MELD or EmoryNLP)')
+    for role in ROLES:
+        group.add_argument(f'--{role}-col', metavar='NAME', help=f'column of {ROLE_HELP[role]}')
+
+
+def columns_from_args(args):
+    """role -> column(s) named by the --ROLE-col flags that were given."""
+    overrides = {role: getattr(args, f'{role}_col') for role in ROLES if getattr(args, f'{role}_col')}
+    if 'dialogue' in overrides:
+        overrides['dialogue'] = tuple(name.strip() for name in overrides['dialogue'].split(','))
+    return overrides
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_conversations(paths, overrides=None):
+    """Read and validate the CSVs into one table (see the module docstring for the rules)."""
+    overrides = overrides or {}
+    paths = [os.fspath(path) for path in paths]
+    names = [os.path.basename(path) for path in paths]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise UserError(f"{paths[i]} and {paths[names.index(name)]} share the file name {name}, which scopes "
+                            "their dialogue ids; give each input file its own name.")
+    files, tables = [], []
+    for path in paths:
+        input_file, rows = read_file(path, overrides)
+        files.append(input_file)
+        tables.append(rows)
+    table = pd.DataFrame([row for rows in tables for row in rows], columns=list(TABLE_COLUMNS))
+    return Conversations(table=ordered(table, [f.name for f in files]), files=files)
+
+
+def read_file(path, overrides):
+    """One CSV: (InputFile, list of row dicts with TABLE_COLUMNS), every row validated."""
+    data = read_bytes(path)
+    header, records = parse_csv(path, decode_utf8(path, data))
+    schema, columns = detect_columns(path, header, overrides)
+    split_from = 'column' if columns['split'] else 'file name'
+    file_split = None if columns['split'] else split_from_name(path)
+    index = {name: i for i, name in enumerate(header)}
+    name = os.path.basename(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    rows = []
+    for line, cells in records:
+        value = {role: cell_of(cells, index, columns[role]) for role in ROLES if role != 'dialogue'}
+        dialogue = '/'.join(cell_of(cells, index, column).strip() for column in columns['dialogue'])
+        where = f"{path}, line {line} (dialogue {dialogue or '<empty>'})"
+        if not dialogue:
+            raise UserError(f"{where}: the dialogue id ({', '.join(columns['dialogue'])}) is empty.")
+        rows.append(dict(
+            key=f'{name}:{dialogue}', file=name, line=line, dialogue=dialogue,
+            turn=parse_turn(where, value['turn'], columns['turn']),
+            speaker=parse_speaker(where, value['speaker'], columns['speaker']),
+            text=check_text(where, value['text'], columns['text']),
+            label=check_label(where, value['label'], columns['label']),
+            split=parse_split(where, value['split'], columns['split']) if columns['split'] else file_split,
+            audio=check_wav(where, media_path(folder, value['audio'])) if columns['audio'] else None,
+            visual=check_npy(where, media_path(folder, value['visual'])) if columns['visual'] else None))
+    if not rows:
+        raise UserError(f"{path} has a header but no utterances.")
+    check_dialogues(path, rows)
+    return InputFile(path=os.path.abspath(path), name=name, sha256=hashlib.sha256(data).hexdigest(),
+                     schema=schema, columns=columns, split_from=split_from), rows
+
+
+def read_bytes(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist.") from None
+    except OSError as err:
+        raise UserError(f"{path} could not be read: {err.strerror}.") from None
+
+
+def decode_utf8(path, data):
+    """The file's text (a UTF-8 byte-order mark is dropped); anything but UTF-8 is refused."""
+    try:
+        return data.decode('utf-8-sig')
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b'\n') + 1
+        raise UserError(f"{path}, line {line}: the file is not UTF-8 (byte 0x{data[err.start]:02x} at offset "
+                        f"{err.start} is not valid UTF-8); save it as UTF-8 (from Excel: 'CSV UTF-8').") from None
+
+
+def parse_csv(path, text):
+    """(header, [(line number where the record starts, cells)]), blank lines skipped."""
+    reader = csv.reader(io.StringIO(text, newline=''))
+    try:
+        header = [name.strip() for name in next(reader)]
+    except StopIteration:
+        raise UserError(f"{path} is empty (no header line).") from None
+    except csv.Error as err:
+        raise UserError(f"{path}, line 1: the header is not valid CSV: {err}.") from None
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise UserError(f"{path}, line 1: the header names the column {repeated[0]!r} twice.")
+    records, start = [], reader.line_num + 1
+    try:
+        for cells in reader:
+            if cells and any(cell.strip() for cell in cells):
+                if len(cells) != len(header):
+                    raise UserError(f"{path}, line {start}: the row has {len(cells)} fields but the header has "
+                                    f"{len(header)} ({', '.join(header)}); a text with commas needs quotes.")
+                records.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise UserError(f"{path}, line {start}: not valid CSV: {err}.") from None
+    return header, records
+
+
+def detect_columns(path, header, overrides):
+    """(schema name, role -> column(s)) for this header: the first schema whose required columns are
+    present, with the flags' columns substituted; a flag naming a missing column is an error."""
+    present = set(header)
+    for role, column in overrides.items():
+        missing = [name for name in as_tuple(column) if name not in present]
+        if missing:
+            raise UserError(f"{path}: --{role}-col names the column {missing[0]!r}, which the file does not have; "
+                            f"columns found: {', '.join(header)}.")
+    candidates = [(name, {**schema, **overrides}) for name, schema in SCHEMAS.items()]
+    for name, columns in candidates:
+        if all(required_present(columns[role], present) for role in REQUIRED_ROLES):
+            optional = {role: columns[role] if role in overrides or columns[role] in present else None
+                        for role in OPTIONAL_ROLES}
+            schema = name if any(role not in overrides for role in REQUIRED_ROLES) else 'flags'
+            return schema, {**{role: columns[role] for role in REQUIRED_ROLES}, **optional}
+    name, columns = max(candidates, key=lambda c: sum(required_present(c[1][role], present) for role in ROLES))
+    missing = [role for role in REQUIRED_ROLES if not required_present(columns[role], present)]
+    wanted = '; '.join(f"{role} (looked for {', '.join(as_tuple(columns[role]))}; map it with --{role}-col NAME)"
+                       for role in missing)
+    raise UserError(f"{path}: no column for the {', '.join(missing)} of each utterance. The closest known schema "
+                    f"is {name}, and the file lacks: {wanted}. Columns found: {', '.join(header)}.")
+
+
+def as_tuple(column):
+    return column if isinstance(column, tuple) else (column,)
+
+
+def required_present(column, present):
+    return column is not None and all(name in present for name in as_tuple(column))
+
+
+def cell_of(cells, index, column):
+    return cells[index[column]] if column else ''
+
+
+# ----------------------------------------------------------------------------- one cell
+
+def parse_turn(where, cell, column):
+    try:
+        return int(cell.strip())
+    except ValueError:
+        raise UserError(f"{where}: the turn ({column}) {cell!r} is not an integer.") from None
+
+
+def parse_speaker(where, cell, column):
+    """The speaker's name; a Python list literal such as "['Monica Geller']" gives its first name."""
+    speaker = cell.strip()
+    if speaker.startswith('[') and speaker.endswith(']'):
+        try:
+            names = ast.literal_eval(speaker)
+        except (ValueError, SyntaxError):
+            raise UserError(f"{where}: the speaker ({column}) {cell!r} looks like a list but is not one.") from None
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise UserError(f"{where}: the speaker ({column}) {cell!r} is not a list of names.")
+        speaker = names[0].strip() if names else ''
+    if not speaker:
+        raise UserError(f"{where}: the speaker ({column}) is empty.")
+    return speaker
+
+
+def check_text(where, cell, column):
+    if not cell.strip():
+        raise UserError(f"{where}: the text ({column}) is empty; every utterance needs its words.")
+    return cell
+
+
+def check_label(where, cell, column):
+    if not column:
+        return None
+    if not cell.strip():
+        raise UserError(f"{where}: the label ({column}) is empty; a file with a label column needs a label on "
+                        "every row (drop the column for unlabelled conversations).")
+    return cell.strip()
+
+
+def parse_split(where, cell, column):
+    word = cell.strip().lower()
+    if word not in SPLIT_WORDS:
+        raise UserError(f"{where}: unknown split {cell!r} in {column}; use train, dev (or valid) or test.")
+    return SPLIT_WORDS[word]
+
+
+def split_from_name(path):
+    """The split named by the file name (train, dev/valid/validation, test), for a file without a split column."""
+    stem = os.path.splitext(os.path.basename(path))[0].lower()
+    found = sorted({SPLIT_WORDS[word] for word in SPLIT_IN_NAME.findall(stem)})
+    if len(found) != 1:
+        says = f"names several splits ({', '.join(found)})" if found else "names no split"
+        raise UserError(f"{path} has no split column and its file name {says}. Put exactly one of train, dev "
+                        "(or valid) and test in the file name, or add a split column (--split-col NAME).")
+    return found[0]
+
+
+def media_path(folder, cell):
+    """A wav / .npy path from its cell, relative to the CSV's folder; '' when the cell is empty."""
+    cell = cell.strip()
+    return os.path.normpath(os.path.join(folder, os.path.expanduser(cell))) if cell else ''
+
+
+def check_wav(where, path):
+    """The wav's path, once its header has been read (a missing or unreadable file is an error)."""
+    if not path:
+        raise UserError(f"{where}: the audio column has no wav path for this utterance.")
+    if not os.path.isfile(path):
+        raise UserError(f"{where}: the wav file {path} does not exist.")
+    try:
+        info = soundfile.info(path)
+    except (RuntimeError, OSError) as err:        # soundfile.LibsndfileError is a RuntimeError
+        raise UserError(f"{where}: the wav file {path} cannot be read as audio: {err}.") from None
+    if info.frames == 0:
+        raise UserError(f"{where}: the wav file {path} holds no samples.")
+    return path
+
+
+def check_npy(where, path):
+    if not path:
+        raise UserError(f"{where}: the visual column has no .npy path for this utterance.")
+    if not os.path.isfile(path):
+        raise UserError(f"{where}: the visual feature file {path} does not exist.")
+    return path
+
+
+# ----------------------------------------------------------------------------- whole file
+
+def check_dialogues(path, rows):
+    """Per dialogue of one file: turns increasing and unique, one split."""
+    last = {}       # key -> the dialogue's latest row so far
+    seen = {}       # (key, turn) -> line
+    for row in rows:
+        key, turn = row['key'], row['turn']
+        where = f"{path}, line {row['line']} (dialogue {row['dialogue']})"
+        if (key, turn) in seen:
+            raise UserError(f"{where}: turn {turn} appears twice in this dialogue (lines {seen[key, turn]} and "
+                            f"{row['line']}); each (dialogue, turn) must be unique.")
+        seen[key, turn] = row['line']
+        previous = last.get(key)
+        if previous and turn < previous['turn']:
+            raise UserError(f"{where}: turns out of order: turn {turn} comes after turn {previous['turn']} (line "
+                            f"{previous['line']}); sort each dialogue's rows by turn.")
+        if previous and row['split'] != previous['split']:
+            raise UserError(f"{where}: this dialogue is in two splits ({previous['split']} on line "
+                            f"{previous['line']}, {row['split']} here); a dialogue belongs to one split.")
+        last[key] = row
+
+
+def ordered(table, file_names):
+    """Rows by split (train, dev, test), then input file, then first appearance of the dialogue, then turn."""
+    dialogue_rank = table.groupby('key', sort=False).ngroup()
+    order = pd.DataFrame({'split': table['split'].map(SPLITS.index),
+                          'file': table['file'].map(file_names.index),
+                          'dialogue': dialogue_rank, 'turn': table['turn']})
+    rows = order.sort_values(['split', 'file', 'dialogue', 'turn'], kind='stable').index
+    return table.loc[rows].reset_index(drop=True)
