@@ -411,7 +411,8 @@ class Progress:
         finished = sum(outcome.status == 'finished' for outcome in outcomes.values())
         counts = (finished, min(self.slots, n_pending), len(outcomes) - finished)
         elapsed = time.time() - self.started
-        eta = clock(elapsed / len(outcomes) * n_pending) if outcomes else '?'
+        seconds = [outcome.seconds for outcome in outcomes.values()]          # of the trials that ended
+        eta = clock(sum(seconds) / len(seconds) * n_pending / self.slots) if seconds else '?'
         line = (f"trials: {counts[0]} done, {counts[1]} running, {counts[2]} failed of {self.total}; "
                 f"elapsed {clock(elapsed)}, ETA {eta}")
         if self.tty:

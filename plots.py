@@ -67,7 +67,8 @@ def experiment_bars(path, stats, metrics, title, paper=None):
         ax.bar(x + (i - (len(metrics) - 1) / 2) * width, stats[f'{metric}_mean'], width,
                yerr=stats[f'{metric}_std'].fillna(0), capsize=3, label=label)
     if paper is not None:
-        ax.axhline(paper, color='black', linestyle=':', linewidth=1, label=f'paper, full model: {paper:.2f}')
+        ax.axhline(paper, color='black', linestyle=':', linewidth=1,
+                   label=f'the paper: full model, real data, one run: {paper:.2f}')
     low = np.nanmin((stats[[f'{m}_mean' for m in metrics]].to_numpy(float)
                      - stats[[f'{m}_std' for m in metrics]].fillna(0).to_numpy(float)), initial=100)
     ax.set_ylim(bottom=max(0.0, np.floor(min(low, paper or 100) / 5) * 5 - 5))
@@ -75,7 +76,7 @@ def experiment_bars(path, stats, metrics, title, paper=None):
     ax.set_ylabel(F1_LABEL)
     ax.set_title(title, fontsize=9)
     ax.grid(axis='y', alpha=0.3)
-    ax.legend(fontsize=8, title='epoch picked by', title_fontsize=8)
+    ax.legend(fontsize=8, title='epoch picked by', title_fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
     utils.save_figure(path, figure)
 
 

@@ -164,6 +164,32 @@ def test_a_sweep_is_drawn_as_lines_with_a_band(tmp_path):
     assert_png(tmp_path / 'summary.png')
 
 
+def test_kept_trials_are_summarised_without_ray_with_valid(tmp_path, monkeypatch, capsys):
+    """Finished run folders of the right flags (made up here) are kept: their numbers go straight to the summary."""
+    import experiments
+    import utils
+    args = ['layers', '--Dataset', 'IEMOCAP', '--seeds', 2, '--epochs', 2, '--valid', 0.2, '--out-dir', tmp_path / 'exp']
+    plan = experiments.build_parser().parse_args(map(str, args))
+    rows = experiments.table_rows('layers', [])
+    for i, trial in enumerate(experiments.plan_trials(plan, rows, [], str(tmp_path / 'exp'))):
+        utils.save_json(os.path.join(trial.run_dir, 'config.json'), dict(flags=trial.flags))
+        utils.save_csv(os.path.join(trial.run_dir, 'metrics.csv'), pd.DataFrame(dict(
+            epoch=[1, 2], test_f1=[50.0 + i, 40.0], test_acc=[60.0, 61.0], valid_f1=[1.0, 2.0])))
+        utils.save_text(os.path.join(trial.run_dir, 'report.txt'), 'report')
+        utils.save_json(os.path.join(trial.run_dir, 'result.json'), dict(status='finished', seconds=1.5))
+    monkeypatch.chdir(tmp_path)
+    assert experiments.main(args) == 0
+    assert '26 finished earlier (kept), 0 to run' in capsys.readouterr().out
+    results = pd.read_csv(tmp_path / 'exp' / 'results.csv')
+    assert list(results['best_test_f1']) == [50.0 + i for i in range(26)] and set(results['best_test_epoch']) == {1}
+    assert set(results['valid_test_f1']) == {40.0} and set(results['valid_epoch']) == {2}
+    assert list(results.columns[2:4]) == ['num_L', 'num_K'] and list(results['num_L'][2:14:2]) == [1, 2, 3, 4, 5, 6]
+    summary = (tmp_path / 'exp' / 'summary.md').read_text()
+    assert '| best test epoch (paper protocol) | last epoch | best validation epoch | paper |' in summary
+    assert '| num_L=1 | --num_L=1 | 52.50 ± 0.71 (2) | 40.00 ± 0.00 (2) | 40.00 ± 0.00 (2) |  |' in summary
+    assert_png(tmp_path / 'exp' / 'summary.png')
+
+
 BAD_INPUT = {  # name -> (arguments, words of the message)
     'unknown table': (['tableX', '--Dataset', 'MELD'], 'unknown table'),
     'no dataset': (['table3'], '--Dataset is required'),
