@@ -334,16 +334,16 @@ class Outcome(NamedTuple):
     seconds: float = 0.0        # wall-clock time of the train.py process
 
 
-class Stopped(Exception):
-    """SIGTERM to experiments.py: stop the grid like Ctrl-C."""
+class SigtermAsCtrlC:
+    """A SIGTERM handler: stop like Ctrl-C, by a KeyboardInterrupt (the only exception Ray's waits pass on), and
+    remember the exit status it asks for."""
 
-    def __init__(self, status):
-        super().__init__(status)
-        self.status = status
+    def __init__(self):
+        self.status = 130
 
-
-def raise_stopped(signum, frame):
-    raise Stopped(128 + signum)
+    def __call__(self, signum, frame):
+        self.status = 128 + signum
+        raise KeyboardInterrupt
 
 
 def start_ray(address):
@@ -431,7 +431,7 @@ class Progress:
 
 
 def run_grid(trials, args, out_dir, slots):
-    """Run the trials as Ray tasks; (trial -> Outcome, exit status of a stop or None)."""
+    """Run the trials as Ray tasks; (trial -> Outcome, whether Ctrl-C stopped it)."""
     task = ray.remote(run_train).options(num_cpus=args.cpus_per_trial, num_gpus=args.gpus_per_trial, max_retries=0)
     refs = {task.remote(TRAIN, trial.argv, args.cpus_per_trial, out_dir): trial for trial in trials}
     outcomes, pending, progress = {}, list(refs), Progress(len(trials), slots)
@@ -445,8 +445,8 @@ def run_grid(trials, args, out_dir, slots):
                     progress.say(f"FAILED {trial.row} seed {trial.seed}: {outcome.error}")
             progress.show(outcomes, len(pending))
         progress.end()
-        return outcomes, None
-    except (KeyboardInterrupt, Stopped) as stop:
+        return outcomes, False
+    except KeyboardInterrupt:
         progress.say("stopping: the running trials write their reports (marked interrupted) ...")
         for ref in pending:
             ray.cancel(ref)
@@ -454,13 +454,14 @@ def run_grid(trials, args, out_dir, slots):
         for ref in pending:
             outcomes[refs[ref]] = (trial_outcome(ref, refs[ref]) if ref in ready
                                    else Outcome('interrupted', 'did not stop within 120 s'))
-        return outcomes, getattr(stop, 'status', 130)
+        return outcomes, True
 
 
 def run_on_ray(trials, args, out_dir):
     """Start or join Ray, run the trials, leave Ray; (trial -> Outcome, stop status or None, timing line)."""
     init_seconds = start_ray(args.address)
-    previous = signal.signal(signal.SIGTERM, raise_stopped)
+    sigterm = SigtermAsCtrlC()
+    previous = signal.signal(signal.SIGTERM, sigterm)
     try:
         slots = trial_slots(args)
         os.makedirs(out_dir, exist_ok=True)
@@ -476,7 +477,7 @@ def run_on_ray(trials, args, out_dir):
     ran = sum(outcome.status != 'not run' for outcome in outcomes.values())
     timing = (f"Ray started in {init_seconds:.1f} s; {ran} trial(s) took {wall:.1f} s wall-clock on {slots} "
               f"slot(s); their train.py processes ran {busy:.1f} s in all ({busy / slots:.1f} s per slot)")
-    return outcomes, stopped, timing
+    return outcomes, sigterm.status if stopped else None, timing
 
 
 # ----------------------------------------------------------------------------- results and summary
