@@ -3,7 +3,8 @@ openSMILE audio, given visual vectors, and speaker indices. extract_features.py 
 folder; predict.py repeats the recipe recorded there on new conversations.
 
     encoder = load_encoder(text_model, device)
-    arrays, details, seconds = extract_modalities(settings, encoder, table, {'text': text_recipe(settings, encoder, table)})
+    recipes = {'text': text_recipe(settings, encoder, table)}                # what the features depend on
+    arrays, details, seconds = extract_modalities(settings, encoder, table, recipes)
     index, n_speakers, speakers = assign_speakers(table, 'party', None)     # decided on these conversations
     index = speaker_indices(table, speakers, n_speakers)                     # a recorded scheme, applied again
 
