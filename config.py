@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+import dataloader
 from utils import UserError
 
 # The original README's command for each dataset. Without --paper, a flag not given takes the
@@ -30,7 +31,13 @@ PAPER = {
                   directed_edge='avl', single_edge=''),
 }
 DEFAULTS = PAPER['IEMOCAP']
-PAPER_D_G = {'IEMOCAP': 512, 'MELD': 1024, 'MOSEI': 1024}     # hidden size D_g of the paper's models
+# Your own conversations (a folder of extract_features.py): the text path of the IEMOCAP configuration
+# (linear layer, then the recurrent encoder) with the paper's IEMOCAP values. --modals and --directed_edge
+# not given are the modalities the folder has (dataset.json's modals), with or without --paper.
+CUSTOM = 'custom'
+PAPER[CUSTOM] = DEFAULTS
+FROM_EXTRACTED = ('modals', 'directed_edge')
+PAPER_D_G = {'IEMOCAP': 512, 'MELD': 1024, 'MOSEI': 1024, CUSTOM: 512}   # hidden size D_g of the models
 GRAPH_H = 512                                                  # graph hidden size h
 PROTOCOLS = ('original', 'textbook')                           # see training.Protocol
 
@@ -175,6 +182,16 @@ def open_fraction(text):
     return value
 
 
+def validation_split(text):
+    """--valid: 'dev' (the feature folder's own dev split) or a fraction of the training dialogues."""
+    if text == 'dev':
+        return text
+    try:
+        return open_fraction(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'dev' or a fraction strictly between 0 and 1, got {text}") from None
+
+
 # The paper-valued flags: (flag, type, help, extra argparse keywords). Default None, filled in by
 # resolve_hyperparameters from PAPER.
 HYPERPARAMETERS = [
@@ -213,18 +230,21 @@ def build_parser(default_dataset='IEMOCAP', description=None):
     p = argparse.ArgumentParser(description=description)
     for flag, type_, help_, extra in HYPERPARAMETERS:
         extra = dict(extra)
+        custom = f"; --Dataset {CUSTOM}: the extracted modalities" if flag_dest(flag) in FROM_EXTRACTED else ''
         p.add_argument(flag, *extra.pop('aliases', ()), dest=flag_dest(flag), type=type_, default=None,
                        help=f"{help_} (default {DEFAULTS[flag_dest(flag)]!r}, the paper's IEMOCAP value; "
-                            f"see --paper)", **extra)
+                            f"see --paper{custom})", **extra)
 
-    p.add_argument('--Dataset', default=default_dataset, choices=list(PAPER), help='dataset')
+    p.add_argument('--Dataset', default=default_dataset, choices=list(PAPER),
+                   help=f"dataset; {CUSTOM}: a feature folder of extract_features.py (--data-dir)")
     p.add_argument('--mm_fusion_mthd', default='concat_DHT', choices=['concat_DHT'],
                    help="multimodal fusion (only the paper's concat_DHT)")
     p.add_argument('--multi_modal', action='store_true',
                    help='accepted for compatibility; the modalities used come from --modals')
     p.add_argument('--class-weight', action='store_true',
-                   help='accepted for compatibility: IEMOCAP always uses the reference class weights, '
-                        'MELD the focal loss, MOSEI plain NLL')
+                   help='custom: weight the NLL loss by inverse class frequency in the training split, '
+                        'n_train / (n_classes * n_class); accepted and without effect for the others: IEMOCAP '
+                        'always uses the reference class weights, MELD the focal loss, MOSEI plain NLL')
     p.add_argument('--use_residue', action='store_true', help='not supported (never worked in the reference)')
     p.add_argument('--av_using_lstm', action='store_true',
                    help='a 2-layer bidirectional recurrent encoder after linear_a / linear_v too')
@@ -245,15 +265,17 @@ def build_parser(default_dataset='IEMOCAP', description=None):
     p.add_argument('--seed', type=int, default=67137, help="seed of every random generator (default 67137, "
                                                            "the original's)")
     p.add_argument('--data-dir', default='.', help='folder holding IEMOCAP_features/, MELD_features/, '
-                                                   'CMU-MOSEI_features/ (default: the current directory)')
+                                                   'CMU-MOSEI_features/ (default: the current directory); '
+                                                   f'--Dataset {CUSTOM}: the feature folder itself')
     p.add_argument('--synthetic', action='store_true',
                    help='generate (once, cached under --data-dir/synthetic/) simulated features in the real files\' '
                         'format and shape, and use them')
     p.add_argument('--synthetic-scale', type=positive_float, default=1.0,
                    help="--synthetic: number of dialogues relative to the real dataset's (default 1.0)")
-    p.add_argument('--valid', type=open_fraction, metavar='FRACTION',
-                   help='hold out this fraction of training dialogues; the checkpoint is the best-validation '
-                        'epoch and test at that epoch is reported too')
+    p.add_argument('--valid', type=validation_split, metavar='{FRACTION,dev}',
+                   help='hold out this fraction of training dialogues, or (--Dataset custom) validate on the '
+                        "feature folder's dev split; the checkpoint is the best-validation epoch and test at that "
+                        'epoch is reported too')
     p.add_argument('--checkpoint', metavar='PATH', help='--testing: checkpoint to evaluate '
                                                         '(default ./best_model_<Dataset>.pth)')
     p.add_argument('--out-dir', help='training: run folder (default runs/<Dataset>-<time>-seed<seed>/); '
@@ -264,9 +286,23 @@ def build_parser(default_dataset='IEMOCAP', description=None):
     return p
 
 
+def check_data_flags(args):
+    """Raise UserError for data flags that do not fit --Dataset (before any file is read)."""
+    if args.Dataset == CUSTOM and args.synthetic:
+        raise UserError(f"--synthetic generates stand-ins of IEMOCAP, MELD and MOSEI; --Dataset {CUSTOM} reads "
+                        "your feature folder (--data-dir DIR, written by extract_features.py): drop --synthetic")
+    if args.valid == 'dev' and args.Dataset != CUSTOM:
+        raise UserError(f"--valid dev validates on the dev split of a feature folder (--Dataset {CUSTOM}); for "
+                        f"{args.Dataset} hold out a fraction of the training dialogues instead, e.g. --valid 0.1")
+
+
 def resolve_hyperparameters(args):
-    """Fill every hyper-parameter left unset from the paper table (--Dataset's row with --paper)."""
+    """Fill every hyper-parameter left unset from the paper table (--Dataset's row with --paper); for custom
+    data, --modals and --directed_edge from the feature folder's extracted modalities."""
     table = PAPER[args.Dataset] if args.paper else DEFAULTS
+    if args.Dataset == CUSTOM:
+        extracted = dataloader.read_custom_meta(args.data_dir)['modals']
+        table = dict(table, **dict.fromkeys(FROM_EXTRACTED, extracted))
     for name, value in table.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -297,8 +333,9 @@ def parse_args(argv=None, default_dataset='IEMOCAP', description=None):
     """Parse, fill in paper values and check every flag; a problem exits 2, argparse style."""
     parser = build_parser(default_dataset, description)
     args = parser.parse_args(argv)
-    resolve_hyperparameters(args)
     try:
+        check_data_flags(args)
+        resolve_hyperparameters(args)
         check_run_flags(args)
     except UserError as err:
         parser.error(str(err))

@@ -3,6 +3,7 @@
     conv = read_conversations(['train.csv', 'dev.csv', 'test.csv'], columns_from_args(args))
     conv.table      # pandas DataFrame, one row per utterance (columns: TABLE_COLUMNS)
     conv.files      # per input file: path, sha256, schema, the column of each role, where its split came from
+    conv = read_dataframe(frame, 'notebook', split='test')     # a DataFrame as if it were the CSV 'notebook'
 
 Schemas, detected from each file's header (the first whose dialogue, turn, speaker and text columns
 are all there):
@@ -22,6 +23,7 @@ Rules:
 - A file without a split column takes its split from its name: the word train, dev / valid /
   validation, or test, not inside a longer word ('latest.csv' says nothing). Splits are train,
   dev, test; a split column may say valid or validation for dev. A dialogue has one split.
+  `split=` gives every row that split instead (conversations to predict: no split is needed).
 - A speaker written as a Python list literal (EmoryNLP's "['Monica Geller']") is its first name;
   the few EmoryNLP rows that name several speakers keep the first one.
 - Labels (emotion) are optional: a file without the column gets none (prediction input); with the
@@ -81,7 +83,7 @@ class InputFile:
     sha256: str
     schema: str             # the detected schema, or 'flags' when the flags named every required column
     columns: dict           # role -> column(s) used; absent roles are None
-    split_from: str         # 'column' or 'file name'
+    split_from: str         # 'column', 'file name' or 'given'
 
 
 @dataclass
@@ -109,7 +111,7 @@ def columns_from_args(args):
 
 # ----------------------------------------------------------------------------- reading
 
-def read_conversations(paths, overrides=None):
+def read_conversations(paths, overrides=None, split=None):
     """Read and validate the CSVs into one table (see the module docstring for the rules)."""
     overrides = overrides or {}
     paths = [os.fspath(path) for path in paths]
@@ -120,20 +122,28 @@ def read_conversations(paths, overrides=None):
                             "their dialogue ids; give each input file its own name.")
     files, tables = [], []
     for path in paths:
-        input_file, rows = read_file(path, overrides)
+        input_file, rows = read_file(path, read_bytes(path), overrides, split)
         files.append(input_file)
         tables.append(rows)
     table = pd.DataFrame([row for rows in tables for row in rows], columns=list(TABLE_COLUMNS))
     return Conversations(table=ordered(table, [f.name for f in files]), files=files)
 
 
-def read_file(path, overrides):
-    """One CSV: (InputFile, list of row dicts with TABLE_COLUMNS), every row validated."""
-    data = read_bytes(path)
+def read_dataframe(frame, name, overrides=None, split=None):
+    """A pandas DataFrame read as if it were the CSV file `name` in the current directory (its line numbers:
+    the row's position + 2, as in the CSV the frame would write)."""
+    input_file, rows = read_file(name, frame.to_csv(index=False).encode('utf-8'), overrides or {}, split)
+    input_file.path = name                  # no file on disk
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    return Conversations(table=ordered(table, [input_file.name]), files=[input_file])
+
+
+def read_file(path, data, overrides, split=None):
+    """One CSV's bytes: (InputFile, list of row dicts with TABLE_COLUMNS), every row validated."""
     header, records = parse_csv(path, decode_utf8(path, data))
     schema, columns = detect_columns(path, header, overrides)
-    split_from = 'column' if columns['split'] else 'file name'
-    file_split = None if columns['split'] else split_from_name(path)
+    split_from = 'given' if split else 'column' if columns['split'] else 'file name'
+    file_split = split or (None if columns['split'] else split_from_name(path))
     index = {name: i for i, name in enumerate(header)}
     name = os.path.basename(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -150,7 +160,7 @@ def read_file(path, overrides):
             speaker=parse_speaker(where, value['speaker'], columns['speaker']),
             text=check_text(where, value['text'], columns['text']),
             label=check_label(where, value['label'], columns['label']),
-            split=parse_split(where, value['split'], columns['split']) if columns['split'] else file_split,
+            split=file_split or parse_split(where, value['split'], columns['split']),
             audio=check_wav(where, media_path(folder, value['audio'])) if columns['audio'] else None,
             visual=check_npy(where, media_path(folder, value['visual'])) if columns['visual'] else None))
     if not rows:

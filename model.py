@@ -216,11 +216,14 @@ def focal_loss(log_prob, labels, gamma=2.5):
     return (-(1 - onehot * log_prob) ** gamma * log_prob).mean()
 
 
-def make_loss(dataset, device=None):
-    """The training loss of a dataset (SPEC 2.9)."""
+def make_loss(dataset, device=None, class_weight=None):
+    """The training loss of a dataset (SPEC 2.9); custom data: NLL, weighted per class by class_weight if given."""
     if dataset == 'IEMOCAP':
         weight = 1 / torch.tensor(IEMOCAP_CLASS_FREQ, device=device)
         return lambda log_prob, labels: F.nll_loss(log_prob, labels, weight=weight)
     if dataset == 'MELD':
         return focal_loss
+    if class_weight is not None:
+        weight = torch.as_tensor(class_weight, dtype=torch.float32, device=device)
+        return lambda log_prob, labels: F.nll_loss(log_prob, labels, weight=weight)
     return F.nll_loss

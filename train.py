@@ -3,6 +3,7 @@
     python train.py --paper --Dataset IEMOCAP              # the paper's IEMOCAP run
     python train.py <README command> --testing             # evaluate ./best_model_<Dataset>.pth
     python train.py --paper --Dataset MELD --synthetic     # the same on generated data of real shape
+    python train.py --Dataset custom --data-dir DIR        # your conversations (a folder of extract_features.py)
 
 A training run writes its run folder (--out-dir): config.json, metrics.csv, best_model_<Dataset>.pth,
 curves.png, confusion.png, report.txt and result.json (written last: 'finished' or 'interrupted').
@@ -59,8 +60,25 @@ def selection_rule(args, n_valid):
     if args.valid is None:
         return ("best test weighted F1 over epochs (the paper's protocol: selected on the TEST set, "
                 "so the score is optimistic)")
+    if args.valid == 'dev':
+        return (f"best validation weighted F1 over epochs (validation: the feature folder's dev split, {n_valid} "
+                "dialogues; the test set plays no part)")
     return (f"best validation weighted F1 over epochs (validation: {n_valid} training dialogues, "
             f"fraction {args.valid}, held out with seed {args.seed}; the test set plays no part)")
+
+
+def run_splits(args, fs):
+    """split -> dialogue keys: train, valid (with --valid: a held-out fraction of train, or the dev split) and test."""
+    splits = dict(train=fs.train_keys)
+    if args.valid == 'dev':
+        if not fs.valid_keys:
+            raise utils.UserError(f"--valid dev: the feature folder {args.data_dir} has no dev split (give "
+                                  "extract_features.py a dev CSV too), or hold out a fraction: --valid 0.1")
+        splits['valid'] = fs.valid_keys
+    elif args.valid is not None:
+        splits['train'], splits['valid'] = dataloader.split_valid(fs.train_keys, args.valid, args.seed)
+    splits['test'] = fs.test_keys
+    return splits
 
 
 def protocol_description(name):
@@ -74,7 +92,7 @@ def protocol_description(name):
 
 def run_config(args, net, fs, splits, rule):
     """Everything needed to understand and repeat a run: written to config.json."""
-    return dict(
+    values = dict(
         command=[os.path.basename(sys.argv[0] or 'train.py')] + sys.argv[1:], flags=vars(args),
         model_config=asdict(net.cfg),
         data=dict(dataset=args.Dataset, synthetic=args.synthetic,
@@ -85,6 +103,9 @@ def run_config(args, net, fs, splits, rule):
         device_name=torch.cuda.get_device_name() if args.device == 'cuda' else platform.processor() or 'cpu',
         torch=torch.__version__, python=platform.python_version(), numpy=np.__version__,
         threads=torch.get_num_threads(), started=datetime.datetime.now().isoformat(timespec='seconds'))
+    if args.Dataset == config.CUSTOM:
+        values['features'] = fs.meta     # dataset.json: label names, speakers, the recipe predict.py repeats
+    return values
 
 
 # ----------------------------------------------------------------------------- training
@@ -147,13 +168,10 @@ def track_best(best, row, test_pass):
 
 def train(args, fs, net):
     """Train for --epochs, keep the checkpoint the selection rule picks, write the run folder."""
-    splits = dict(train=fs.train_keys)
-    if args.valid is not None:
-        splits['train'], splits['valid'] = dataloader.split_valid(fs.train_keys, args.valid, args.seed)
-    splits['test'] = fs.test_keys
+    splits = run_splits(args, fs)
     run_dir = args.out_dir or default_run_dir(args)
     refuse_finished_run(run_dir)
-    optimizer, loss_fn, protocol = training.training_objects(args, net)
+    optimizer, loss_fn, protocol = training.training_objects(args, net, fs)
     rule = selection_rule(args, len(splits.get('valid', ())))
     select_on = selection_metric(args)
     checkpoint = os.path.join(run_dir, f'best_model_{args.Dataset}.pth')
@@ -272,6 +290,9 @@ def save_test_outputs(args, fs, result, checkpoint):
             print(f"not written: {name} (features before fusion exist only with all three modalities)")
             continue
         utils.save_pickle(os.path.join(features, name), array)
+    if ds == config.CUSTOM:     # the names tsne_custom.py shows (the paper datasets' are in dataloader.DATASETS)
+        utils.save_json(os.path.join(features, f'class_names_{ds}.json'),
+                        dict(emotion=list(fs.label_names), speaker=dataloader.speaker_names(fs.meta)))
     table = pd.DataFrame(dict(
         dialogue_id=out['dialogue_ids'],
         utterance_idx=np.concatenate([np.arange(n) for n in out['lengths']]),
@@ -291,7 +312,7 @@ def test(args, fs, net):
     checkpoints.load_checkpoint(net, path, args.device)
     print(f"data: {training.data_description(args, fs)}; device: {args.device}; checkpoint: {path}")
     cost = overhead.overhead_text(net, fs, args.device) if args.overhead else None  # first: a fresh process's memory
-    _, loss_fn, protocol = training.training_objects(args, net)
+    _, loss_fn, protocol = training.training_objects(args, net, fs)
     result = training.run_pass(net, fs, fs.test_keys, loss_fn, args.device, args.batch_size, protocol,
                                progress=sys.stderr.isatty() and not args.quiet, keep_outputs=True)
     print(f"test loss: {result.loss:.4f}")

@@ -24,18 +24,26 @@ import synthetic
 import utils
 from config import PROTOCOLS
 
-SHUFFLED_DATASETS = ('MELD', 'MOSEI')   # the original's SubsetRandomSampler; IEMOCAP trains in file order
+# The original's SubsetRandomSampler; IEMOCAP trains in file order. Custom data is shuffled like MELD: its
+# files (MELD's, EmoryNLP's) list the dialogues of an episode together, and many short dialogues train
+# better in a random order (under the original protocol, the same random order every epoch).
+SHUFFLED_DATASETS = ('MELD', 'MOSEI', config.CUSTOM)
 
 
 def dataset_shuffles(name):
-    """Whether training dialogues are shuffled: the original shuffles MELD and MOSEI, not IEMOCAP."""
+    """Whether training dialogues are shuffled: the original shuffles MELD and MOSEI, not IEMOCAP; custom too."""
     return name in SHUFFLED_DATASETS
 
 
 # ----------------------------------------------------------------------------- data, model, optimizer
 
 def load_data(args):
-    """The FeatureSet of --Dataset: the real feature files under --data-dir, or synthetic ones."""
+    """The FeatureSet of --Dataset: the real feature files under --data-dir, synthetic ones, or for custom the
+    feature folder --data-dir (which must have every modality of --modals)."""
+    if args.Dataset == config.CUSTOM:
+        fs = dataloader.load_custom(args.data_dir)
+        dataloader.check_modals(fs, args.modals)
+        return fs
     data_dir = args.data_dir
     if args.synthetic:
         data_dir = synthetic.ensure_synthetic(args.Dataset, args.data_dir, scale=args.synthetic_scale)
@@ -43,6 +51,10 @@ def load_data(args):
 
 
 def data_description(args, fs):
+    if args.Dataset == config.CUSTOM:
+        encoder = fs.meta['modalities']['text']['encoder']
+        return (f"features of your conversations from {args.data_dir} (extract_features.py; text encoder "
+                f"{encoder.get('package') or encoder['text_model']}; modalities {fs.modals})")
     if args.synthetic:
         return (f"SYNTHETIC {args.Dataset}-shaped data (a simulation of emotional inertia and contagion, scale "
                 f"{args.synthetic_scale}), not the real dataset: its scores say nothing about the paper's")
@@ -61,11 +73,22 @@ def build_model(args, fs):
     return model.MoED(cfg).to(args.device)
 
 
-def training_objects(args, net):
-    """Adam, the dataset's loss, and the training protocol (each pass's order and random state)."""
+def training_objects(args, net, fs=None):
+    """Adam, the dataset's loss, and the training protocol (each pass's order and random state).
+
+    fs, the data, is needed for --class-weight on custom data only (its training split's class counts)."""
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=args.l2)
-    loss_fn = model.make_loss(args.Dataset, args.device)
+    weight = class_weights(fs) if args.class_weight and args.Dataset == config.CUSTOM else None
+    loss_fn = model.make_loss(args.Dataset, args.device, weight)
     return optimizer, loss_fn, Protocol(args.protocol, args.seed, shuffle=dataset_shuffles(args.Dataset))
+
+
+def class_weights(fs):
+    """Inverse class frequency in the training split (every train dialogue, --valid or not):
+    n_train / (n_classes * n_c), with n_c at least 1 for a class that never occurs in it."""
+    labels = np.concatenate([fs.dialogues[key].labels for key in fs.train_keys])
+    counts = np.maximum(np.bincount(labels, minlength=fs.n_classes), 1)
+    return len(labels) / (fs.n_classes * counts)
 
 
 # ----------------------------------------------------------------------------- one pass over the data

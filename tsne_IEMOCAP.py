@@ -1,7 +1,10 @@
 """t-SNE figures of the test utterances' features before and after the graphs (the paper's Figure 2).
 
 Reads saved_features/ as written by `train.py ... --testing` and saves four PNGs: the features before
-and after the graphs, each coloured by emotion and by speaker. tsne_MELD.py runs the same code for MELD.
+and after the graphs, each coloured by emotion and by speaker. tsne_MELD.py runs the same code for MELD,
+tsne_custom.py for your own conversations (`--Dataset custom`: the class and speaker names are in the
+class_names_custom.json that --testing writes beside the features). The features before the graphs exist
+only for runs with all three modalities; without them, the two figures after the graphs are made.
 """
 import argparse
 import functools
@@ -17,8 +20,15 @@ from sklearn.manifold import TSNE
 import dataloader
 import utils
 
-def class_names(dataset):
-    """The names of the emotion classes and of the speaker indices of a dataset."""
+def class_names(dataset, features_dir):
+    """The names of the emotion classes and of the speaker indices of a dataset (custom: as --testing saved them)."""
+    if dataset not in dataloader.DATASETS:
+        path = load_path(features_dir, f"class_names_{dataset}.json", dataset)
+        names = utils.read_json(path)
+        if not (isinstance(names, dict) and all(isinstance(names.get(k), list) for k in ("emotion", "speaker"))):
+            raise utils.UserError(f"{path} should hold the lists of emotion and speaker names that --testing "
+                                  f"writes; re-run train.py --Dataset {dataset} ... --testing.")
+        return names
     info = dataloader.DATASETS[dataset]
     letters = "MF" if info.speaker_format == "MF" else None    # IEMOCAP: speaker 0 is M
     return {"emotion": list(info.label_names),
@@ -28,7 +38,7 @@ def class_names(dataset):
 SAVED = {"emotion": "emotion_labels", "speaker": "speaker_index",  # --testing wrote <stem>_<dataset>.pkl
          "before": "multimodal_emotions_before", "after": "multimodal_emotions_after"}
 STAGES = {"before": "multimodal features before the graphs", "after": "features after the graphs"}
-COLOURS = plt.get_cmap("tab10").colors  # 10 distinct colours: enough for 7 emotions and 9 speakers
+OPTIONAL = {"before": "--testing saves them only when all three modalities are used"}
 MIN_UTTERANCES = 10
 
 
@@ -59,21 +69,29 @@ def at_least(minimum, text):
     return value
 
 
-def load_saved(features_dir, stem, dataset):
-    """One array written by --testing; a missing file says how to make it."""
-    path = os.path.join(features_dir, f"{stem}_{dataset}.pkl")
+def load_path(features_dir, name, dataset):
+    """The path of a file written by --testing; a missing file says how to make it."""
+    path = os.path.join(features_dir, name)
     if not os.path.exists(path):
         raise utils.UserError(
             f"{path} is missing. The t-SNE figures read the test features that `train.py` saves with "
             f"--testing: run the README's --testing command for {dataset} first (for example "
             f"`python train.py --paper --Dataset {dataset} --testing`), or point --features-dir at "
             f"the folder it wrote.")
+    return path
+
+
+def load_saved(features_dir, stem, dataset):
+    """One array written by --testing: (path, array)."""
+    path = load_path(features_dir, f"{stem}_{dataset}.pkl", dataset)
     return path, np.asarray(utils.safe_load_pickle(path))
 
 
 def load_features(features_dir, dataset):
-    """Features before/after the graphs (N, F) and emotion/speaker indices (N,), checked for consistency."""
-    saved = {name: load_saved(features_dir, stem, dataset) for name, stem in SAVED.items()}  # (path, array)
+    """Features before/after the graphs (N, F) and emotion/speaker indices (N,), checked for consistency.
+    An optional stage whose file --testing did not write is left out."""
+    saved = {name: load_saved(features_dir, stem, dataset) for name, stem in SAVED.items()  # (path, array)
+             if name not in OPTIONAL or os.path.exists(os.path.join(features_dir, f"{stem}_{dataset}.pkl"))}
     labels_path, labels = saved["emotion"]
     for path, array in saved.values():
         if array.ndim == 0 or len(array) != len(labels):
@@ -84,8 +102,9 @@ def load_features(features_dir, dataset):
     if len(labels) < MIN_UTTERANCES:
         raise utils.UserError(f"{labels_path} holds {len(labels)} test utterances; a t-SNE needs "
                               f"{MIN_UTTERANCES}.")
-    columns = {name: check_indices(*saved[name], names) for name, names in class_names(dataset).items()}
-    features = {stage: check_features(*saved[stage]) for stage in STAGES}
+    columns = {name: check_indices(*saved[name], class_names(dataset, features_dir)[name])
+               for name in ("emotion", "speaker")}
+    features = {stage: check_features(*saved[stage]) for stage in STAGES if stage in saved}
     return features, columns
 
 
@@ -126,14 +145,22 @@ def tsne_2d(features, perplexity, max_iter, seed):
     return tsne.fit_transform(features), perplexity
 
 
+def palette(n):
+    """n distinct colours: tab10 (enough for 7 emotions and 9 speakers), tab20, or a sampled colour map."""
+    if n <= 20:
+        return plt.get_cmap("tab10" if n <= 10 else "tab20").colors
+    return [plt.get_cmap("turbo")(i / (n - 1)) for i in range(n)]
+
+
 def plot(points, classes, names, title, legend_title, path, seed):
     """Scatter plot, one colour per class (drawn in random order so that no class hides another), to PNG."""
     order = np.random.default_rng(seed).permutation(len(points))
-    colours = np.array(COLOURS)[classes[order]]
+    class_colours = palette(len(names))
+    colours = np.array(class_colours)[classes[order]]
     fig, ax = plt.subplots(figsize=(7.5, 6), layout="constrained")
     try:
         ax.scatter(points[order, 0], points[order, 1], c=colours, s=9, alpha=0.8, linewidths=0)
-        handles = [Line2D([], [], marker="o", linestyle="", color=COLOURS[c], markersize=7,
+        handles = [Line2D([], [], marker="o", linestyle="", color=class_colours[c], markersize=7,
                           label=f"{name}: {np.sum(classes == c)}")
                    for c, name in enumerate(names) if np.any(classes == c)]
         ax.legend(handles=handles, title=legend_title, loc="upper left", bbox_to_anchor=(1.01, 1),
@@ -151,18 +178,22 @@ def plot(points, classes, names, title, legend_title, path, seed):
 def main(argv=None, dataset="IEMOCAP"):
     args = parse_args(argv, dataset)
     features, columns = load_features(args.features_dir, dataset)
+    names = class_names(dataset, args.features_dir)
     keep = subsample(len(columns["emotion"]), args.max_points, args.seed)
-    for stage, description in STAGES.items():
+    for stage, why in OPTIONAL.items():
+        if stage not in features:
+            print(f"no t-SNE of the {STAGES[stage]}: {args.features_dir} has none ({why})")
+    for stage, features_of_stage in features.items():
+        description = STAGES[stage]
         print(f"t-SNE of {len(keep)} {dataset} test utterances, {description} "
-              f"({features[stage].shape[1]} dims)...", flush=True)
-        points, perplexity = tsne_2d(features[stage][keep], args.perplexity, args.max_iter, args.seed)
+              f"({features_of_stage.shape[1]} dims)...", flush=True)
+        points, perplexity = tsne_2d(features_of_stage[keep], args.perplexity, args.max_iter, args.seed)
         for colouring, classes in columns.items():
             path = os.path.join(args.out_dir, f"tsne_{dataset}_{stage}_{colouring}.png")
             title = (f"{dataset} test utterances: {description}, by {colouring}\n"
                      f"t-SNE of {len(keep)} utterances (perplexity {perplexity:g}, "
                      f"{args.max_iter} iterations, seed {args.seed})")
-            names = class_names(dataset)[colouring]
-            plot(points, classes[keep], names, title, f"{colouring}: utterances", path, args.seed)
+            plot(points, classes[keep], names[colouring], title, f"{colouring}: utterances", path, args.seed)
             print(f"wrote {path}")
 
 

