@@ -134,9 +134,9 @@ def build_parser():
     p.add_argument('--synthetic', action='store_true', help='synthetic data (see train.py --help)')
     p.add_argument('--synthetic-scale', type=config.positive_float, default=1.0,
                    help="--synthetic: number of dialogues relative to the real dataset's (default 1.0)")
-    p.add_argument('--valid', type=config.open_fraction, metavar='FRACTION',
-                   help='hold out this fraction of training dialogues; the test F1 at the best-validation '
-                        'epoch is reported too')
+    p.add_argument('--valid', type=config.validation_split, metavar='{FRACTION,dev}',
+                   help="hold out this fraction of training dialogues (or, --Dataset custom, 'dev': the feature "
+                        "folder's dev split); the test F1 at the best-validation epoch is reported too")
     p.add_argument('--out-dir', help='experiment folder (default experiments/<Dataset>-<TABLE>/)')
     p.add_argument('--address', help="a running Ray cluster: 'auto' or HOST:PORT from one of its machines, or "
                                      "ray://HOST:PORT (Ray Client); default: Ray starts inside this process and "
@@ -300,6 +300,9 @@ def prepare_data(args):
     """Generate the synthetic data once here rather than in every trial; or check that the feature files exist."""
     if args.synthetic:
         synthetic.ensure_synthetic(args.Dataset, args.data_dir, scale=args.synthetic_scale)
+        return
+    if args.Dataset == config.CUSTOM:
+        dataloader.read_custom_meta(args.data_dir)          # an extract_features.py folder, or a UserError
         return
     info = dataloader.dataset_info(args.Dataset)
     for path in (os.path.join(args.data_dir, info.folder, name) for name in info.file_names):
@@ -584,7 +587,8 @@ def summary_markdown(args, title, command, stats, changed, metrics, results):
     for row, stat in stats.iterrows():
         cells = [row, flags_text(changed[row]).replace('|', '\\|'),
                  *(mean_std_text(stat[f'{m}_mean'], stat[f'{m}_std'], int(stat['n'])) for m in metrics)]
-        cells += [f"{paper:.2f}" if not changed[row] else ''] * bool(paper)
+        if paper:
+            cells.append('' if changed[row] else f"{paper:.2f}")
         lines.append('| ' + ' | '.join(cells) + ' |')
     if paper:
         lines += ["", "paper: the published weighted F1 of the full model on the real data (one run)."]
