@@ -1,15 +1,25 @@
-"""Graph construction for EIGNN / ECGNN (SPEC 2.6, 2.7) and their two convolutions.
+"""Graph construction for EIGNN / ECGNN, the layout of their node features, and their two convolutions.
 
-A batch of B dialogues, padded to T utterances, with `nb` node blocks per dialogue (one per
-modality, plus the multimodal node `u`), node features (B, nb, T, h). Every edge either stays in
-a block (utterance s -> utterance t of the same modality) or stays in an utterance (modality j ->
-modality i of the same utterance), so a graph is stored block-dense:
+Edges. Every utterance has one node per block (a modality, or the multimodal node `u`), and every
+edge either stays in a block (utterance s -> utterance t of the same block) or stays in an
+utterance (block j -> block i of the same utterance). So the graph of a padded batch of B
+dialogues of T utterances with nb blocks is stored block-dense (BlockGraph):
   within (B, T, T)   edge counts [b, dst, src], the same for every block,
   cross  (nb, nb)    edge counts [dst block, src block] inside each utterance,
-and a convolution is a batched (T x T) matrix product per block plus a per-utterance mix of the
-blocks: the reference's per-edge arithmetic (duplicates counted) without materialising
-(edges x hidden) tensors. Padded utterances have no edges.
+counted with multiplicity (duplicate edges are real: they change the degrees). Padded utterances
+have no edges.
+
+Node features. The encoders give one row per real utterance, in dialogue order (the utterances of
+dialogue 0, then those of dialogue 1, ...): a block's features are (N, h), a graph's (nb, N, h).
+The graphs run over groups of dialogues of similar length (length_groups), each group padded to
+its own length T_g and stored block-major, (nb, B_g, T_g, h). A layer is then one batched
+(T_g x T_g) matrix product per block plus a per-utterance mix of the blocks: the reference's
+per-edge arithmetic, duplicates included, without (edges x h) message tensors. GroupLayout moves
+features from rows to groups with one index_select per graph, and the outputs back to rows with
+another. A padded slot holds a copy of its dialogue's first utterance: it has no edges, so it
+sends and receives nothing, and its gradient is exactly zero.
 """
+from itertools import accumulate
 from typing import NamedTuple
 
 import torch
@@ -82,20 +92,13 @@ class BlockGraph(NamedTuple):
     within: torch.Tensor        # (B, T, T) [b, dst, src]
     cross: torch.Tensor         # (nb, nb) [dst block, src block]
     valid: torch.Tensor         # (B, T) real utterances
+    sources: tuple = ()         # per dst block, (src block, count) of the cross edges into it
 
     def degrees(self, by):
-        """Edges leaving ('out') or entering ('in') each node, counted with multiplicity: (B, nb, T)."""
+        """Edges leaving ('out') or entering ('in') each node, counted with multiplicity: (nb, B, T)."""
         within = self.within.sum(1) if by == 'out' else self.within.sum(2)
         cross = self.cross.sum(0) if by == 'out' else self.cross.sum(1)
-        return within[:, None, :] + cross[None, :, None] * self.valid[:, None, :]
-
-    def normalised(self, by):
-        """Coefficients count * c(src)^-1/2 * c(dst)^-1/2 as (within (B, nb, T, T), cross (B, nb, nb, T))."""
-        scale = inv_sqrt(self.degrees(by))                                     # (B, nb, T)
-        within = self.within[:, None] * scale[:, :, :, None] * scale[:, :, None, :]
-        cross = (self.cross[None, :, :, None] * self.valid[:, None, None, :]
-                 * scale[:, :, None, :] * scale[:, None, :, :])
-        return within, cross
+        return within[None] + cross[:, None, None] * self.valid[None]
 
     def dense(self):
         """All edge counts as one (B, nb*T, nb*T) matrix [b, dst node, src node]: for inspection."""
@@ -112,20 +115,25 @@ def inv_sqrt(degree):
     return torch.where(degree > 0, degree.clamp(min=1e-12).rsqrt(), torch.zeros_like(degree))
 
 
+def block_graph(within, blocks, valid, directed_edge, single_edge):
+    """A BlockGraph from its within-block counts, with the cross-block edges of these flags."""
+    cross = cross_block_counts(blocks, directed_edge, single_edge)
+    sources = tuple(tuple((j, count) for j, count in enumerate(row) if count) for row in cross.tolist())
+    return BlockGraph(within, cross.to(valid.device), valid, sources)
+
+
 def ecgnn_graph(blocks, valid, window_dir, window_dir_f, single_edge, directed_edge):
     """ECGNN (emotional contagion) edges of a padded batch."""
     T = valid.shape[1]
     within = context_edge_counts(T, window_dir, window_dir_f, single_edge, valid.device)
     within = within[None] * (valid[:, :, None] & valid[:, None, :])
-    cross = cross_block_counts(blocks, directed_edge, single_edge).to(valid.device)
-    return BlockGraph(within, cross, valid)
+    return block_graph(within, blocks, valid, directed_edge, single_edge)
 
 
 def eignn_graph(blocks, speakers, valid, window_spk, window_spk_f, single_edge, directed_edge):
     """EIGNN (emotional inertia) edges of a padded batch."""
     within = speaker_edge_counts(speakers, valid, window_spk, window_spk_f)
-    cross = cross_block_counts(blocks, directed_edge, single_edge).to(valid.device)
-    return BlockGraph(within, cross, valid)
+    return block_graph(within, blocks, valid, directed_edge, single_edge)
 
 
 def edge_list(g, blocks, lengths):
@@ -139,20 +147,7 @@ def edge_list(g, blocks, lengths):
     return sorted(rows)
 
 
-def padding_mask(lengths, T, device=None):
-    """(B, T) mask of the real utterances of dialogues of these lengths, padded to T."""
-    return torch.arange(T, device=device)[None, :] < torch.as_tensor(lengths, device=device)[:, None]
-
-
-def to_block_nodes(blocks):
-    """Stack per-block (T, B, D) features into node features (B, nb, T, D)."""
-    return torch.stack(blocks, 0).permute(2, 0, 1, 3)
-
-
-def from_block_nodes(x, valid):
-    """Real utterances of each block, in dialogue order: a list of nb (N, D) tensors."""
-    return [x[:, i][valid] for i in range(x.shape[1])]
-
+# ----------------------------------------------------------------------------- groups of similar length
 
 def length_groups(lengths, min_fill=0.7):
     """Dialogue indices grouped by similar length, longest first, with each group's length.
@@ -170,43 +165,128 @@ def length_groups(lengths, min_fill=0.7):
     return groups
 
 
-def dialogue_order(lengths, groups):
-    """Permutation taking rows concatenated group by group back to the batch's dialogue order."""
-    starts = [sum(lengths[:b]) for b in range(len(lengths))]
-    rows = torch.tensor([starts[b] + t for group in groups for b in group for t in range(lengths[b])])
-    return torch.argsort(rows)
+class GroupLayout:
+    """A batch's dialogues in groups of similar length, and the moves between rows and groups.
+
+    slots[g] (B_g, T_g): the row (dialogue order) each slot of group g holds; a padded slot holds
+    its dialogue's first row. valid[g] (B_g, T_g): the real slots.
+    """
+
+    def __init__(self, lengths, device=None, min_fill=0.7):
+        self.n_rows = sum(lengths)
+        self.groups = length_groups(lengths, min_fill)
+        first_row = list(accumulate([0] + list(lengths[:-1])))
+        self._slots, self._valid = [], []
+        for members, T in self.groups:
+            t = torch.arange(T)
+            valid = t[None, :] < torch.tensor([lengths[b] for b in members])[:, None]      # (B_g, T_g)
+            self._slots.append(torch.tensor([first_row[b] for b in members])[:, None] + t * valid)
+            self._valid.append(valid)
+        self.device = device
+        self.slots = [s.to(device) for s in self._slots]
+        self.valid = [v.to(device) for v in self._valid]
+
+    def to_groups(self, x):
+        """(nb, N, h) rows -> per group nb tensors (B_g, T_g, h), with one index_select."""
+        nb, N, h = x.shape
+        blocks = torch.arange(nb)[:, None] * N
+        index = torch.cat([(blocks + s.flatten()[None]).flatten() for s in self._slots]).to(self.device)
+        parts = x.reshape(nb * N, h).index_select(0, index).split([nb * s.numel() for s in self._slots])
+        return [part.view(nb, *s.shape, h).unbind(0) for part, s in zip(parts, self._slots)]
+
+    def to_rows(self, parts):
+        """Per group k tensors (B_g, T_g, h) -> (k, N, h) rows of the real slots, in dialogue order."""
+        k, h = len(parts[0]), parts[0][0].shape[-1]
+        index = torch.empty(k, self.n_rows, dtype=torch.long)
+        offset = 0
+        for s, v in zip(self._slots, self._valid):
+            position = offset + torch.arange(k)[:, None] * s.numel() + torch.arange(s.numel())[None]   # (k, B_g*T_g)
+            index[:, s[v]] = position[:, v.flatten()]
+            offset += k * s.numel()
+        flat = torch.cat([block.reshape(-1, h) for blocks in parts for block in blocks])
+        return flat.index_select(0, index.flatten().to(self.device)).view(k, self.n_rows, h)
 
 
-def mix_blocks(cross, x):
-    """Per-utterance messages between blocks: out[b, i, t] = sum_j cross[b, i, j, t] * x[b, j, t]."""
-    return torch.einsum('bijt,bjth->bith', cross, x)
-
+# ----------------------------------------------------------------------------- the convolutions
 
 class MultiConv(nn.Module):
-    """ECGNN layer: sum over s->t of norm * x_s * tanh(gate([x_t, x_s])), gate split per node."""
+    r"""ECGNN layer (emotional contagion): a gated graph convolution normalised by out-degrees,
+
+        x'_t = sum_{s -> t} c(s)^{-1/2} c(t)^{-1/2} x_s tanh(g([x_t, x_s]))
+
+    summed over the edges s -> t into node t, counted with multiplicity; c(n) is the number of
+    edges leaving node n (0^{-1/2} := 0), and g (self.gate) is Linear(2h, 1) on the concatenation,
+    target first. g splits into a target and a source projection: g([x_t, x_s]) = w_t.x_t + b + w_s.x_s.
+
+    forward(x, coef, residual, blocks):
+        x         nb tensors (B, T, h)   node features of a group, one per block (see the module docstring)
+        coef      MultiConv.coefficients(graph) of the group
+        residual  nb tensors (B, T, h)   added to the result
+        blocks    slice: the blocks to compute (all by default)
+        returns   k tensors (B, T, h)    x' + residual of those k blocks
+    """
 
     def __init__(self, h):
         super().__init__()
         self.gate = nn.Linear(2 * h, 1)
 
-    def forward(self, x, norm):
-        within, cross = norm
-        h = x.shape[-1]
-        on_dst = x @ self.gate.weight[0, :h] + self.gate.bias            # (B, nb, T)
-        on_src = x @ self.gate.weight[0, h:]
-        gate_within = torch.tanh(on_dst[..., :, None] + on_src[..., None, :])
-        gate_cross = torch.tanh(on_dst[:, :, None, :] + on_src[:, None, :, :])
-        out = (within * gate_within) @ x
-        return out.add_(mix_blocks(cross * gate_cross, x))
+    @staticmethod
+    def coefficients(g):
+        """count(s->t) c(s)^-1/2 c(t)^-1/2 of every edge: within (nb, B, T, T), cross (nb, nb, B, T), g.sources."""
+        scale = inv_sqrt(g.degrees('out'))                                          # (nb, B, T)
+        within = g.within[None] * scale[..., :, None] * scale[..., None, :]
+        cross = g.cross[:, :, None, None] * g.valid[None, None] * scale[:, None] * scale[None, :]
+        return within, cross, g.sources
+
+    def forward(self, x, coef, residual, blocks=slice(None)):
+        within, cross, sources = coef
+        h = x[0].shape[-1]
+        on_dst = [xi @ self.gate.weight[0, :h] + self.gate.bias for xi in x]       # nb x (B, T)
+        on_src = [xi @ self.gate.weight[0, h:] for xi in x]
+        out = []
+        for i in range(len(x))[blocks]:
+            gate = torch.tanh(on_dst[i][:, :, None] + on_src[i][:, None, :])        # (B, T, T) [dst, src]
+            messages = torch.bmm(within[i] * gate, x[i])                            # (B, T, h) from the block
+            for j, _ in sources[i]:                                                 # from the utterance's other blocks
+                gate = torch.tanh(on_dst[i] + on_src[j])                            # (B, T)
+                messages.addcmul_((cross[i, j] * gate)[..., None], x[j])
+            out.append(messages.add_(residual[i]))
+        return out
 
 
 class DirectConv(nn.Module):
-    """EIGNN layer: sum over s->t of norm * x_s (the gate exists in checkpoints, unused)."""
+    r"""EIGNN layer (emotional inertia): a graph convolution normalised by in-degrees,
+
+        x'_t = sum_{s -> t} c(s)^{-1/2} c(t)^{-1/2} x_s
+
+    summed over the edges s -> t into node t, counted with multiplicity; c(n) is the number of
+    edges entering node n (0^{-1/2} := 0). Computed as c(t)^{-1/2} (A y)_t with y_s = c(s)^{-1/2} x_s
+    and A the edge counts. self.gate exists in the reference's checkpoints and is unused.
+
+    forward(x, coef, residual, blocks):
+        x         nb tensors (B, T, h)   node features of a group, one per block (see the module docstring)
+        coef      DirectConv.coefficients(graph) of the group
+        residual  nb tensors (B, T, h)   added to the result
+        blocks    slice: the blocks to compute (all by default)
+        returns   k tensors (B, T, h)    x' + residual of those k blocks
+    """
 
     def __init__(self, h):
         super().__init__()
         self.gate = nn.Linear(2 * h, 1)
 
-    def forward(self, x, norm):
-        within, cross = norm
-        return (within @ x).add_(mix_blocks(cross, x))
+    @staticmethod
+    def coefficients(g):
+        """Edge counts within a block (B, T, T), g.sources (the cross-block counts), c^-1/2 of every node (nb, B, T, 1)."""
+        return g.within, g.sources, inv_sqrt(g.degrees('in'))[..., None]
+
+    def forward(self, x, coef, residual, blocks=slice(None)):
+        within, sources, scale = coef
+        y = [xi * si for xi, si in zip(x, scale)]                                   # nb x (B, T, h)
+        out = []
+        for i in range(len(x))[blocks]:
+            sums = torch.bmm(within, y[i])                                          # (A y)_t over the block
+            for j, count in sources[i]:                                             # and the utterance's other blocks
+                sums.add_(y[j], alpha=count)
+            out.append(sums.mul_(scale[i]).add_(residual[i]))
+        return out

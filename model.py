@@ -1,4 +1,4 @@
-"""The MoED network (SPEC section 2): encoders, multimodal node, EIGNN + ECGNN, readout, losses.
+"""The MoED network: encoders, multimodal node, EIGNN + ECGNN, readout, losses.
 
 State-dict keys follow the reference implementation so released checkpoints load strictly.
 Batches are time-major and padded: (T, B, D).
@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import graph
+import recurrent
 from config import ModelConfig
 
 MODALITIES = 'lav'                       # canonical order of modality blocks and of cat(l, a, v)
@@ -20,16 +21,16 @@ IEMOCAP_CLASS_FREQ = [0.086747, 0.144406, 0.227883, 0.160585, 0.127711, 0.252668
 
 
 class Stage(NamedTuple):
-    """What differs between the two graphs: their layers' names and flags, and the degree they normalise by."""
+    """What differs between the two graphs: their layers' names, flags and convolution."""
     fc: str           # input layer
     conv: str         # convolution module prefix (conv1, conv2, ... or directconv1, ...)
     n_layers: str     # ModelConfig field: number of layers
     epsilon: str      # ModelConfig field: residual scaling
-    degree: str       # 'out' (ECGNN) or 'in' (EIGNN)
+    conv_type: type   # graph.MultiConv (ECGNN) or graph.DirectConv (EIGNN)
 
 
-STAGES = {'ECG': Stage('fc2', 'conv', 'num_K', 'epsilon', 'out'),
-          'EIG': Stage('fc1', 'directconv', 'num_L', 'epsilon2', 'in')}
+STAGES = {'ECG': Stage('fc2', 'conv', 'num_K', 'epsilon', graph.MultiConv),
+          'EIG': Stage('fc1', 'directconv', 'num_L', 'epsilon2', graph.DirectConv)}
 
 
 def used_modalities(cfg):
@@ -49,7 +50,7 @@ def run_graphs(cfg):
 
 
 def readout_parts(cfg):
-    """(graph, block) pairs concatenated into the readout vector (SPEC 2.8)."""
+    """(graph, block) pairs concatenated into the readout vector, the features after the graphs."""
     node, mods = cfg.multimodal_node, used_modalities(cfg)
     if cfg.graph_type != 'both':
         return [(cfg.graph_type, 'u')]
@@ -99,37 +100,43 @@ class GraphModel(nn.Module):
         return graph.eignn_graph(blocks, speakers, valid, cfg.window_spk, cfg.window_spk_f,
                                  cfg.single_edge, cfg.directed_edge)
 
-    def run_stage(self, stage, nodes, blocks, valid, speakers):
-        """fc, then the layers `x = conv_k(x) + epsilon * x0` of one graph; (B, nb, T, h)."""
+    def run_stage(self, stage, x0, blocks, wanted, layout, spk):
+        """fc, then the layers `x = conv_k(x) + epsilon * x0` of one graph over each group of the layout.
+
+        x0: (nb, N, D_g) the graph's input rows. Returns (k, N, h): the blocks blocks[wanted] after
+        the last layer (which computes only those), rows in dialogue order.
+        """
         layers = STAGES[stage]
-        norm = self.stage_graph(stage, blocks, valid, speakers).normalised(by=layers.degree)
-        x = getattr(self, layers.fc)(graph.to_block_nodes([nodes[b] for b in blocks]))
-        residual = getattr(self.cfg, layers.epsilon) * x
-        for k in range(1, getattr(self.cfg, layers.n_layers) + 1):
-            x = getattr(self, f'{layers.conv}{k}')(x, norm).add_(residual)
-        return x
+        epsilon, n_layers = getattr(self.cfg, layers.epsilon), getattr(self.cfg, layers.n_layers)
+        convs = [getattr(self, f'{layers.conv}{k}') for k in range(1, n_layers + 1)]
+        x0 = getattr(self, layers.fc)(x0)                                             # (nb, N, h)
+        outputs = []
+        for x, slots, valid in zip(layout.to_groups(x0), layout.slots, layout.valid):   # x: nb x (B_g, T_g, h)
+            coef = layers.conv_type.coefficients(self.stage_graph(stage, blocks, valid, spk[slots] * valid))
+            residual = [epsilon * xi for xi in x]
+            for k, conv in enumerate(convs, 1):
+                x = conv(x, coef, residual, wanted if k == n_layers else slice(None))
+            outputs.append(x if n_layers else x[wanted])
+        return layout.to_rows(outputs)
 
     def forward(self, nodes, spk, lengths):
-        """nodes: block -> (T, B, D_g); spk: (T, B). Returns graph -> block -> (N, h), dialogue order.
+        """nodes: block -> (N, D_g) rows of the real utterances in dialogue order; spk: (N,) speaker index.
+        Returns graph -> block -> (N, h) for the blocks the readout reads, rows in dialogue order.
 
         Dialogues are independent in both graphs, so they run in groups of similar length
-        (graph.length_groups): the same arithmetic with far less padding than the batch's.
+        (graph.GroupLayout): the same arithmetic with far less padding than the batch's.
         """
         inputs = self.stage_inputs(nodes, spk)
-        groups = graph.length_groups(lengths)
-        rows = {stage: {b: [] for b in graph_blocks(self.cfg, stage)} for stage in run_graphs(self.cfg)}
-        for group, T in groups:
-            index = torch.as_tensor(group, device=spk.device)
-            valid = graph.padding_mask([lengths[b] for b in group], T, spk.device)
-            speakers = spk[:T, index].t() * valid
-            for stage, per_block in rows.items():
-                blocks = list(per_block)
-                x = self.run_stage(stage, {b: inputs[stage][b][:T, index] for b in blocks}, blocks, valid, speakers)
-                for b, block_rows in zip(blocks, graph.from_block_nodes(x, valid)):
-                    per_block[b].append(block_rows)
-        order = graph.dialogue_order(lengths, [group for group, _ in groups]).to(spk.device)
-        return {stage: {b: torch.cat(parts)[order] for b, parts in per_block.items()}
-                for stage, per_block in rows.items()}
+        layout = graph.GroupLayout(lengths, spk.device)
+        parts = readout_parts(self.cfg)
+        outputs = {}
+        for stage in run_graphs(self.cfg):
+            blocks = graph_blocks(self.cfg, stage)
+            read = [blocks.index(b) for g, b in parts if g == stage]
+            wanted = slice(min(read), max(read) + 1)                  # the span of blocks the readout reads
+            rows = self.run_stage(stage, torch.stack([inputs[stage][b] for b in blocks]), blocks, wanted, layout, spk)
+            outputs[stage] = dict(zip(blocks[wanted], rows))
+        return outputs
 
 
 class MoED(nn.Module):
@@ -172,42 +179,69 @@ class MoED(nn.Module):
             return F.layer_norm(x.transpose(0, 1), (x.shape[0], x.shape[2])).transpose(0, 1)
         return x
 
-    def encode_text(self, text):
-        """Normalise the four RoBERTa inputs, average them, then linear_l (not MELD/GRU) and the RNN."""
+    def encode_text(self, text, batch):
+        """Normalise the four RoBERTa inputs, average them, then linear_l (not MELD/GRU) and the RNN over the
+        padded batch: the real utterances' outputs (N, D_g). Also returns the second input after its norm
+        (for the features before the graphs), (T, B, D_text)."""
         normed = [self.norm_text(r, s) for r, s in zip(text, 'abcd')]
-        x = sum(normed) / 4
+        x = normed[0] + normed[1]                      # (r1 + r2 + r3 + r4) / 4, summed in place
+        x += normed[2]
+        x += normed[3]
+        x /= 4
+        x, index = x.flatten(0, 1), None               # (T*B, D_text), a row per position
+        if self.cfg.norm != 'LN2':                     # padded positions hold one row: keep it once
+            x, index = x.index_select(0, batch.distinct), batch.source
         if not self.cfg.text_skips_linear:
             x = self.linear_l(x)
-        return getattr(self, f'{self.rnn}_l')(x)[0], normed[1]
+        return self.recurrent(self.rnn + '_l', x, index, batch), normed[1]
 
-    def encode(self, m, x):
-        """Audio / visual encoder: linear, then the RNN with --av_using_lstm."""
-        x = getattr(self, f'linear_{m}')(x)
-        rnn = getattr(self, f'{self.rnn}_{m}', None)
-        return rnn(x)[0] if rnn is not None else x
+    def encode(self, m, x, batch):
+        """Audio / visual encoder of the real utterances, (N, D_g): linear, then the RNN with --av_using_lstm
+        (over the padded batch, as the text's)."""
+        linear = getattr(self, f'linear_{m}')
+        if not self.cfg.av_using_lstm:
+            return linear(real_rows(x, batch.rows))
+        return self.recurrent(f'{self.rnn}_{m}', linear(x.flatten(0, 1).index_select(0, batch.distinct)),
+                              batch.source, batch)
+
+    def recurrent(self, name, x, index, batch):
+        """The recurrent encoder `name` over the padded batch whose rows x (R, D) sit at `index` (None: one row
+        per position): the real utterances' outputs (N, D_g), in dialogue order."""
+        rnn = getattr(self, name)
+        if self.rnn == 'gru':
+            return recurrent.bidirectional_gru(rnn, x, index, batch)
+        if index is not None:
+            x = x.index_select(0, index)
+        return real_rows(rnn(x.view(batch.T, batch.B, -1))[0], batch.rows)
 
     def forward(self, text, audio, visual, qmask, lengths):
+        """One padded, time-major batch (zeros at padded positions, as dataloader.make_batch pads):
+        text four (T, B, D_text), audio (T, B, D_audio), visual (T, B, D_visual), qmask (T, B, n_speakers)."""
         T = qmask.shape[0]
-        lengths = [int(n) for n in lengths]
-        valid = graph.padding_mask(lengths, T, qmask.device)                          # (B, T)
+        batch = recurrent.PaddedBatch([int(n) for n in lengths], T, qmask.device)
         raw = {'a': audio, 'v': visual}
-        nodes, r2 = {}, None
+        nodes, r2 = {}, None                                                          # block -> (N, D_g)
         for m in self.modals:
             if m == 'l':
-                nodes['l'], r2 = self.encode_text(text)
+                nodes['l'], r2 = self.encode_text(text, batch)
             else:
-                nodes[m] = self.encode(m, raw[m])
+                nodes[m] = self.encode(m, raw[m], batch)
         nodes['u'] = self.linear_u(torch.cat([nodes[m] for m in self.modals], -1))
-        spk = qmask.argmax(-1)                                                        # (T, B)
-        outputs = self.graph_model(nodes, spk, lengths)
+        spk = real_rows(qmask.argmax(-1), batch.rows)                                 # (N,)
+        outputs = self.graph_model(nodes, spk, batch.lengths)
         features = torch.cat([outputs[g][b] for g, b in readout_parts(self.cfg)], -1)
         before = None
         if len(self.modals) == 3 and not self.training:    # exported by --testing only
-            before = torch.cat([r2, audio, visual], -1).transpose(0, 1)[valid]
+            before = real_rows(torch.cat([r2, audio, visual], -1), batch.rows)
         return {'log_prob': F.log_softmax(self.smax_fc(features), -1),
                 'features_after': features,
                 'features_before': before,
-                'spk_idx': spk.t()[valid]}
+                'spk_idx': spk}
+
+
+def real_rows(x, rows):
+    """The real utterances of a time-major padded (T, B, ...) tensor: (N, ...), in dialogue order."""
+    return x.flatten(0, 1).index_select(0, rows)
 
 
 def focal_loss(log_prob, labels, gamma=2.5):
@@ -217,7 +251,8 @@ def focal_loss(log_prob, labels, gamma=2.5):
 
 
 def make_loss(dataset, device=None, class_weight=None):
-    """The training loss of a dataset (SPEC 2.9); custom data: NLL, weighted per class by class_weight if given."""
+    """The training loss of a dataset: IEMOCAP class-weighted NLL, MELD the focal loss, MOSEI plain NLL;
+    custom data: NLL, weighted per class by class_weight if given."""
     if dataset == 'IEMOCAP':
         weight = 1 / torch.tensor(IEMOCAP_CLASS_FREQ, device=device)
         return lambda log_prob, labels: F.nll_loss(log_prob, labels, weight=weight)

@@ -160,8 +160,12 @@ def test_block_convolutions_match_message_passing_on_the_edge_list(stage):
     else:
         g, by = graph.eignn_graph(blocks, speakers, valid, 1, -1, 'intra', 'lv'), 'in'
         conv = graph.DirectConv(h)
-    x = torch.randn(3, len(blocks), T, h)
-    ours = graph.from_block_nodes(conv(x, g.normalised(by)), valid)
+    x = torch.randn(len(blocks), 3, T, h)                     # block-major (nb, B, T, h)
+    residual = torch.randn_like(x)
+    out = torch.stack(conv(x.unbind(0), conv.coefficients(g), residual.unbind(0))) - residual
+    only_u = torch.stack(conv(x.unbind(0), conv.coefficients(g), residual.unbind(0), slice(3, 4))) - residual[3:]
+    torch.testing.assert_close(only_u, out[3:], rtol=0, atol=0)
+    ours = [out[i][valid] for i in range(len(blocks))]
     # the same graph as an explicit edge list over the real nodes, duplicates repeated
     index = {}
     for b, n in enumerate(lengths):
@@ -170,7 +174,7 @@ def test_block_convolutions_match_message_passing_on_the_edge_list(stage):
                 index[(b, blk, t)] = len(index)
     edges = [(index[(b, sb, st)], index[(b, db, dt)]) for b, sb, st, db, dt, c in graph.edge_list(g, blocks, lengths)
              for _ in range(c)]
-    flat = torch.stack([x[b, i, t] for (b, _, t), i in zip(index, [blocks.index(k[1]) for k in index])])
+    flat = torch.stack([x[i, b, t] for (b, _, t), i in zip(index, [blocks.index(k[1]) for k in index])])
     reference = ReferenceMultiConv(conv.gate if stage == 'ECG' else None, by)(flat, torch.tensor(edges).t())
     for i, blk in enumerate(blocks):
         rows = [n for (b, k, t), n in index.items() if k == blk]

@@ -1,0 +1,166 @@
+"""The bidirectional GRU encoders' padded pass: nn.GRU's arithmetic, without the work nothing reads.
+
+The reference runs its stacked bidirectional GRUs over the padded batch, without packing: the reverse
+direction of a short dialogue reads the padded tail first, and that is part of its numbers. This
+computes the same outputs at the real utterances, skipping work whose result nothing reads:
+  - the first layer's input gates W_ih x + b_ih are computed once per distinct input row. Every padded
+    position of a batch holds the same row (padding is zeros, and what runs before the GRU acts row by
+    row with statistics shared by the batch: BatchNorm, LayerNorm, Linear), so it is computed once
+    and read at every padded position (PaddedBatch.source);
+  - the last layer's forward direction runs over the real utterances only (a packed sequence): its
+    outputs at padded positions are never read, and those at real positions do not depend on them;
+  - a direction's recurrence is one autograd Function (GRURecurrence) that keeps per step only what
+    its backward needs and computes the recurrent weights' gradient in one matrix product.
+The forward steps are aten's GRU cell, operation for operation, so the outputs equal nn.GRU's on CPU
+(bit for bit there); the gradients agree to float rounding.
+"""
+from itertools import accumulate
+
+import torch
+import torch.nn.functional as F
+
+
+class PaddedBatch:
+    """Index tensors of a time-major, zero-padded batch: T steps, B dialogues of these lengths; position p = t*B + b.
+
+    rows     (N,)    positions of the real utterances, in dialogue order (utterances of dialogue 0, then 1, ...)
+    distinct (R,)    positions whose rows are distinct: the real ones, then one padded position (if any)
+    source   (T*B,)  for every position, the index into `distinct` of the row it holds
+    packed   (N,)    positions of the real utterances step by step, the longest dialogues first (a packed
+                     sequence), with batch_sizes[t] of them at step t
+    unpack   (N,)    for every real utterance (dialogue order), its index in `packed`
+    """
+
+    def __init__(self, lengths, T, device=None):
+        B = len(lengths)
+        self.T, self.B, self.lengths = T, B, list(lengths)
+        rows = [t * B + b for b, n in enumerate(lengths) for t in range(n)]
+        padded = [t * B + b for b, n in enumerate(lengths) for t in range(n, T)]
+        distinct = rows + padded[:1]
+        source = torch.full((T * B,), len(rows), dtype=torch.long)
+        source[rows] = torch.arange(len(rows))
+        longest_first = sorted(range(B), key=lambda b: -lengths[b])
+        self.batch_sizes = [sum(n > t for n in lengths) for t in range(T)]
+        packed = [t * B + b for t, size in enumerate(self.batch_sizes) for b in longest_first[:size]]
+        row_of = {p: i for i, p in enumerate(rows)}
+        unpack = torch.empty(len(rows), dtype=torch.long)
+        unpack[torch.as_tensor([row_of[p] for p in packed], dtype=torch.long)] = torch.arange(len(rows))
+        self.rows, self.distinct, self.source, self.packed, self.unpack = (
+            torch.as_tensor(x, dtype=torch.long).to(device) for x in (rows, distinct, source, packed, unpack))
+
+
+class GRURecurrence(torch.autograd.Function):
+    """The hidden states of one GRU direction, h_t = cell(gi_t, h_{t-1}) from h_0 = 0, over precomputed input gates.
+
+    gi (n, 3H): the input gates W_ih x_t + b_ih of every step, step after step; step t has batch_sizes[t]
+    rows (non-increasing: the sequences still running, always the first ones). reverse: the steps run
+    from the last to the first (then every step has the same rows). Returns the hidden states (n, H),
+    laid out as gi.
+    """
+
+    @staticmethod
+    def forward(ctx, gi, w_hh, b_hh, batch_sizes, reverse):
+        H = w_hh.shape[1]
+        starts = list(accumulate([0] + batch_sizes[:-1]))
+        gates = gi.new_empty(gi.shape[0], 4 * H)            # per row: r, z, n and W_hn h + b_hn
+        out = gi.new_empty(gi.shape[0], H)
+        h = gi.new_zeros(batch_sizes[0], H)
+        w_hh_t = w_hh.t()
+        for t in step_order(len(batch_sizes), reverse):
+            s, b = starts[t], batch_sizes[t]
+            h = h[:b]
+            cell(gi[s:s + b], torch.addmm(b_hh, h, w_hh_t), h, gates[s:s + b], out[s:s + b])
+            h = out[s:s + b]
+        ctx.save_for_backward(w_hh, gates, out)
+        ctx.batch_sizes, ctx.reverse = batch_sizes, reverse
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        w_hh, gates, out = ctx.saved_tensors
+        batch_sizes, H = ctx.batch_sizes, w_hh.shape[1]
+        starts = list(accumulate([0] + batch_sizes[:-1]))
+        order = step_order(len(batch_sizes), ctx.reverse)
+        previous = dict(zip(order[1:], order))               # step -> the step before it
+        h_prev = [out[starts[previous[t]]:starts[previous[t]] + b] if t in previous else out.new_zeros(b, H)
+                  for t, b in enumerate(batch_sizes)]        # the hidden state each step starts from
+        d_gi = torch.empty_like(gates[:, :3 * H])            # gradients of the pre-activations: input gates
+        d_gh = torch.empty_like(d_gi)                        # and hidden gates W_hh h + b_hh
+        dh = None                                            # gradient of the hidden state a step gives
+        for t in reversed(order):
+            s, b = starts[t], batch_sizes[t]
+            dh = accumulate_rows(grad_out[s:s + b], dh)
+            cell_backward(dh, h_prev[t], gates[s:s + b], d_gi[s:s + b], d_gh[s:s + b])
+            dh = torch.addmm(dh * gates[s:s + b, H:2 * H], d_gh[s:s + b], w_hh)
+        return d_gi, d_gh.t() @ torch.cat(h_prev), d_gh.sum(0), None, None
+
+
+def step_order(T, reverse):
+    return list(range(T - 1, -1, -1)) if reverse else list(range(T))
+
+
+def accumulate_rows(grad, carried):
+    """grad (b, H) plus the gradient carried from the next step on its first rows (the sequences still running then)."""
+    if carried is None:
+        return grad
+    if carried.shape[0] == grad.shape[0]:
+        return grad + carried
+    total = grad.clone()
+    total[:carried.shape[0]] += carried
+    return total
+
+
+def cell(gi, gh, h, gates, out):
+    """aten's GRU cell: r = s(gh_r + gi_r), z = s(gh_z + gi_z), n = tanh(gi_n + gh_n r), out = (h - n) z + n.
+
+    gi, gh (b, 3H) input and hidden gates (gh is overwritten); gates (b, 4H) receives r, z, n, gh_n.
+    """
+    H = h.shape[1]
+    r, z, n, gh_n = gates.split(H, 1)
+    torch.add(gh[:, :H], gi[:, :H], out=r).sigmoid_()
+    torch.add(gh[:, H:2 * H], gi[:, H:2 * H], out=z).sigmoid_()
+    gh_n.copy_(gh[:, 2 * H:])
+    torch.add(gi[:, 2 * H:], gh[:, 2 * H:].mul_(r), out=n).tanh_()
+    torch.sub(h, n, out=out).mul_(z).add_(n)
+
+
+def cell_backward(dh, h, gates, d_gi, d_gh):
+    """Gradients of the cell's pre-activations from the gradient dh of its output: into d_gi, d_gh (b, 3H)."""
+    H = h.shape[1]
+    r, z, n, gh_n = gates.split(H, 1)
+    d_pre_n = torch.mul(dh * (1 - z), 1 - n * n, out=d_gi[:, 2 * H:])
+    torch.mul(dh * (h - n), z * (1 - z), out=d_gi[:, H:2 * H])
+    torch.mul(d_pre_n * gh_n, r * (1 - r), out=d_gi[:, :H])
+    d_gh[:, :2 * H].copy_(d_gi[:, :2 * H])
+    torch.mul(d_pre_n, r, out=d_gh[:, 2 * H:])
+
+
+def input_gates(x, index, w_ih, b_ih, positions=None):
+    """W_ih x + b_ih at these positions (None: all), (n, 3H). x (R, I) holds the row of every position
+    at `index` (None: x has one row per position): the product is taken over the fewer rows."""
+    if index is None:
+        return F.linear(x if positions is None else x.index_select(0, positions), w_ih, b_ih)
+    return F.linear(x, w_ih, b_ih).index_select(0, index if positions is None else index.index_select(0, positions))
+
+
+def bidirectional_gru(gru, x, index, batch):
+    """The real utterances' outputs (N, 2H) of a bidirectional nn.GRU over the padded batch, in dialogue order.
+
+    x (R, I) with index (T*B,): the row each position holds (index None: one row per position).
+    Dropout between the layers, as nn.GRU's, draws from the same generator in the same order.
+    """
+    assert gru.bidirectional and not gru.batch_first, 'a time-major bidirectional GRU'
+    T, B = batch.T, batch.B
+    for layer in range(gru.num_layers):
+        params = [[getattr(gru, f'{name}_l{layer}{suffix}') for name in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')]
+                  for suffix in ('', '_reverse')]
+        (w_ih, w_hh, b_ih, b_hh), (w_ih_r, w_hh_r, b_ih_r, b_hh_r) = params
+        last = layer == gru.num_layers - 1
+        backward = GRURecurrence.apply(input_gates(x, index, w_ih_r, b_ih_r), w_hh_r, b_hh_r, [B] * T, True)
+        if last:
+            forward = GRURecurrence.apply(input_gates(x, index, w_ih, b_ih, batch.packed), w_hh, b_hh,
+                                          batch.batch_sizes, False)                      # (N, H) packed
+            return torch.cat([forward.index_select(0, batch.unpack), backward.index_select(0, batch.rows)], -1)
+        forward = GRURecurrence.apply(input_gates(x, index, w_ih, b_ih), w_hh, b_hh, [B] * T, False)
+        x = torch.cat([forward, backward], -1)                                              # (T*B, 2H)
+        x, index = F.dropout(x.view(T, B, -1), gru.dropout, gru.training).view(T * B, -1), None
