@@ -41,25 +41,21 @@ def matmul_flops(inputs, outputs):
     return math.prod(get_shape(outputs[0])) * get_shape(inputs[0])[-1]
 
 
-def recurrent_flops(net, inputs):
-    """Multiply-adds of the GRU / LSTM encoders, which fvcore skips, by thop's counting rules."""
+def recurrent_flops(net, n):
+    """Multiply-adds of the GRU / LSTM encoders over an n-utterance dialogue, by thop's counting rules.
+
+    fvcore skips recurrent layers, and the model runs its GRUs through recurrent.py rather than their
+    forward(), so each module's rule is applied to the (n, 1, input size) input it reads."""
     from thop.rnn_hooks import count_gru, count_lstm
     rules = {torch.nn.GRU: count_gru, torch.nn.LSTM: count_lstm}
-    total = []
-
-    def count(module, args, output):
-        module.total_ops = torch.zeros(1, dtype=torch.float64)
-        rules[type(module)](module, args, output)
-        total.append(module.total_ops.item())
-        del module.total_ops
-
-    hooks = [m.register_forward_hook(count) for m in net.modules() if type(m) in rules]
-    try:
-        net(*inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return sum(total)
+    total = 0.0
+    for module in net.modules():
+        if type(module) in rules:
+            module.total_ops = torch.zeros(1, dtype=torch.float64)
+            rules[type(module)](module, (torch.empty(n, 1, module.input_size),), None)
+            total += module.total_ops.item()
+            del module.total_ops
+    return total
 
 
 def overhead_text(net, fs, device, warmup=5, repeats=30):
@@ -85,7 +81,7 @@ def overhead_text(net, fs, device, warmup=5, repeats=30):
             flops = FlopCountAnalysis(wrapped, inputs).set_op_handle('aten::matmul', matmul_flops) \
                 .unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
             graph_and_linear = flops.total()
-            recurrent = recurrent_flops(wrapped, inputs)
+            recurrent = recurrent_flops(net, n)
         for _ in range(warmup):
             wrapped(*inputs)
         times = []
