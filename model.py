@@ -206,9 +206,12 @@ class MoED(nn.Module):
 
     def recurrent(self, name, x, index, batch):
         """The recurrent encoder `name` over the padded batch whose rows x (R, D) sit at `index` (None: one row
-        per position): the real utterances' outputs (N, D_g), in dialogue order."""
+        per position): the real utterances' outputs (N, D_g), in dialogue order.
+
+        A GRU on the CPU runs as recurrent.bidirectional_gru (the same arithmetic, less work); elsewhere
+        (an LSTM, or CUDA, where cuDNN's fused kernel beats stepping from Python) the module itself runs."""
         rnn = getattr(self, name)
-        if self.rnn == 'gru':
+        if self.rnn == 'gru' and x.device.type == 'cpu':
             return recurrent.bidirectional_gru(rnn, x, index, batch)
         if index is not None:
             x = x.index_select(0, index)
