@@ -214,7 +214,7 @@ class MoED(nn.Module):
         if self.rnn == 'gru' and x.device.type == 'cpu':
             return recurrent.bidirectional_gru(rnn, x, index, batch)
         if index is not None:
-            x = x.index_select(0, index)
+            x = batch.spread(x)
         return real_rows(rnn(x.view(batch.T, batch.B, -1))[0], batch.rows)
 
     def forward(self, text, audio, visual, qmask, lengths):

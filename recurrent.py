@@ -29,6 +29,7 @@ class PaddedBatch:
     packed   (N,)    positions of the real utterances step by step, the longest dialogues first (a packed
                      sequence), with batch_sizes[t] of them at step t
     unpack   (N,)    for every real utterance (dialogue order), its index in `packed`
+    place    (T*B,)  for every position, its index in [real rows in dialogue order, padded positions] (see spread)
     """
 
     def __init__(self, lengths, T, device=None):
@@ -39,14 +40,23 @@ class PaddedBatch:
         distinct = rows + padded[:1]
         source = torch.full((T * B,), len(rows), dtype=torch.long)
         source[rows] = torch.arange(len(rows))
+        place = torch.empty(T * B, dtype=torch.long)
+        place[rows + padded] = torch.arange(T * B)
+        self.n_padded = len(padded)
         longest_first = sorted(range(B), key=lambda b: -lengths[b])
         self.batch_sizes = [sum(n > t for n in lengths) for t in range(T)]
         packed = [t * B + b for t, size in enumerate(self.batch_sizes) for b in longest_first[:size]]
         row_of = {p: i for i, p in enumerate(rows)}
         unpack = torch.empty(len(rows), dtype=torch.long)
         unpack[torch.as_tensor([row_of[p] for p in packed], dtype=torch.long)] = torch.arange(len(rows))
-        self.rows, self.distinct, self.source, self.packed, self.unpack = (
-            torch.as_tensor(x, dtype=torch.long).to(device) for x in (rows, distinct, source, packed, unpack))
+        self.rows, self.distinct, self.source, self.packed, self.unpack, self.place = (
+            torch.as_tensor(x, dtype=torch.long).to(device) for x in (rows, distinct, source, packed, unpack, place))
+
+    def spread(self, x):
+        """The rows of `distinct` (R, D) -> a row per position (T*B, D). The padded positions' row is expanded,
+        so the backward sums their gradients with a reduction, deterministic on every device."""
+        n = self.rows.numel()
+        return torch.cat([x[:n], x[n:].expand(self.n_padded, -1)]).index_select(0, self.place)
 
 
 class GRURecurrence(torch.autograd.Function):
