@@ -12,12 +12,12 @@ have no edges.
 Node features. The encoders give one row per real utterance, in dialogue order (the utterances of
 dialogue 0, then those of dialogue 1, ...): a block's features are (N, h), a graph's (nb, N, h).
 The graphs run over groups of dialogues of similar length (length_groups), each group padded to
-its own length T_g and stored block-major, (nb, B_g, T_g, h). A layer is then one batched
-(T_g x T_g) matrix product per block plus a per-utterance mix of the blocks: the reference's
-per-edge arithmetic, duplicates included, without (edges x h) message tensors. GroupLayout moves
-features from rows to groups with one index_select per graph, and the outputs back to rows with
-another. A padded slot holds a copy of its dialogue's first utterance: it has no edges, so it
-sends and receives nothing, and its gradient is exactly zero.
+its own length T_g, a block's features of a group being one (B_g, T_g, h) tensor. A layer is then
+one batched (T_g x T_g) matrix product per block plus a per-utterance mix of the blocks: the
+reference's per-edge arithmetic, duplicates included, without (edges x h) message tensors.
+GroupLayout moves a graph's features from rows to groups with one index_select, and its outputs
+back to rows with another. A padded slot holds a copy of its dialogue's first utterance: it has no
+edges, so it sends and receives nothing, and its gradient is exactly zero.
 """
 from itertools import accumulate
 from typing import NamedTuple
@@ -212,18 +212,25 @@ class GroupLayout:
 class MultiConv(nn.Module):
     r"""ECGNN layer (emotional contagion): a gated graph convolution normalised by out-degrees,
 
-        x'_t = sum_{s -> t} c(s)^{-1/2} c(t)^{-1/2} x_s tanh(g([x_t, x_s]))
+    .. math::
+        \mathbf{x}^{\prime}_t = \sum_{s \rightarrow t} c(s)^{-1/2} \, c(t)^{-1/2} \, \mathbf{x}_s
+        \tanh\left(g([\mathbf{x}_t, \mathbf{x}_s])\right)
 
-    summed over the edges s -> t into node t, counted with multiplicity; c(n) is the number of
-    edges leaving node n (0^{-1/2} := 0), and g (self.gate) is Linear(2h, 1) on the concatenation,
-    target first. g splits into a target and a source projection: g([x_t, x_s]) = w_t.x_t + b + w_s.x_s.
+    i.e. x'_t = sum_{s->t} c(s)^-1/2 c(t)^-1/2 x_s tanh(g([x_t, x_s])): the sum runs over the edges
+    s -> t into node t, counted with multiplicity (a duplicated edge sends twice); c(n) is the number of
+    edges leaving node n (its out-degree, duplicates counted; 0^-1/2 := 0); g (self.gate) is
+    Linear(2h, 1) on the concatenation, target first, computed as a target and a source projection,
+    g([x_t, x_s]) = w_t . x_t + b + w_s . x_s.
 
-    forward(x, coef, residual, blocks):
-        x         nb tensors (B, T, h)   node features of a group, one per block (see the module docstring)
-        coef      MultiConv.coefficients(graph) of the group
-        residual  nb tensors (B, T, h)   added to the result
-        blocks    slice: the blocks to compute (all by default)
-        returns   k tensors (B, T, h)    x' + residual of those k blocks
+    Args:
+        h (int): node feature size.
+
+    Shapes (forward(x, coef, residual, blocks)):
+        - **x:** nb tensors (B, T, h), the node features of a group of dialogues, one per block
+        - **coef:** MultiConv.coefficients(g) of the group's BlockGraph g
+        - **residual:** nb tensors (B, T, h), added to x'
+        - **blocks:** a slice of the blocks to compute (default: all)
+        - **output:** k tensors (B, T, h), x' + residual of those k blocks
     """
 
     def __init__(self, h):
@@ -257,18 +264,23 @@ class MultiConv(nn.Module):
 class DirectConv(nn.Module):
     r"""EIGNN layer (emotional inertia): a graph convolution normalised by in-degrees,
 
-        x'_t = sum_{s -> t} c(s)^{-1/2} c(t)^{-1/2} x_s
+    .. math::
+        \mathbf{x}^{\prime}_t = \sum_{s \rightarrow t} c(s)^{-1/2} \, c(t)^{-1/2} \, \mathbf{x}_s
 
-    summed over the edges s -> t into node t, counted with multiplicity; c(n) is the number of
-    edges entering node n (0^{-1/2} := 0). Computed as c(t)^{-1/2} (A y)_t with y_s = c(s)^{-1/2} x_s
-    and A the edge counts. self.gate exists in the reference's checkpoints and is unused.
+    i.e. x'_t = sum_{s->t} c(s)^-1/2 c(t)^-1/2 x_s: the sum runs over the edges s -> t into node t,
+    counted with multiplicity; c(n) is the number of edges entering node n (its in-degree, duplicates
+    counted; 0^-1/2 := 0). Computed as x'_t = c(t)^-1/2 (A y)_t with y_s = c(s)^-1/2 x_s and A the
+    edge counts. self.gate exists in the reference's checkpoints and is unused.
 
-    forward(x, coef, residual, blocks):
-        x         nb tensors (B, T, h)   node features of a group, one per block (see the module docstring)
-        coef      DirectConv.coefficients(graph) of the group
-        residual  nb tensors (B, T, h)   added to the result
-        blocks    slice: the blocks to compute (all by default)
-        returns   k tensors (B, T, h)    x' + residual of those k blocks
+    Args:
+        h (int): node feature size.
+
+    Shapes (forward(x, coef, residual, blocks)):
+        - **x:** nb tensors (B, T, h), the node features of a group of dialogues, one per block
+        - **coef:** DirectConv.coefficients(g) of the group's BlockGraph g
+        - **residual:** nb tensors (B, T, h), added to x'
+        - **blocks:** a slice of the blocks to compute (default: all)
+        - **output:** k tensors (B, T, h), x' + residual of those k blocks
     """
 
     def __init__(self, h):

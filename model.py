@@ -193,7 +193,7 @@ class MoED(nn.Module):
             x, index = x.index_select(0, batch.distinct), batch.source
         if not self.cfg.text_skips_linear:
             x = self.linear_l(x)
-        return self.recurrent(self.rnn + '_l', x, index, batch), normed[1]
+        return self.run_recurrent(self.rnn + '_l', x, index, batch), normed[1]
 
     def encode(self, m, x, batch):
         """Audio / visual encoder of the real utterances, (N, D_g): linear, then the RNN with --av_using_lstm
@@ -201,17 +201,20 @@ class MoED(nn.Module):
         linear = getattr(self, f'linear_{m}')
         if not self.cfg.av_using_lstm:
             return linear(real_rows(x, batch.rows))
-        return self.recurrent(f'{self.rnn}_{m}', linear(x.flatten(0, 1).index_select(0, batch.distinct)),
-                              batch.source, batch)
+        return self.run_recurrent(f'{self.rnn}_{m}', linear(x.flatten(0, 1).index_select(0, batch.distinct)),
+                                  batch.source, batch)
 
-    def recurrent(self, name, x, index, batch):
+    def run_recurrent(self, name, x, index, batch):
         """The recurrent encoder `name` over the padded batch whose rows x (R, D) sit at `index` (None: one row
-        per position): the real utterances' outputs (N, D_g), in dialogue order."""
+        per position): the real utterances' outputs (N, D_g), in dialogue order.
+
+        A GRU on the CPU runs as recurrent.bidirectional_gru (the same arithmetic, less work); elsewhere
+        (an LSTM, or CUDA, where cuDNN's fused kernel beats stepping from Python) the module itself runs."""
         rnn = getattr(self, name)
-        if self.rnn == 'gru':
+        if self.rnn == 'gru' and x.device.type == 'cpu':
             return recurrent.bidirectional_gru(rnn, x, index, batch)
         if index is not None:
-            x = x.index_select(0, index)
+            x = batch.spread(x)
         return real_rows(rnn(x.view(batch.T, batch.B, -1))[0], batch.rows)
 
     def forward(self, text, audio, visual, qmask, lengths):

@@ -1,8 +1,8 @@
-"""The bidirectional GRU encoders' padded pass: nn.GRU's arithmetic, without the work nothing reads.
+"""The bidirectional GRU encoders' padded pass: nn.GRU's arithmetic, with less work.
 
 The reference runs its stacked bidirectional GRUs over the padded batch, without packing: the reverse
 direction of a short dialogue reads the padded tail first, and that is part of its numbers. This
-computes the same outputs at the real utterances, skipping work whose result nothing reads:
+computes the same outputs at the real utterances:
   - the first layer's input gates W_ih x + b_ih are computed once per distinct input row. Every padded
     position of a batch holds the same row (padding is zeros, and what runs before the GRU acts row by
     row with statistics shared by the batch: BatchNorm, LayerNorm, Linear), so it is computed once
@@ -11,10 +11,10 @@ computes the same outputs at the real utterances, skipping work whose result not
     outputs at padded positions are never read, and those at real positions do not depend on them;
   - a direction's recurrence is one autograd Function (GRURecurrence) that keeps per step only what
     its backward needs and computes the recurrent weights' gradient in one matrix product.
-The forward steps are aten's GRU cell, operation for operation, so the outputs equal nn.GRU's on CPU
-(bit for bit there); the gradients agree to float rounding.
+The steps are nn.GRU's CPU cell, operation for operation: the outputs equal nn.GRU's to float rounding
+(bit for bit on CPU, except the packed direction, whose matrix products have fewer rows), and the
+gradients too.
 """
-from itertools import accumulate
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,7 @@ class PaddedBatch:
     packed   (N,)    positions of the real utterances step by step, the longest dialogues first (a packed
                      sequence), with batch_sizes[t] of them at step t
     unpack   (N,)    for every real utterance (dialogue order), its index in `packed`
+    place    (T*B,)  for every position, its index in [real rows in dialogue order, padded positions] (see spread)
     """
 
     def __init__(self, lengths, T, device=None):
@@ -39,14 +40,23 @@ class PaddedBatch:
         distinct = rows + padded[:1]
         source = torch.full((T * B,), len(rows), dtype=torch.long)
         source[rows] = torch.arange(len(rows))
+        place = torch.empty(T * B, dtype=torch.long)
+        place[rows + padded] = torch.arange(T * B)
+        self.n_padded = len(padded)
         longest_first = sorted(range(B), key=lambda b: -lengths[b])
         self.batch_sizes = [sum(n > t for n in lengths) for t in range(T)]
         packed = [t * B + b for t, size in enumerate(self.batch_sizes) for b in longest_first[:size]]
         row_of = {p: i for i, p in enumerate(rows)}
         unpack = torch.empty(len(rows), dtype=torch.long)
         unpack[torch.as_tensor([row_of[p] for p in packed], dtype=torch.long)] = torch.arange(len(rows))
-        self.rows, self.distinct, self.source, self.packed, self.unpack = (
-            torch.as_tensor(x, dtype=torch.long).to(device) for x in (rows, distinct, source, packed, unpack))
+        self.rows, self.distinct, self.source, self.packed, self.unpack, self.place = (
+            torch.as_tensor(x, dtype=torch.long).to(device) for x in (rows, distinct, source, packed, unpack, place))
+
+    def spread(self, x):
+        """The rows of `distinct` (R, D) -> a row per position (T*B, D). The padded positions' row is expanded,
+        so the backward sums their gradients with a reduction, deterministic on every device."""
+        n = self.rows.numel()
+        return torch.cat([x[:n], x[n:].expand(self.n_padded, -1)]).index_select(0, self.place)
 
 
 class GRURecurrence(torch.autograd.Function):
@@ -56,47 +66,74 @@ class GRURecurrence(torch.autograd.Function):
     rows (non-increasing: the sequences still running, always the first ones). reverse: the steps run
     from the last to the first (then every step has the same rows). Returns the hidden states (n, H),
     laid out as gi.
+
+    The step is aten's GRU cell, operation for operation:
+        r, z = sigmoid(gh_rz + gi_rz), n = tanh(gi_n + gh_n * r), h_t = (h_{t-1} - n) * z + n
+    with gh = W_hh h_{t-1} + b_hh. The backward multiplies by per-row factors computed for all steps at
+    once, and takes the recurrent weights' gradient in one matrix product.
     """
 
     @staticmethod
     def forward(ctx, gi, w_hh, b_hh, batch_sizes, reverse):
         H = w_hh.shape[1]
-        starts = list(accumulate([0] + batch_sizes[:-1]))
-        gates = gi.new_empty(gi.shape[0], 4 * H)            # per row: r, z, n and W_hn h + b_hn
+        rz = gi.new_empty(gi.shape[0], 2 * H)                # reset and update gates
+        new = gi.new_empty(gi.shape[0], H)                   # the new gate n
+        gh_n = gi.new_empty(gi.shape[0], H)                  # W_hn h + b_hn
         out = gi.new_empty(gi.shape[0], H)
-        h = gi.new_zeros(batch_sizes[0], H)
+        steps = [t.split(batch_sizes) for t in (gi[:, :2 * H], gi[:, 2 * H:], rz, rz[:, :H], rz[:, H:], new, gh_n, out)]
         w_hh_t = w_hh.t()
-        for t in step_order(len(batch_sizes), reverse):
-            s, b = starts[t], batch_sizes[t]
-            h = h[:b]
-            cell(gi[s:s + b], torch.addmm(b_hh, h, w_hh_t), h, gates[s:s + b], out[s:s + b])
-            h = out[s:s + b]
-        ctx.save_for_backward(w_hh, gates, out)
+        order = step_order(len(batch_sizes), reverse)
+        h = gi.new_zeros(batch_sizes[order[0]], H)
+        for t in order:
+            gi_rz, gi_n, rz_t, r, z, n, gh_n_t, h_t = (s[t] for s in steps)
+            h = h[:batch_sizes[t]]
+            gh = torch.addmm(b_hh, h, w_hh_t)
+            torch.add(gh[:, :2 * H], gi_rz, out=rz_t).sigmoid_()
+            gh_n_t.copy_(gh[:, 2 * H:])
+            torch.add(gi_n, gh[:, 2 * H:].mul_(r), out=n).tanh_()
+            torch.sub(h, n, out=h_t).mul_(z).add_(n)
+            h = h_t
+        ctx.save_for_backward(w_hh, rz, new, gh_n, out)
         ctx.batch_sizes, ctx.reverse = batch_sizes, reverse
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        w_hh, gates, out = ctx.saved_tensors
+        w_hh, rz, new, gh_n, out = ctx.saved_tensors
         batch_sizes, H = ctx.batch_sizes, w_hh.shape[1]
-        starts = list(accumulate([0] + batch_sizes[:-1]))
         order = step_order(len(batch_sizes), ctx.reverse)
-        previous = dict(zip(order[1:], order))               # step -> the step before it
-        h_prev = [out[starts[previous[t]]:starts[previous[t]] + b] if t in previous else out.new_zeros(b, H)
-                  for t, b in enumerate(batch_sizes)]        # the hidden state each step starts from
-        d_gi = torch.empty_like(gates[:, :3 * H])            # gradients of the pre-activations: input gates
-        d_gh = torch.empty_like(d_gi)                        # and hidden gates W_hh h + b_hh
+        h_prev = previous_states(out, batch_sizes, order)   # (n, H) the hidden state each row's step starts from
+        r, z = rz[:, :H], rz[:, H:]
+        d_n = (1 - z) * (1 - new * new)                      # d pre_n / d h_t
+        d_z = (h_prev - new) * (z * (1 - z))                 # d pre_z / d h_t
+        d_r = gh_n * (r * (1 - r))                           # d pre_r / d pre_n
+        d_gh = rz.new_empty(rz.shape[0], 3 * H)              # d (W_hh h + b_hh): r, z, n
+        d_gi_n = torch.empty_like(new)                       # d pre_n
+        steps = [t.split(batch_sizes) for t in (grad_out, z, r, d_n, d_z, d_r, d_gh, d_gh[:, :H], d_gh[:, H:2 * H],
+                                                d_gh[:, 2 * H:], d_gi_n)]
         dh = None                                            # gradient of the hidden state a step gives
         for t in reversed(order):
-            s, b = starts[t], batch_sizes[t]
-            dh = accumulate_rows(grad_out[s:s + b], dh)
-            cell_backward(dh, h_prev[t], gates[s:s + b], d_gi[s:s + b], d_gh[s:s + b])
-            dh = torch.addmm(dh * gates[s:s + b, H:2 * H], d_gh[s:s + b], w_hh)
-        return d_gi, d_gh.t() @ torch.cat(h_prev), d_gh.sum(0), None, None
+            g, z_t, r_t, d_n_t, d_z_t, d_r_t, d_gh_t, d_pre_r, d_pre_z, d_gh_n, d_pre_n = (s[t] for s in steps)
+            dh = accumulate_rows(g, dh)
+            torch.mul(dh, d_n_t, out=d_pre_n)
+            torch.mul(dh, d_z_t, out=d_pre_z)
+            torch.mul(d_pre_n, d_r_t, out=d_pre_r)
+            torch.mul(d_pre_n, r_t, out=d_gh_n)
+            dh = torch.addmm(dh * z_t, d_gh_t, w_hh)
+        d_gi = torch.cat([d_gh[:, :2 * H], d_gi_n], 1)
+        return d_gi, d_gh.t() @ h_prev, d_gh.sum(0), None, None
 
 
 def step_order(T, reverse):
     return list(range(T - 1, -1, -1)) if reverse else list(range(T))
+
+
+def previous_states(out, batch_sizes, order):
+    """(n, H): for every row, the hidden state its step started from (the previous step's, zeros at the first)."""
+    parts = out.split(batch_sizes)
+    before = dict(zip(order[1:], order))
+    return torch.cat([parts[before[t]][:b] if t in before else out.new_zeros(b, out.shape[1])
+                      for t, b in enumerate(batch_sizes)])
 
 
 def accumulate_rows(grad, carried):
@@ -108,31 +145,6 @@ def accumulate_rows(grad, carried):
     total = grad.clone()
     total[:carried.shape[0]] += carried
     return total
-
-
-def cell(gi, gh, h, gates, out):
-    """aten's GRU cell: r = s(gh_r + gi_r), z = s(gh_z + gi_z), n = tanh(gi_n + gh_n r), out = (h - n) z + n.
-
-    gi, gh (b, 3H) input and hidden gates (gh is overwritten); gates (b, 4H) receives r, z, n, gh_n.
-    """
-    H = h.shape[1]
-    r, z, n, gh_n = gates.split(H, 1)
-    torch.add(gh[:, :H], gi[:, :H], out=r).sigmoid_()
-    torch.add(gh[:, H:2 * H], gi[:, H:2 * H], out=z).sigmoid_()
-    gh_n.copy_(gh[:, 2 * H:])
-    torch.add(gi[:, 2 * H:], gh[:, 2 * H:].mul_(r), out=n).tanh_()
-    torch.sub(h, n, out=out).mul_(z).add_(n)
-
-
-def cell_backward(dh, h, gates, d_gi, d_gh):
-    """Gradients of the cell's pre-activations from the gradient dh of its output: into d_gi, d_gh (b, 3H)."""
-    H = h.shape[1]
-    r, z, n, gh_n = gates.split(H, 1)
-    d_pre_n = torch.mul(dh * (1 - z), 1 - n * n, out=d_gi[:, 2 * H:])
-    torch.mul(dh * (h - n), z * (1 - z), out=d_gi[:, H:2 * H])
-    torch.mul(d_pre_n * gh_n, r * (1 - r), out=d_gi[:, :H])
-    d_gh[:, :2 * H].copy_(d_gi[:, :2 * H])
-    torch.mul(d_pre_n, r, out=d_gh[:, 2 * H:])
 
 
 def input_gates(x, index, w_ih, b_ih, positions=None):

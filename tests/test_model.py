@@ -12,6 +12,7 @@ import dataloader
 import graph
 from conftest import GOLDEN_DIR
 import model as M
+import recurrent
 from config import MODEL_FLAGS, ModelConfig, PAPER_D_G, GRAPH_H, parse_args
 from utils import UserError
 
@@ -193,3 +194,34 @@ def test_cuda_matches_cpu():
                       (x.cuda() if torch.is_tensor(x) else x) for x in batch]
         gpu = net.cuda()(*cuda_batch)['log_prob'].cpu()
     torch.testing.assert_close(cpu, gpu, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('shared_rows', [False, True])
+def test_recurrent_gru_matches_nn_gru_over_the_padded_batch(shared_rows):
+    """recurrent.bidirectional_gru against nn.GRU run over the padded batch (dropout masks included), at the
+    real utterances: outputs and every gradient. shared_rows: the input given as its distinct rows."""
+    torch.manual_seed(0)
+    lengths, D = [7, 2, 5, 1], 12
+    T, B = max(lengths), len(lengths)
+    gru = torch.nn.GRU(D, D // 2, num_layers=2, bidirectional=True, dropout=0.3)
+    batch = recurrent.PaddedBatch(lengths, T)
+    real = (torch.arange(T)[:, None] < torch.tensor(lengths)[None]).float()[..., None]
+    padded = torch.randn(T, B, D) * real + (1 - real) * torch.randn(D)       # one row at every padded position
+    x = (padded.flatten(0, 1)[batch.distinct] if shared_rows else padded.flatten(0, 1)).requires_grad_()
+    index = batch.source if shared_rows else None
+
+    def run(encoder):
+        torch.manual_seed(1)
+        out = encoder()
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads = [x.grad.clone()] + [p.grad.clone() for p in gru.parameters()]
+        x.grad = None
+        gru.zero_grad()
+        return out.detach(), grads
+
+    ours, our_grads = run(lambda: recurrent.bidirectional_gru(gru, x, index, batch))
+    rows = x[index] if shared_rows else x
+    theirs, their_grads = run(lambda: M.real_rows(gru(rows.view(T, B, D))[0], batch.rows))
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    for ours_grad, their_grad in zip(our_grads, their_grads):
+        torch.testing.assert_close(ours_grad, their_grad, rtol=1e-5, atol=1e-6)
