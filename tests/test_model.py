@@ -225,3 +225,64 @@ def test_recurrent_gru_matches_nn_gru_over_the_padded_batch(shared_rows):
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
     for ours_grad, their_grad in zip(our_grads, their_grads):
         torch.testing.assert_close(ours_grad, their_grad, rtol=1e-5, atol=1e-6)
+
+
+def random_configuration(rng):
+    """A random valid model configuration of a random dataset, over every model flag."""
+    dataset = rng.choice(['IEMOCAP', 'MELD', 'MOSEI'])
+    modals = ''.join(rng.sample('avl', rng.randint(1, 3)))
+    graph_type = rng.choice(['both', 'both', 'ECG', 'EIG'])
+    node = rng.choice(['both', 'ECG', 'EIG', ''] if graph_type == 'both' else ['both', graph_type])
+    info = dataloader.DATASETS[dataset]
+    return dict(dataset=dataset, n_classes=info.n_classes, n_speakers=info.n_speakers, modals=modals,
+                base_model=rng.choice(['GRU', 'GRU', 'LSTM']), dropout=rng.choice([0.0, 0.3]),
+                norm=rng.choice(['BN', 'LN', 'LN2', 'none']), num_L=rng.randint(0, 3), num_K=rng.randint(0, 3),
+                **{w: rng.choice([-1, 0, 1, 2, 4]) for w in ('window_spk', 'window_spk_f', 'window_dir', 'window_dir_f')},
+                epsilon=rng.choice([0.5, 1.0, 1.5]), epsilon2=rng.choice([0.5, 1.0]),
+                use_speaker=''.join(rng.sample('bcdefghi', rng.randint(0, 3))), use_modal=rng.random() < 0.5,
+                multimodal_node=node, graph_type=graph_type,
+                directed_edge=''.join(rng.sample('avl', rng.randint(0, 3))), single_edge=rng.choice(['', 'intra', 'inter']),
+                av_using_lstm=rng.random() < 0.5)
+
+
+def output_and_gradients(net, batch, seed=3):
+    """log_prob in train mode (dropout drawn from `seed`) and every parameter's gradient of a fixed projection."""
+    net.zero_grad()
+    torch.manual_seed(seed)
+    log_prob = net.train()(*batch)['log_prob']
+    (log_prob * torch.linspace(-1, 1, log_prob.numel()).view_as(log_prob)).sum().backward()
+    return log_prob.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+def padded_reference_gru(gru, x, index, batch):
+    """nn.GRU itself over the padded batch (what recurrent.bidirectional_gru computes with less work)."""
+    rows = x if index is None else x.index_select(0, index)
+    return M.real_rows(gru(rows.view(batch.T, batch.B, -1))[0], batch.rows)
+
+
+@pytest.mark.parametrize('seed', range(24))
+def test_fast_paths_agree_with_plain_ones_over_random_configurations(seed, monkeypatch):
+    """The hot path's shortcuts change no number in any configuration: the graphs run over every grouping of
+    the dialogues by length (one group, one per dialogue), and the GRU encoders as nn.GRU over the padded batch."""
+    import random
+    rng = random.Random(seed)
+    flags = random_configuration(rng)
+    dims = dict(SMALL_DIMS, D_text=SMALL_DIMS['D_g']) if flags['dataset'] == 'MELD' else SMALL_DIMS
+    torch.manual_seed(seed)
+    net = build(flags, dims)
+    batch = random_batch(rng.sample([7, 1, 4, 7, 2, 5, 3], rng.randint(2, 7)), dims, flags['n_speakers'], seed)
+    fast, fast_grads = output_and_gradients(net, batch)
+    plain_paths = {'one group': (graph, 'length_groups', lambda lengths, min_fill=0: [
+                       (sorted(range(len(lengths)), key=lambda b: -lengths[b]), max(lengths))]),
+                   'a group per dialogue': (graph, 'length_groups', lambda lengths, min_fill=0: [
+                       ([b], n) for b, n in enumerate(lengths)]),
+                   'nn.GRU': (recurrent, 'bidirectional_gru', padded_reference_gru)}
+    for name, (module, function, plain_version) in plain_paths.items():
+        with monkeypatch.context() as m:
+            m.setattr(module, function, plain_version)
+            plain, plain_grads = output_and_gradients(net, batch)
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6, msg=lambda s: f'{name}, {flags}: {s}')
+        assert fast_grads.keys() == plain_grads.keys()
+        for key in fast_grads:
+            torch.testing.assert_close(fast_grads[key], plain_grads[key], rtol=1e-4, atol=1e-6,
+                                       msg=lambda s: f'{name}, {key}, {flags}: {s}')
