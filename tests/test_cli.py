@@ -228,6 +228,13 @@ ERRORS = {  # name -> (dataset, extra flags, words the message must contain); {c
     'checkpoint of other modalities': ('IEMOCAP', ['--testing', '--modals', 'al', '--checkpoint', '{ckpt}'],
                                        '--modals'),
     'checkpoint of other dataset': ('MELD', ['--testing', '--checkpoint', '{ckpt}'], '--Dataset'),
+    'infinite lr': ('IEMOCAP', ['--lr', 'inf'], 'argument --lr: must be a positive finite number'),
+    'infinite weight decay': ('IEMOCAP', ['--l2', 'inf'], 'argument --l2: must be a finite number >= 0'),
+    'infinite synthetic scale': ('IEMOCAP', ['--synthetic-scale', 'inf'], 'argument --synthetic-scale'),
+    'nan epsilon': ('IEMOCAP', ['--epsilon', 'nan'], "--epsilon=nan: a residual scaling is a finite number"),
+    'infinite epsilon2': ('IEMOCAP', ['--epsilon2', 'inf'], "--epsilon2=inf: a residual scaling"),
+    'negative seed': ('IEMOCAP', ['--seed', '-1'], 'argument --seed: must be an integer in 0..4294967295'),
+    'seed too big': ('IEMOCAP', ['--seed', str(2**32)], 'argument --seed: must be an integer in 0..4294967295'),
 }
 
 

@@ -82,6 +82,14 @@ def cli_error(capsys, main, argv):
 
 # ----------------------------------------------------------------------------- training
 
+@pytest.mark.parametrize('seed', ['-1', str(2**32)])
+def test_baseline_refuses_seeds_outside_the_32_bit_range(tmp_path, seed):
+    proc = run_script('baseline.py', tmp_path, '--seeds', '1', seed, cwd=tmp_path)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert 'argument --seeds: must be an integer in 0..4294967295' in proc.stderr
+
+
+
 def test_the_run_records_the_feature_recipe_and_validates_on_dev(workspace):
     run = json.loads((workspace / 'run' / 'config.json').read_text())
     assert run['flags']['Dataset'] == 'custom' and run['flags']['valid'] == 'dev'
