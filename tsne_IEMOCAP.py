@@ -178,6 +178,7 @@ def plot(points, classes, names, title, legend_title, path, seed):
 
 def main(argv=None, dataset="IEMOCAP"):
     args = parse_args(argv, dataset)
+    utils.check_output_folder(args.out_dir, "--out-dir")
     features, columns = load_features(args.features_dir, dataset)
     names = class_names(dataset, args.features_dir)
     keep = subsample(len(columns["emotion"]), args.max_points, args.seed)

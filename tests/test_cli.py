@@ -249,6 +249,21 @@ def test_errors_exit_2_with_one_clear_sentence_and_write_nothing(trained, data_d
     assert os.listdir(tmp_path) == [], "nothing may be written on an error"
 
 
+@pytest.mark.parametrize('testing, out_dir', [(False, 'taken'), (False, 'taken/run'), (True, 'taken'),
+                                              (True, None)],
+                         ids=['training, a file', 'training, under a file', 'testing, a file',
+                              'testing, saved_features a file'])
+def test_an_out_dir_blocked_by_a_file_exits_2_and_writes_nothing(data_dir, tmp_path, testing, out_dir):
+    taken = tmp_path / ('saved_features' if out_dir is None else 'taken')
+    taken.write_text('my notes')
+    flags = ['--testing'] * testing + (['--out-dir', tmp_path / out_dir] if out_dir else [])
+    proc = run_script('train.py', *data_args('IEMOCAP', data_dir), '--epochs', 1, *flags, cwd=tmp_path)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith('error: cannot write into') and f'{taken} is a file, not a folder' in proc.stderr
+    assert '--out-dir' in proc.stderr
+    assert os.listdir(tmp_path) == [taken.name] and taken.read_text() == 'my notes'
+
+
 def test_missing_feature_file_is_named(tmp_path):
     proc = run_script('train.py', '--Dataset', 'MELD', '--data-dir', tmp_path / 'features', cwd=tmp_path)
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr

@@ -114,3 +114,11 @@ def test_bad_flags_exit_2_before_any_work(tmp_path, flags, words):
     result = run_script("IEMOCAP", *flags, cwd=tmp_path)
     assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "figures").exists()
+
+
+def test_an_out_dir_that_is_a_file_exits_2_before_the_t_sne(tmp_path):
+    write_saved_features(tmp_path / "saved_features", "IEMOCAP", n=20)
+    (tmp_path / "figures").write_text("not a folder")
+    result = run_script("IEMOCAP", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "t-SNE of" not in result.stdout
+    assert "cannot write into figures" in result.stderr and "is a file, not a folder" in result.stderr
