@@ -1,6 +1,7 @@
 """train.py, train_MOSEI.py and bench.py as a user runs them: subprocesses on tiny synthetic datasets."""
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -247,6 +248,38 @@ def test_errors_exit_2_with_one_clear_sentence_and_write_nothing(trained, data_d
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert 'error: ' in proc.stderr and words in proc.stderr and 'Traceback' not in proc.stderr
     assert os.listdir(tmp_path) == [], "nothing may be written on an error"
+
+
+def nan_weights(good):
+    state = torch.load(good)
+    state['smax_fc.weight'][0, 0] = float('nan')
+    return state
+
+
+BAD_CHECKPOINTS = {  # name -> (writes the file at path from a good checkpoint, words of the message)
+    'truncated': (lambda path, good: path.write_bytes(good.read_bytes()[:5000]), 'damaged (a partial download'),
+    'empty': (lambda path, good: path.write_bytes(b''), 'damaged'),
+    'text file': (lambda path, good: path.write_text('hello'), 'damaged'),
+    'pickled module': (lambda path, good: torch.save(torch.nn.Linear(2, 2), path),
+                       'it holds more than tensors (it refers to torch.nn.modules.linear.Linear)'),
+    'plain pickle': (lambda path, good: path.write_bytes(pickle.dumps((1, {'a': 2}), protocol=4)),
+                     'it holds more than tensors'),
+    'wrapped state_dict': (lambda path, good: torch.save({'model': torch.load(good), 'epoch': 3}, path),
+                           'not a plain state_dict'),
+    'nan weights': (lambda path, good: torch.save(nan_weights(good), path),
+                    'holds NaN or infinite weights (smax_fc.weight)'),
+}
+
+
+@pytest.mark.parametrize('name', list(BAD_CHECKPOINTS))
+def test_a_bad_checkpoint_is_one_line_exit_2_and_nothing_written(trained, data_dir, tmp_path, name):
+    write, words = BAD_CHECKPOINTS[name]
+    path = tmp_path / 'model.pth'
+    write(path, trained('IEMOCAP')[0] / 'best_model_IEMOCAP.pth')
+    proc = run_script('train.py', *data_args('IEMOCAP', data_dir), '--testing', '--checkpoint', path, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith(f'error: {path}') and words in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert os.listdir(tmp_path) == ['model.pth']
 
 
 @pytest.mark.parametrize('testing, out_dir', [(False, 'taken'), (False, 'taken/run'), (True, 'taken'),
