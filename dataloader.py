@@ -261,18 +261,19 @@ def _matrix(f, key):
     if isinstance(value, np.ndarray) and value.dtype == object:
         value = list(value)
     try:
-        matrix = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
+        with np.errstate(over='ignore'):        # values beyond float32's range become inf: refused below
+            matrix = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
     except (ValueError, TypeError):
         raise UserError(f"{f.path}: dialogue {key!r} in {f.item}: the utterance feature vectors are not "
                         "numbers of one common dimension.") from None
-    if matrix.ndim != 2:
-        raise UserError(f"{f.path}: dialogue {key!r} in {f.item} should be an (utterances, dim) array, "
-                        f"but its shape is {matrix.shape}.")
+    if matrix.ndim != 2 or matrix.shape[1] == 0:
+        raise UserError(f"{f.path}: dialogue {key!r} in {f.item} should be an (utterances, dim) array with "
+                        f"dim >= 1, but its shape is {matrix.shape}.")
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         utterance = int(np.flatnonzero(~finite)[0])
         raise UserError(f"{f.path}: dialogue {key!r}, utterance {utterance}: {f.item} contains NaN or "
-                        "infinite values.")
+                        "infinite values (or values beyond float32's range).")
     return matrix
 
 
