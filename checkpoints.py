@@ -3,9 +3,11 @@ report that names the flags that probably differ from the training run's."""
 import os
 import re
 import warnings
+from dataclasses import asdict
 
 import torch
 
+import config
 import utils
 
 # Which flags probably differ when a checkpoint does not fit: (key pattern, kind of mismatch, flag, why).
@@ -67,6 +69,24 @@ def unreadable_reason(err):
             + type(err).__name__ + (f": {first[:200]}" if first and not isinstance(err, KeyError) else '') + ")")
 
 
+def check_run_config(path, cfg):
+    """A checkpoint in a training run's folder must be loaded into the model of that run's config.json, flags that
+    leave the state_dict's shapes alone (--norm, --use_speaker, the windows, ...) included."""
+    run = utils.read_json(os.path.join(os.path.dirname(path), 'config.json'))
+    recorded = run.get('model_config') if isinstance(run, dict) else None
+    if not isinstance(recorded, dict):
+        return                          # a released checkpoint, or one copied out of its run folder
+    differ = [(name, recorded[name], value) for name, value in asdict(cfg).items()
+              if name in recorded and recorded[name] != value]
+    if differ:
+        flags = {**{f: f'--{f}' for f in config.MODEL_FLAGS}, 'dataset': '--Dataset', 'base_model': '--base-model'}
+        raise utils.UserError(
+            f"the checkpoint {path} was trained with other settings than these flags give (its run folder's "
+            "config.json): " + '; '.join(f"{flags.get(name, name)} {trained!r} there, {given!r} here"
+                                         for name, trained, given in differ)
+            + ". Give the flags of its training command (config.json's 'command').")
+
+
 def load_checkpoint(net, path, device):
     """Load a reference-format state_dict strictly; any mismatch is a UserError naming keys and flags."""
     if not os.path.isfile(path):
@@ -86,6 +106,7 @@ def load_checkpoint(net, path, device):
     if not_finite:
         raise utils.UserError(f"{path} holds NaN or infinite weights ({shorten(not_finite)}): the run that saved it "
                               "diverged; evaluate another checkpoint.")
+    check_run_config(path, net.cfg)
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

@@ -282,6 +282,16 @@ def test_a_bad_checkpoint_is_one_line_exit_2_and_nothing_written(trained, data_d
     assert os.listdir(tmp_path) == ['model.pth']
 
 
+def test_a_run_folder_checkpoint_needs_the_flags_of_its_run(trained, data_dir, tmp_path):
+    """--norm and --use_speaker leave the state_dict's shapes alone: the run's config.json tells them apart."""
+    checkpoint = trained('IEMOCAP')[0] / 'best_model_IEMOCAP.pth'
+    proc = run_script('train.py', *data_args('IEMOCAP', data_dir), '--testing', '--checkpoint', checkpoint,
+                      '--norm', 'LN', '--use_speaker', 'b', cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "--norm 'BN' there, 'LN' here; --use_speaker 'bh' there, 'b' here" in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize('testing, out_dir', [(False, 'taken'), (False, 'taken/run'), (True, 'taken'),
                                               (True, None)],
                          ids=['training, a file', 'training, under a file', 'testing, a file',
