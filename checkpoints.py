@@ -2,9 +2,12 @@
 report that names the flags that probably differ from the training run's."""
 import os
 import re
+import warnings
+from dataclasses import asdict
 
 import torch
 
+import config
 import utils
 
 # Which flags probably differ when a checkpoint does not fit: (key pattern, kind of mismatch, flag, why).
@@ -54,6 +57,36 @@ def shorten(items, limit=8):
     return ', '.join(items[:limit]) + (f' and {len(items) - limit} more' if len(items) > limit else '')
 
 
+def unreadable_reason(err):
+    """Why torch.load failed, in one line (torch's own messages run over many lines)."""
+    text = str(err)
+    if 'Weights only load failed' in text:
+        found = re.search(r'Unsupported global: GLOBAL (\S+)', text)
+        return ("it holds more than tensors" + (f" (it refers to {found.group(1)})" if found else "")
+                + "; a checkpoint is a plain state_dict, saved with torch.save(model.state_dict(), path)")
+    first = text.strip().splitlines()[0].split('. ')[0] if text.strip() else ''
+    return ("it is damaged (a partial download or copy?) or was not written by torch.save ("
+            + type(err).__name__ + (f": {first[:200]}" if first and not isinstance(err, KeyError) else '') + ")")
+
+
+def check_run_config(path, cfg):
+    """A checkpoint in a training run's folder must be loaded into the model of that run's config.json, flags that
+    leave the state_dict's shapes alone (--norm, --use_speaker, the windows, ...) included."""
+    run = utils.read_json(os.path.join(os.path.dirname(path), 'config.json'))
+    recorded = run.get('model_config') if isinstance(run, dict) else None
+    if not isinstance(recorded, dict):
+        return                          # a released checkpoint, or one copied out of its run folder
+    differ = [(name, recorded[name], value) for name, value in asdict(cfg).items()
+              if name in recorded and recorded[name] != value]
+    if differ:
+        flags = {**{f: f'--{f}' for f in config.MODEL_FLAGS}, 'dataset': '--Dataset', 'base_model': '--base-model'}
+        raise utils.UserError(
+            f"the checkpoint {path} was trained with other settings than these flags give (its run folder's "
+            "config.json): " + '; '.join(f"{flags.get(name, name)} {trained!r} there, {given!r} here"
+                                         for name, trained, given in differ)
+            + ". Give the flags of its training command (config.json's 'command').")
+
+
 def load_checkpoint(net, path, device):
     """Load a reference-format state_dict strictly; any mismatch is a UserError naming keys and flags."""
     if not os.path.isfile(path):
@@ -62,11 +95,18 @@ def load_checkpoint(net, path, device):
             f"./best_model_<Dataset>.pth in the current directory), or pass --checkpoint PATH, e.g. the "
             f"best_model_<Dataset>.pth of a training run's folder.")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():         # torch warns about pickle protocols of non-torch files
+            warnings.simplefilter('ignore')
+            state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or non-state-dict file
-        raise utils.UserError(f"{path} could not be read as a PyTorch state_dict: {err}") from None
+        raise utils.UserError(f"{path} could not be read as a PyTorch state_dict: {unreadable_reason(err)}.") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise utils.UserError(f"{path} is not a plain state_dict (a dict of tensors).")
+    not_finite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if not_finite:
+        raise utils.UserError(f"{path} holds NaN or infinite weights ({shorten(not_finite)}): the run that saved it "
+                              "diverged; evaluate another checkpoint.")
+    check_run_config(path, net.cfg)
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

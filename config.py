@@ -7,6 +7,7 @@ Every impossible flag or combination is refused here, before any work: ModelConf
 (what the network can be) and the run's (what a training or --testing run can do).
 """
 import argparse
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -126,6 +127,9 @@ def check_model_flags(flags):
             bad(flag, "the number of layers is an integer >= 0")
     if not 0 <= flags['dropout'] < 1:
         bad('dropout', "must be in [0, 1)")
+    for flag in ('epsilon', 'epsilon2'):
+        if not math.isfinite(flags[flag]):
+            bad(flag, "a residual scaling is a finite number")
     graph_type, node = flags['graph_type'], flags['multimodal_node']
     if graph_type != 'both' and node not in ('both', graph_type):
         raise UserError(f"--graph_type={graph_type!r} reads the multimodal node of {graph_type}NN only, "
@@ -156,15 +160,25 @@ def positive_int(text):
 
 def positive_float(text):
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
 
 
 def non_negative_float(text):
     value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+MAX_SEED = 2**32 - 1        # numpy's and sklearn's seeds are unsigned 32-bit integers
+
+
+def seed_value(text):
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_SEED}, got {text}")
     return value
 
 
@@ -262,7 +276,7 @@ def build_parser(default_dataset='IEMOCAP', description=None):
                         "sees the same batch order and dropout masks (reproduces their runs on CPU); textbook: "
                         "never reseeded, a fresh order and fresh dropout masks every epoch (a deviation from "
                         "the original)")
-    p.add_argument('--seed', type=int, default=67137, help="seed of every random generator (default 67137, "
+    p.add_argument('--seed', type=seed_value, default=67137, help="seed of every random generator (default 67137, "
                                                            "the original's)")
     p.add_argument('--data-dir', default='.', help='folder holding IEMOCAP_features/, MELD_features/, '
                                                    'CMU-MOSEI_features/ (default: the current directory); '

@@ -261,18 +261,19 @@ def _matrix(f, key):
     if isinstance(value, np.ndarray) and value.dtype == object:
         value = list(value)
     try:
-        matrix = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
+        with np.errstate(over='ignore'):        # values beyond float32's range become inf: refused below
+            matrix = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
     except (ValueError, TypeError):
         raise UserError(f"{f.path}: dialogue {key!r} in {f.item}: the utterance feature vectors are not "
                         "numbers of one common dimension.") from None
-    if matrix.ndim != 2:
-        raise UserError(f"{f.path}: dialogue {key!r} in {f.item} should be an (utterances, dim) array, "
-                        f"but its shape is {matrix.shape}.")
+    if matrix.ndim != 2 or matrix.shape[1] == 0:
+        raise UserError(f"{f.path}: dialogue {key!r} in {f.item} should be an (utterances, dim) array with "
+                        f"dim >= 1, but its shape is {matrix.shape}.")
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         utterance = int(np.flatnonzero(~finite)[0])
         raise UserError(f"{f.path}: dialogue {key!r}, utterance {utterance}: {f.item} contains NaN or "
-                        "infinite values.")
+                        "infinite values (or values beyond float32's range).")
     return matrix
 
 
@@ -533,8 +534,44 @@ def read_custom_meta(data_dir):
     if found != CUSTOM_FORMAT:
         raise UserError(f"{path} is not the dataset.json of extract_features.py (format {found}, expected "
                         f"{CUSTOM_FORMAT}); re-run extract_features.py.")
+    _check_meta_fields(path, meta)
     _check_file_hashes(data_dir, meta)
     return meta
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _text_encoder(modalities):
+    text = modalities.get('text') if isinstance(modalities, dict) else None
+    return text.get('encoder') if isinstance(text, dict) else None
+
+
+# dataset.json's fields that the loaders read: (key, whether a value is right, what is expected)
+CUSTOM_META_FIELDS = (
+    ('files', lambda v: isinstance(v, dict) and sorted(v) == sorted(CUSTOM_FILES[1:])
+     and all(isinstance(h, str) for h in v.values()), f"the sha256 of {' and '.join(CUSTOM_FILES[1:])}"),
+    ('modals', lambda v: isinstance(v, str) and v != '' and set(v) <= set(CUSTOM_MODALITIES.values())
+     and len(set(v)) == len(v), "the letters of the extracted modalities (l, a, v)"),
+    ('label_names', lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v) and len(set(v)) == len(v),
+     "a list of distinct label names (empty for unlabelled conversations)"),
+    ('n_speakers', _is_count, "the number of speaker indices (an integer >= 1)"),
+    ('speakers', lambda v: isinstance(v, dict) and (v.get('scheme') == 'party' or isinstance(v.get('names'), list)),
+     "the speaker scheme ('party', or top-K with its names)"),
+    ('modalities', lambda v: isinstance(_text_encoder(v), dict), "each modality's recipe, the text encoder's included"),
+)
+
+
+def _check_meta_fields(path, meta):
+    """The fields of dataset.json that training, testing and the baseline read exist and have the right form."""
+    for key, valid, expected in CUSTOM_META_FIELDS:
+        if key not in meta:
+            raise UserError(f"{path} lacks {key} ({expected}); it was not written by this extract_features.py or was "
+                            "edited: re-run extract_features.py.")
+        if not valid(meta[key]):
+            raise UserError(f"{path}: {key} should be {expected}, but it is {json.dumps(meta[key])[:100]}; "
+                            "re-run extract_features.py.")
 
 
 def _check_file_hashes(data_dir, meta):

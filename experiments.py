@@ -644,6 +644,7 @@ def main(argv=None):
     table, grid = args.table or 'paper', parse_grid(args.grid)
     check_args(args, table, grid, train_flags)
     out_dir = os.path.abspath(args.out_dir or default_out_dir(args, grid))
+    utils.check_output_folder(out_dir, '--out-dir')
     trials = plan_trials(args, table_rows(table, grid), train_flags, out_dir)
     to_run = [trial for trial in trials if not finished_earlier(trial)]
     title = experiment_title(args.table, grid)

@@ -170,6 +170,7 @@ def train(args, fs, net):
     """Train for --epochs, keep the checkpoint the selection rule picks, write the run folder."""
     splits = run_splits(args, fs)
     run_dir = args.out_dir or default_run_dir(args)
+    utils.check_output_folder(run_dir, '--out-dir')
     refuse_finished_run(run_dir)
     optimizer, loss_fn, protocol = training.training_objects(args, net, fs)
     rule = selection_rule(args, len(splits.get('valid', ())))
@@ -262,6 +263,9 @@ def training_report(args, fs, rows, best, rule, checkpoint, interrupted):
 
 # ----------------------------------------------------------------------------- testing
 
+TEST_OUTPUT_FOLDERS = ('saved_features', 'saved_outputs')     # what --testing writes under --out-dir (or .)
+
+
 def inertia_text(labels, preds, outputs):
     """Weighted F1 on utterances that repeat the same speaker's previous label (emotional inertia) and the rest."""
     mask = utils.inertia_split(labels, outputs['spk_idx'], outputs['dialogue_ids'])
@@ -280,7 +284,7 @@ def save_test_outputs(args, fs, result, checkpoint):
     and saved_outputs/confusion_<DS>.png."""
     out, ds = result.outputs, args.Dataset
     base = args.out_dir or '.'
-    features = os.path.join(base, 'saved_features')
+    features = os.path.join(base, TEST_OUTPUT_FOLDERS[0])
     arrays = {f'multimodal_emotions_before_{ds}.pkl': out['features_before'],
               f'multimodal_emotions_after_{ds}.pkl': out['features_after'],
               f'emotion_labels_{ds}.pkl': result.labels,
@@ -298,9 +302,9 @@ def save_test_outputs(args, fs, result, checkpoint):
         utterance_idx=np.concatenate([np.arange(n) for n in out['lengths']]),
         speaker=out['spk_idx'], label=result.labels, pred=result.preds,
         dialogue_key=np.repeat(np.array(result.keys, dtype=object), out['lengths'])))
-    csv = os.path.join(base, 'saved_outputs', f'utterances_{ds}.csv')
+    csv = os.path.join(base, TEST_OUTPUT_FOLDERS[1], f'utterances_{ds}.csv')
     utils.save_csv(csv, table)
-    picture = os.path.join(base, 'saved_outputs', f'confusion_{ds}.png')
+    picture = os.path.join(base, TEST_OUTPUT_FOLDERS[1], f'confusion_{ds}.png')
     plots.confusion_picture(picture, result.labels, result.preds, fs.label_names,
                             f"{ds} test set, checkpoint {checkpoint}, rows normalised")
     print(f"wrote {features}/, {csv} and {picture}")
@@ -309,6 +313,8 @@ def save_test_outputs(args, fs, result, checkpoint):
 def test(args, fs, net):
     """--testing: evaluate a checkpoint on the test set, print every score, save features, outputs, picture."""
     path = args.checkpoint or f'best_model_{args.Dataset}.pth'
+    for folder in TEST_OUTPUT_FOLDERS:
+        utils.check_output_folder(os.path.join(args.out_dir or '.', folder), '--out-dir')
     checkpoints.load_checkpoint(net, path, args.device)
     print(f"data: {training.data_description(args, fs)}; device: {args.device}; checkpoint: {path}")
     cost = overhead.overhead_text(net, fs, args.device) if args.overhead else None  # first: a fresh process's memory

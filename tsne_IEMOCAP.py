@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from sklearn.manifold import TSNE
 
+import config
 import dataloader
 import utils
 
@@ -48,7 +49,7 @@ def parse_args(argv, dataset):
         "before and after the graphs, coloured by emotion and by speaker (4 PNGs)."))
     parser.add_argument("--features-dir", default="saved_features", help="folder written by --testing")
     parser.add_argument("--out-dir", default="figures", help="where the PNGs go")
-    parser.add_argument("--seed", type=int, default=67137, help="seeds t-SNE and the subsample")
+    parser.add_argument("--seed", type=config.seed_value, default=67137, help="seeds t-SNE and the subsample")
     parser.add_argument("--max-iter", type=functools.partial(at_least, 250), default=1000,
                         help="t-SNE iterations (at least 250)")
     parser.add_argument("--perplexity", type=functools.partial(at_least, 1), default=30,
@@ -177,6 +178,7 @@ def plot(points, classes, names, title, legend_title, path, seed):
 
 def main(argv=None, dataset="IEMOCAP"):
     args = parse_args(argv, dataset)
+    utils.check_output_folder(args.out_dir, "--out-dir")
     features, columns = load_features(args.features_dir, dataset)
     names = class_names(dataset, args.features_dir)
     keep = subsample(len(columns["emotion"]), args.max_points, args.seed)

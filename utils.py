@@ -222,6 +222,16 @@ def save_figure(path, figure):
 
 # ----------------------------------------------------------------------------- run folders
 
+def check_output_folder(path, flag):
+    """A UserError unless path is a folder or can be made one: no file where it or a parent folder would be."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"cannot write into {path}: {existing} is a file, not a folder; move that file away or "
+                        f"give another {flag}.")
+
+
 def read_json(path):
     """A JSON file's content, or None when it is missing or unreadable."""
     try:

@@ -1,6 +1,7 @@
 """train.py, train_MOSEI.py and bench.py as a user runs them: subprocesses on tiny synthetic datasets."""
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -228,6 +229,13 @@ ERRORS = {  # name -> (dataset, extra flags, words the message must contain); {c
     'checkpoint of other modalities': ('IEMOCAP', ['--testing', '--modals', 'al', '--checkpoint', '{ckpt}'],
                                        '--modals'),
     'checkpoint of other dataset': ('MELD', ['--testing', '--checkpoint', '{ckpt}'], '--Dataset'),
+    'infinite lr': ('IEMOCAP', ['--lr', 'inf'], 'argument --lr: must be a positive finite number'),
+    'infinite weight decay': ('IEMOCAP', ['--l2', 'inf'], 'argument --l2: must be a finite number >= 0'),
+    'infinite synthetic scale': ('IEMOCAP', ['--synthetic-scale', 'inf'], 'argument --synthetic-scale'),
+    'nan epsilon': ('IEMOCAP', ['--epsilon', 'nan'], "--epsilon=nan: a residual scaling is a finite number"),
+    'infinite epsilon2': ('IEMOCAP', ['--epsilon2', 'inf'], "--epsilon2=inf: a residual scaling"),
+    'negative seed': ('IEMOCAP', ['--seed', '-1'], 'argument --seed: must be an integer in 0..4294967295'),
+    'seed too big': ('IEMOCAP', ['--seed', str(2**32)], 'argument --seed: must be an integer in 0..4294967295'),
 }
 
 
@@ -240,6 +248,63 @@ def test_errors_exit_2_with_one_clear_sentence_and_write_nothing(trained, data_d
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert 'error: ' in proc.stderr and words in proc.stderr and 'Traceback' not in proc.stderr
     assert os.listdir(tmp_path) == [], "nothing may be written on an error"
+
+
+def nan_weights(good):
+    state = torch.load(good)
+    state['smax_fc.weight'][0, 0] = float('nan')
+    return state
+
+
+BAD_CHECKPOINTS = {  # name -> (writes the file at path from a good checkpoint, words of the message)
+    'truncated': (lambda path, good: path.write_bytes(good.read_bytes()[:5000]), 'damaged (a partial download'),
+    'empty': (lambda path, good: path.write_bytes(b''), 'damaged'),
+    'text file': (lambda path, good: path.write_text('hello'), 'damaged'),
+    'pickled module': (lambda path, good: torch.save(torch.nn.Linear(2, 2), path),
+                       'it holds more than tensors (it refers to torch.nn.modules.linear.Linear)'),
+    'plain pickle': (lambda path, good: path.write_bytes(pickle.dumps((1, {'a': 2}), protocol=4)),
+                     'it holds more than tensors'),
+    'wrapped state_dict': (lambda path, good: torch.save({'model': torch.load(good), 'epoch': 3}, path),
+                           'not a plain state_dict'),
+    'nan weights': (lambda path, good: torch.save(nan_weights(good), path),
+                    'holds NaN or infinite weights (smax_fc.weight)'),
+}
+
+
+@pytest.mark.parametrize('name', list(BAD_CHECKPOINTS))
+def test_a_bad_checkpoint_is_one_line_exit_2_and_nothing_written(trained, data_dir, tmp_path, name):
+    write, words = BAD_CHECKPOINTS[name]
+    path = tmp_path / 'model.pth'
+    write(path, trained('IEMOCAP')[0] / 'best_model_IEMOCAP.pth')
+    proc = run_script('train.py', *data_args('IEMOCAP', data_dir), '--testing', '--checkpoint', path, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith(f'error: {path}') and words in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert os.listdir(tmp_path) == ['model.pth']
+
+
+def test_a_run_folder_checkpoint_needs_the_flags_of_its_run(trained, data_dir, tmp_path):
+    """--norm and --use_speaker leave the state_dict's shapes alone: the run's config.json tells them apart."""
+    checkpoint = trained('IEMOCAP')[0] / 'best_model_IEMOCAP.pth'
+    proc = run_script('train.py', *data_args('IEMOCAP', data_dir), '--testing', '--checkpoint', checkpoint,
+                      '--norm', 'LN', '--use_speaker', 'b', cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "--norm 'BN' there, 'LN' here; --use_speaker 'bh' there, 'b' here" in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('testing, out_dir', [(False, 'taken'), (False, 'taken/run'), (True, 'taken'),
+                                              (True, None)],
+                         ids=['training, a file', 'training, under a file', 'testing, a file',
+                              'testing, saved_features a file'])
+def test_an_out_dir_blocked_by_a_file_exits_2_and_writes_nothing(data_dir, tmp_path, testing, out_dir):
+    taken = tmp_path / ('saved_features' if out_dir is None else 'taken')
+    taken.write_text('my notes')
+    flags = ['--testing'] * testing + (['--out-dir', tmp_path / out_dir] if out_dir else [])
+    proc = run_script('train.py', *data_args('IEMOCAP', data_dir), '--epochs', 1, *flags, cwd=tmp_path)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith('error: cannot write into') and f'{taken} is a file, not a folder' in proc.stderr
+    assert '--out-dir' in proc.stderr
+    assert os.listdir(tmp_path) == [taken.name] and taken.read_text() == 'my notes'
 
 
 def test_missing_feature_file_is_named(tmp_path):

@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import random
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
+import baseline
 import config
 import dataloader
 import extract_features
@@ -80,7 +82,65 @@ def cli_error(capsys, main, argv):
     return err
 
 
+# ----------------------------------------------------------------------------- a broken feature folder
+
+@pytest.fixture(scope='module')
+def feats(tmp_path_factory, encoder_dir):
+    """A feature folder of train.csv and test.csv (no training)."""
+    root = tmp_path_factory.mktemp('feats')
+    csvs = [write_csv(root / f'{split}.csv', conversation_rows(3, seed)) for seed, split in enumerate(('train', 'test'))]
+    extract_features.main([*map(str, csvs), '--out', str(root / 'feats'), '--text-model', str(encoder_dir),
+                           '--device', 'cpu'])
+    return root / 'feats'
+
+
+def drop(key):
+    return lambda meta: meta.pop(key)
+
+
+def put(key, value):
+    return lambda meta: meta.__setitem__(key, value)
+
+
+BAD_META = {  # name -> (edit of dataset.json, words of the message)
+    'no files': (drop('files'), 'lacks files (the sha256 of features.npz and utterances.csv)'),
+    'files a list': (put('files', ['features.npz']), 'files should be the sha256 of features.npz and utterances.csv'),
+    'files naming another file': (lambda meta: meta['files'].update({'../x.csv': '0'}), 'files should be'),
+    'no modals': (drop('modals'), 'lacks modals'),
+    'unknown modal letter': (put('modals', 'lx'), 'modals should be the letters of the extracted modalities'),
+    'no label_names': (drop('label_names'), 'lacks label_names'),
+    'label_names a string': (put('label_names', 'anger,joy'), 'label_names should be a list of distinct label names'),
+    'n_speakers a string': (put('n_speakers', '3'), 'n_speakers should be the number of speaker indices'),
+    'n_speakers zero': (put('n_speakers', 0), 'but it is 0;'),
+    'no speakers': (drop('speakers'), 'lacks speakers'),
+    'no modalities': (drop('modalities'), 'lacks modalities'),
+}
+
+
+@pytest.mark.parametrize('name', list(BAD_META))
+def test_a_dataset_json_with_missing_or_wrong_fields_exits_2(feats, tmp_path, capsys, name):
+    edit, words = BAD_META[name]
+    folder = tmp_path / 'feats'
+    shutil.copytree(feats, folder)
+    meta = json.loads((folder / 'dataset.json').read_text())
+    edit(meta)
+    (folder / 'dataset.json').write_text(json.dumps(meta))
+    proc = run_script('train.py', '--Dataset', 'custom', '--data-dir', folder, '--epochs', 1, cwd=tmp_path)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+    assert f'{folder}/dataset.json' in proc.stderr and words in proc.stderr, proc.stderr
+    assert os.listdir(tmp_path) == ['feats']
+    assert words in cli_error(capsys, baseline.main, [folder])
+
+
 # ----------------------------------------------------------------------------- training
+
+@pytest.mark.parametrize('seed', ['-1', str(2**32)])
+def test_baseline_refuses_seeds_outside_the_32_bit_range(tmp_path, seed):
+    proc = run_script('baseline.py', tmp_path, '--seeds', '1', seed, cwd=tmp_path)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert 'argument --seeds: must be an integer in 0..4294967295' in proc.stderr
+
+
 
 def test_the_run_records_the_feature_recipe_and_validates_on_dev(workspace):
     run = json.loads((workspace / 'run' / 'config.json').read_text())

@@ -197,6 +197,14 @@ def widen_everywhere(item):
     return mutate
 
 
+def no_columns_everywhere(item):
+    def mutate(raw, name):
+        values = item_of(raw, name, item)
+        for key in values:
+            values[key] = np.zeros((len(values[key]), 0), np.float32)
+    return mutate
+
+
 def replace_item(item, value):
     def mutate(raw, name):
         for file_name, names in FORMATS[name]['files'].items():
@@ -223,6 +231,10 @@ BAD_INPUTS = [
     ('feature dim', 'MOSEI', edit_value('videoVisual', 'vid_a', lambda m: np.hstack([m, m[:, :1]])),
      MOSEI_MAIN, 'vid_a', '4-d'),
     ('text dims differ', 'IEMOCAP', widen_everywhere('roberta2'), IEM_TEXT, None, 'roberta2 7-d'),
+    ('no feature columns', 'MELD', no_columns_everywhere('videoVisual'), MELD_MAIN, 12,
+     'videoVisual should be an (utterances, dim) array with dim >= 1, but its shape is (3, 0)'),
+    ('beyond float32', 'IEMOCAP', set_value('videoAudio', 'Ses02_b', [[1e300] * 5] * 3), IEM_MAIN, 'Ses02_b',
+     "utterance 0: videoAudio contains NaN or infinite values (or values beyond float32's range)"),
     ('label too big', 'IEMOCAP', set_value('videoLabels', 'Ses01_a', [1, 6]), IEM_MAIN, 'Ses01_a', 'label 6 '),
     ('label negative', 'MELD', set_value('videoLabels', 12, [6, -1, 1]), MELD_MAIN, 12, 'label -1 '),
     ('label fractional', 'MELD', set_value('videoLabels', 3, [2, 2.5]), MELD_MAIN, 3, 'label 2.5 '),

@@ -215,6 +215,17 @@ def test_bad_input_is_one_paragraph_and_writes_nothing(name, tmp_path, monkeypat
     assert os.listdir(tmp_path) == []
 
 
+def test_an_out_dir_that_is_a_file_is_refused_before_ray_starts(tmp_path, monkeypatch, capsys):
+    import experiments
+    import utils
+    (tmp_path / 'exp').write_text('not a folder')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        utils.run_cli(experiments.main, ['paper', '--Dataset', 'MELD', '--out-dir', 'exp'])
+    assert stop.value.code == 2 and 'is a file, not a folder' in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ['exp']
+
+
 def test_a_finished_trial_of_other_flags_is_never_overwritten(grid, tmp_path):
     import experiments
     import utils

@@ -103,3 +103,22 @@ def test_pickles_with_code_are_refused(tmp_path):
     assert result.returncode == 2
     assert "speaker_index_IEMOCAP.pkl" in result.stderr and "system" in result.stderr
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--seed", "-1"], "argument --seed: must be an integer in 0..4294967295"),
+    (["--seed", str(2**32)], "argument --seed: must be an integer in 0..4294967295"),
+], ids=["negative seed", "seed too big"])
+def test_bad_flags_exit_2_before_any_work(tmp_path, flags, words):
+    write_saved_features(tmp_path / "saved_features", "IEMOCAP", n=20)
+    result = run_script("IEMOCAP", *flags, cwd=tmp_path)
+    assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "figures").exists()
+
+
+def test_an_out_dir_that_is_a_file_exits_2_before_the_t_sne(tmp_path):
+    write_saved_features(tmp_path / "saved_features", "IEMOCAP", n=20)
+    (tmp_path / "figures").write_text("not a folder")
+    result = run_script("IEMOCAP", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "t-SNE of" not in result.stdout
+    assert "cannot write into figures" in result.stderr and "is a file, not a folder" in result.stderr
