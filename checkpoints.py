@@ -71,13 +71,13 @@ def unreadable_reason(err):
 
 def check_run_config(path, cfg):
     """A checkpoint in a training run's folder must be loaded into the model of that run's config.json, flags that
-    leave the state_dict's shapes alone (--norm, --use_speaker, the windows, ...) included."""
+    leave the state_dict's shapes alone (--norm, --use_speaker, the windows, ...) included; --dropout may differ."""
     run = utils.read_json(os.path.join(os.path.dirname(path), 'config.json'))
     recorded = run.get('model_config') if isinstance(run, dict) else None
     if not isinstance(recorded, dict):
         return                          # a released checkpoint, or one copied out of its run folder
     differ = [(name, recorded[name], value) for name, value in asdict(cfg).items()
-              if name in recorded and recorded[name] != value]
+              if name in recorded and recorded[name] != value and name != 'dropout']   # eval has no dropout
     if differ:
         flags = {**{f: f'--{f}' for f in config.MODEL_FLAGS}, 'dataset': '--Dataset', 'base_model': '--base-model'}
         raise utils.UserError(

@@ -286,9 +286,10 @@ def test_a_run_folder_checkpoint_needs_the_flags_of_its_run(trained, data_dir, t
     """--norm and --use_speaker leave the state_dict's shapes alone: the run's config.json tells them apart."""
     checkpoint = trained('IEMOCAP')[0] / 'best_model_IEMOCAP.pth'
     proc = run_script('train.py', *data_args('IEMOCAP', data_dir), '--testing', '--checkpoint', checkpoint,
-                      '--norm', 'LN', '--use_speaker', 'b', cwd=tmp_path)
+                      '--norm', 'LN', '--use_speaker', 'b', '--dropout', 0.1, cwd=tmp_path)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "--norm 'BN' there, 'LN' here; --use_speaker 'bh' there, 'b' here" in proc.stderr
+    assert '--dropout' not in proc.stderr, 'evaluation has no dropout: it may differ'
     assert os.listdir(tmp_path) == []
 
 
