@@ -208,8 +208,20 @@ def scores(predictions):
                 f1=utils.weighted_f1(predictions['label'], predictions['predicted']))
 
 
+def check_out(out, csv):
+    """--out must be a file name that is not the input CSV, in a place where it can be written."""
+    if os.path.isdir(out):
+        raise UserError(f"--out {out} is a folder; give the predictions CSV's file name, e.g. "
+                        f"{os.path.join(out, 'predictions.csv')}.")
+    if os.path.exists(out) and os.path.exists(csv) and os.path.samefile(out, csv):
+        raise UserError(f"--out {out} is the input CSV {csv}: the predictions would replace the conversations; "
+                        "give another file name.")
+    utils.check_writable_place(out, '--out')
+
+
 def main(argv=None):
     args = parse_args(argv)
+    check_out(args.out, args.csv)
     predictions = predict(args.run_dir, args.csv, args.text_model, args.device,
                           conversations.columns_from_args(args))
     utils.save_csv(args.out, predictions)

@@ -215,6 +215,27 @@ def test_predict_refuses_bad_rows(workspace, tmp_path, capsys, problem):
     assert sorted(os.listdir(tmp_path)) == ['new.csv']
 
 
+OUT_PROBLEMS = {    # name -> (--out, relative to the folder of new.csv, what the message says)
+    'a folder': ('outdir', 'is a folder; give the predictions CSV'),
+    'under a file': ('new.csv/predictions.csv', 'new.csv is a file, not a folder'),
+    'the input CSV': ('./new.csv', 'is the input CSV'),
+}
+
+
+@pytest.mark.parametrize('problem', OUT_PROBLEMS)
+def test_predict_refuses_a_bad_out_before_the_work(workspace, tmp_path, capsys, monkeypatch, problem):
+    out, message = OUT_PROBLEMS[problem]
+    csv = tmp_path / 'new.csv'
+    csv.write_bytes((workspace / 'test.csv').read_bytes())
+    (tmp_path / 'outdir').mkdir()
+    monkeypatch.setattr(predict, 'predict', lambda *args, **kwargs: pytest.fail('the work started'))
+    monkeypatch.chdir(tmp_path)
+    err = cli_error(capsys, predict.main, [workspace / 'run', 'new.csv', '--out', out])
+    assert f'--out {out} ' in err and message in err
+    assert sorted(os.listdir(tmp_path)) == ['new.csv', 'outdir'] and not os.listdir(tmp_path / 'outdir')
+    assert csv.read_bytes() == (workspace / 'test.csv').read_bytes()
+
+
 def test_predict_refuses_bad_columns_runs_and_encoders(workspace, tmp_path, capsys, encoder_dir):
     out = tmp_path / 'out.csv'
     misnamed = write_csv(tmp_path / 'misnamed.csv', [('d0', 0, 'Ann', 'hi')],

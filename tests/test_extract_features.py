@@ -312,6 +312,14 @@ def test_refuses_to_write_into_foreign_folders(tmp_path, capsys, csv, content):
     assert sorted(os.listdir(out)) == content
 
 
+def test_out_under_a_file_is_refused_before_the_work(tmp_path, capsys, csv, monkeypatch):
+    (tmp_path / 'notes').write_text('keep me')
+    monkeypatch.setattr(X.features, 'load_encoder', lambda *args: pytest.fail('the work started'))
+    err = cli_error(capsys, [csv, '--out', tmp_path / 'notes' / 'feats'])
+    assert f"--out {tmp_path / 'notes' / 'feats'} cannot be written: {tmp_path / 'notes'} is a file" in err
+    assert sorted(os.listdir(tmp_path)) == ['notes', 'talks.csv'] and (tmp_path / 'notes').read_text() == 'keep me'
+
+
 def run_script(*args, env=None):
     return subprocess.run([sys.executable, str(REPO / 'extract_features.py'), *map(str, args)], capture_output=True,
                           text=True, timeout=300, env=dict(os.environ, **(env or {})))
