@@ -191,19 +191,31 @@ def extract_visual(settings, encoder, table):
     """(N, D) the given .npy vectors, one per utterance, of one common dimension."""
     rows = []
     for i, path in enumerate(table['visual']):
-        try:
-            vector = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise UserError(f"{where(table, i)}: {path} could not be read as a .npy array: {err}.") from None
-        vector = np.squeeze(vector)
-        if vector.ndim != 1 or not np.issubdtype(vector.dtype, np.number):
-            raise UserError(f"{where(table, i)}: {path} holds a {vector.dtype} array of shape {vector.shape}; a visual "
-                            "feature is one vector of numbers per utterance (pool the frames first).")
+        vector = read_vector(table, i, path)
         if rows and len(vector) != len(rows[0]):
             raise UserError(f"{where(table, i)}: {path} holds a {len(vector)}-d vector, but the first utterance's "
                             f"({table['visual'].iat[0]}) is {len(rows[0])}-d; all must have one dimension.")
         rows.append(vector.astype(np.float32))
     return checked_rows(table, np.stack(rows), 'visual'), {}
+
+
+def read_vector(table, i, path):
+    """Row i's .npy file as a non-empty 1-D array of real numbers (a (1, D) or (D, 1) array is flattened)."""
+    try:
+        vector = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise UserError(f"{where(table, i)}: {path} could not be read as a .npy array: {err}.") from None
+    if not isinstance(vector, np.ndarray):
+        vector.close()
+        raise UserError(f"{where(table, i)}: {path} is a .npz archive, not a .npy array; save each utterance's vector "
+                        "with numpy.save.")
+    if vector.ndim > 1 and max(vector.shape) == vector.size:
+        vector = vector.reshape(-1)
+    real = np.issubdtype(vector.dtype, np.integer) or np.issubdtype(vector.dtype, np.floating)
+    if vector.ndim != 1 or not vector.size or not real:
+        raise UserError(f"{where(table, i)}: {path} holds a {vector.dtype} array of shape {vector.shape}; a visual "
+                        "feature is one non-empty vector of real numbers per utterance (pool the frames first).")
+    return vector
 
 
 def media_sha256(paths):
