@@ -293,13 +293,18 @@ def versions():
             'tokenizers': tokenizers.__version__, 'opensmile': opensmile.__version__, 'numpy': np.__version__}
 
 
-def extract_modalities(settings, encoder, table, recipes):
+def extract_modalities(settings, encoder, table, recipes, dims=None):
     """Extract each modality of recipes (modality -> its recipe): modality -> features, modality -> dataset.json
-    details (its recipe and more), modality -> seconds."""
+    details (its recipe and more), modality -> seconds. dims (modality -> dimension, predict.py: the model's)
+    stops at the first modality of another dimension, before the later ones are extracted."""
     arrays, details, seconds = {}, {}, {}
     for modality, recipe_of_modality in recipes.items():
         tic = time.perf_counter()
         arrays[modality], more = MODALITIES[modality][1](settings, encoder, table)
+        if dims and arrays[modality].shape[-1] != dims[modality]:
+            raise UserError(f"{where(table, 0)}: the {modality} features here are {arrays[modality].shape[-1]}-d, "
+                            f"but the run's model was trained on {dims[modality]}-d ones; give vectors made the way "
+                            "its training CSVs' were.")
         details[modality] = dict(recipe_of_modality, dim=int(arrays[modality].shape[-1]), **more)
         seconds[modality] = time.perf_counter() - tic
     return arrays, details, seconds

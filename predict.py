@@ -156,13 +156,15 @@ def feature_set(run, conv, device, text_model):
     meta, cfg = run['features'], run['model_config']
     table = conv.table.assign(path=conv.table['file'].map({f.name: f.path for f in conv.files}))
     labels = label_indices(table, meta['label_names'])
-    modalities = [m for m, letter in dataloader.CUSTOM_MODALITIES.items() if letter in cfg['modals']]
+    # in features.MODALITIES order, as extract_features.py goes: a bad .npy or wav stops it before the text pass
+    modalities = [m for m in features.MODALITIES if dataloader.CUSTOM_MODALITIES[m] in cfg['modals']]
     for modality in modalities:
         if modality != 'text' and conv.files[0].columns[modality] is None:
             raise UserError(f"{conv.files[0].path} has no {modality} column, but the model uses {modality}: give "
                             f"each utterance its {'wav' if modality == 'audio' else '.npy'} path.")
     settings, encoder, recipes = repeat_recipe(meta, table, modalities, text_model, device)
-    arrays, _, _ = features.extract_modalities(settings, encoder, table, recipes)
+    dims = {m: cfg[f'D_{m}'] for m in recipes}
+    arrays, _, _ = features.extract_modalities(settings, encoder, table, recipes, dims)
     n = len(table)
     arrays = {m: arrays.get(m, np.zeros((4, n, 0) if m == 'text' else (n, 0), dtype=np.float32))
               for m in dataloader.CUSTOM_MODALITIES}

@@ -215,6 +215,42 @@ def test_predict_refuses_bad_rows(workspace, tmp_path, capsys, problem):
     assert sorted(os.listdir(tmp_path)) == ['new.csv']
 
 
+@pytest.fixture(scope='module')
+def visual_run(tmp_path_factory, encoder_dir):
+    """A 1-epoch run on text and 3-d visual vectors (run/ in the returned folder, with its encoder_dir)."""
+    root = tmp_path_factory.mktemp('visual')
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 3), ('test', 1)):
+        rows = conversation_rows(n, seed=len(split))
+        for i in range(len(rows)):
+            np.save(root / f'{split}{i}.npy', rng.normal(size=3).astype(np.float32))
+        write_csv(root / f'{split}.csv', [(*row, f'{split}{i}.npy') for i, row in enumerate(rows)],
+                  columns=('dialogue', 'turn', 'speaker', 'text', 'emotion', 'visual'))
+    extract_features.main([str(root / 'train.csv'), str(root / 'test.csv'), '--out', str(root / 'feats'),
+                           '--text-model', str(encoder_dir), '--device', 'cpu'])
+    ok(run_script('train.py', '--Dataset', 'custom', '--data-dir', 'feats', '--epochs', 1, '--out-dir', 'run',
+                  '--batch-size', BATCH, cwd=root))
+    return root
+
+
+MODALITY_PROBLEMS = {   # name -> (the visual cell of test.csv's rows, or None for no column; what the message says)
+    'no visual column': (None, 'has no visual column, but the model uses visual'),
+    'another dimension': ('v4.npy', "the visual features here are 4-d, but the run's model was trained on 3-d"),
+}
+
+
+@pytest.mark.parametrize('problem', MODALITY_PROBLEMS)
+def test_predict_refuses_visual_vectors_unlike_the_runs(visual_run, tmp_path, capsys, problem):
+    cell, message = MODALITY_PROBLEMS[problem]
+    np.save(tmp_path / 'v4.npy', np.ones(4, dtype=np.float32))
+    test = pd.read_csv(visual_run / 'test.csv')
+    test = test.drop(columns='visual') if cell is None else test.assign(visual=cell)
+    csv = write_csv(tmp_path / 'new.csv', test.values.tolist(), columns=list(test.columns))
+    err = cli_error(capsys, predict.main, [visual_run / 'run', csv, '--out', tmp_path / 'out.csv'])
+    assert err.startswith(f'error: {csv}') and message in err
+    assert sorted(os.listdir(tmp_path)) == ['new.csv', 'v4.npy']
+
+
 OUT_PROBLEMS = {    # name -> (--out, relative to the folder of new.csv, what the message says)
     'a folder': ('outdir', 'is a folder; give the predictions CSV'),
     'under a file': ('new.csv/predictions.csv', 'new.csv is a file, not a folder'),
