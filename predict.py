@@ -141,6 +141,9 @@ def repeat_recipe(meta, table, modalities, text_model, device):
 def load_same_encoder(meta, text_model, device):
     """The run's text encoder (--text-model, or where it was): its weights' sha256 must be the recorded one."""
     name = encoder_name(meta, text_model)
+    if not text_model and os.path.isabs(name) and not os.path.isdir(name):
+        raise UserError(f"the run's text encoder, the folder {name}, is not there any more: give --text-model the "
+                        "folder it is in now (its weights' sha256 is checked).")
     encoder = features.load_encoder(name, device)
     expected = meta['recipe']['modalities']['text']['encoder_sha256']
     recorded = meta['modalities']['text']['encoder']['text_model']

@@ -251,6 +251,19 @@ def test_predict_refuses_visual_vectors_unlike_the_runs(visual_run, tmp_path, ca
     assert sorted(os.listdir(tmp_path)) == ['new.csv', 'v4.npy']
 
 
+def test_predict_says_when_the_runs_encoder_folder_is_gone(workspace, tmp_path, capsys, encoder_dir):
+    run = json.loads((workspace / 'run' / 'config.json').read_text())
+    assert run['features']['modalities']['text']['encoder']['text_model'] == str(encoder_dir)
+    run['features']['modalities']['text']['encoder']['text_model'] = str(tmp_path / 'moved-away')
+    moved = tmp_path / 'run'
+    moved.mkdir()
+    (moved / 'config.json').write_text(json.dumps(run))
+    (moved / 'best_model_custom.pth').write_bytes((workspace / 'run' / 'best_model_custom.pth').read_bytes())
+    err = cli_error(capsys, predict.main, [moved, workspace / 'test.csv', '--out', tmp_path / 'out.csv'])
+    assert f"the run's text encoder, the folder {tmp_path / 'moved-away'}, is not there any more" in err
+    assert '--text-model' in err and not (tmp_path / 'out.csv').exists()
+
+
 OUT_PROBLEMS = {    # name -> (--out, relative to the folder of new.csv, what the message says)
     'a folder': ('outdir', 'is a folder; give the predictions CSV'),
     'under a file': ('new.csv/predictions.csv', 'new.csv is a file, not a folder'),

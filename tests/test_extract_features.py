@@ -111,6 +111,12 @@ def speaker_index(folder):
     return pd.read_csv(Path(folder) / 'utterances.csv').groupby('dialogue', sort=False)['speaker_index'].apply(list)
 
 
+def test_a_relative_text_model_is_recorded_by_its_absolute_path(tmp_path, csv, encoder_dir, monkeypatch):
+    monkeypatch.chdir(encoder_dir.parent)            # predict.py, run from elsewhere, must still find it
+    extract(encoder_dir.name, csv, '--out', tmp_path / 'feats')
+    assert meta(tmp_path / 'feats')['modalities']['text']['encoder']['text_model'] == str(encoder_dir)
+
+
 def test_party_speakers_and_their_cap(tmp_path, csv, encoder_dir):
     extract(encoder_dir, csv, '--out', tmp_path / 'all')
     assert meta(tmp_path / 'all')['n_speakers'] == 4
