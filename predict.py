@@ -43,6 +43,9 @@ import utils
 from utils import UserError
 
 SKIPPED_IN_RECIPE = ('media_sha256',)       # the new conversations' own files: not part of the recipe to repeat
+# config.json's section -> the keys predict.py reads in it
+RUN_KEYS = {'flags': ('protocol', 'seed', 'batch_size'), 'model_config': ('modals', 'n_classes', 'n_speakers'),
+            'features': ('label_names', 'speakers', 'modalities', 'recipe')}
 
 
 def parse_args(argv=None):
@@ -68,13 +71,18 @@ def read_run(run_dir):
     """config.json of a custom training run, with the path of its checkpoint checked."""
     path = os.path.join(run_dir, 'config.json')
     run = utils.read_json(path)
-    if not isinstance(run, dict) or 'flags' not in run or 'model_config' not in run:
+    if not isinstance(run, dict) or not isinstance(run.get('flags'), dict) or 'model_config' not in run:
         raise UserError(f"{path} is missing or is not the config.json of train.py: {run_dir} is not a training "
                         "run folder (train.py --Dataset custom --data-dir DIR --out-dir RUN_DIR writes one).")
     dataset = run['flags'].get('Dataset')
     if dataset != config.CUSTOM or 'features' not in run:
         raise UserError(f"{run_dir} is a training run on {dataset}: predict.py needs a run of train.py --Dataset "
                         f"{config.CUSTOM}, whose config.json records the feature recipe to repeat.")
+    missing = [f'{section}.{key}' for section, keys in RUN_KEYS.items() for key in keys
+               if not isinstance(run[section], dict) or key not in run[section]]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}, which predict.py reads: it was edited, or written by "
+                        "another version of train.py. Train the run again.")
     checkpoint = os.path.join(run_dir, f'best_model_{config.CUSTOM}.pth')
     if not os.path.isfile(checkpoint):
         raise UserError(f"{checkpoint} does not exist: the run in {run_dir} saved no checkpoint (no epoch finished?).")

@@ -264,6 +264,18 @@ def test_predict_says_when_the_runs_encoder_folder_is_gone(workspace, tmp_path, 
     assert '--text-model' in err and not (tmp_path / 'out.csv').exists()
 
 
+def test_predict_refuses_a_config_json_without_what_it_reads(workspace, tmp_path, capsys):
+    run = json.loads((workspace / 'run' / 'config.json').read_text())
+    del run['features']['label_names'], run['flags']['batch_size']
+    edited = tmp_path / 'run'
+    edited.mkdir()
+    (edited / 'config.json').write_text(json.dumps(run))
+    (edited / 'best_model_custom.pth').write_bytes((workspace / 'run' / 'best_model_custom.pth').read_bytes())
+    err = cli_error(capsys, predict.main, [edited, workspace / 'test.csv', '--out', tmp_path / 'out.csv'])
+    assert f'{edited}/config.json lacks flags.batch_size, features.label_names, which predict.py reads' in err
+    assert not (tmp_path / 'out.csv').exists()
+
+
 OUT_PROBLEMS = {    # name -> (--out, relative to the folder of new.csv, what the message says)
     'a folder': ('outdir', 'is a folder; give the predictions CSV'),
     'under a file': ('new.csv/predictions.csv', 'new.csv is a file, not a folder'),
