@@ -27,7 +27,7 @@ Rules:
 - A speaker written as a Python list literal (EmoryNLP's "['Monica Geller']") is its first name;
   the few EmoryNLP rows that name several speakers keep the first one.
 - Labels (emotion) are optional: a file without the column gets none (prediction input); with the
-  column, every row needs one. audio / visual hold a wav / .npy path per utterance, relative to the
+  column, every row needs one. Two labels that differ only in case (joy, Joy) are refused as a typo. audio / visual hold a wav / .npy path per utterance, relative to the
   CSV's folder unless absolute; every wav is opened (header only) here, so a bad one is reported
   before any extraction.
 - Every problem is a UserError naming the file, the line (1 = the header) and the dialogue.
@@ -126,6 +126,7 @@ def read_conversations(paths, overrides=None, split=None):
         files.append(input_file)
         tables.append(rows)
     table = pd.DataFrame([row for rows in tables for row in rows], columns=list(TABLE_COLUMNS))
+    check_label_spellings(table, dict(zip(names, paths)))
     return Conversations(table=ordered(table, [f.name for f in files]), files=files)
 
 
@@ -135,6 +136,7 @@ def read_dataframe(frame, name, overrides=None, split=None):
     input_file, rows = read_file(name, frame.to_csv(index=False).encode('utf-8'), overrides or {}, split)
     input_file.path = name                  # no file on disk
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    check_label_spellings(table, {name: name})
     return Conversations(table=ordered(table, [input_file.name]), files=[input_file])
 
 
@@ -360,6 +362,20 @@ def check_dialogues(path, rows):
             raise UserError(f"{where}: this dialogue is in two splits ({previous['split']} on line "
                             f"{previous['line']}, {row['split']} here); a dialogue belongs to one split.")
         last[key] = row
+
+
+def check_label_spellings(table, paths):
+    """Labels that differ only in case (joy, Joy) are one label mistyped, not two classes: refused, both named.
+    paths: file name -> its path (for the message); rows in input order, so the first spelling is the earlier."""
+    first = {}      # casefolded label -> row index of its first spelling
+    for i, label in table['label'].dropna().drop_duplicates().items():
+        j = first.setdefault(label.casefold(), i)
+        if j != i:
+            row, other = table.loc[i], table.loc[j]
+            raise UserError(f"{paths[row['file']]}, line {row['line']} (dialogue {row['dialogue']}): the label "
+                            f"{label!r} differs only in case from {other['label']!r} ({paths[other['file']]}, line "
+                            f"{other['line']}); labels are case-sensitive, so these would be two classes: write "
+                            "them the same way.")
 
 
 def ordered(table, file_names):

@@ -147,6 +147,7 @@ BAD_ROWS = {
     'turn not an integer': ('d,0,A,Hi.,joy,train\nd,one,B,Yo.,joy,train\n', "the turn (turn) 'one' is not an integer"),
     'empty speaker': ('d,0,A,Hi.,joy,train\nd,1,[],Yo.,joy,train\n', 'the speaker (speaker) is empty'),
     'empty label': ('d,0,A,Hi.,joy,train\nd,1,B,Yo.,,train\n', 'the label (emotion) is empty'),
+    'label in two cases': ('d,0,A,Hi.,joy,train\nd,1,B,Yo.,Joy,train\n', "the label 'Joy' differs only in case from 'joy'"),
     'wrong field count': ('d,0,A,Hi.,joy,train\nd,1,B,Yo, you.,joy,train\n', 'the row has 7 fields'),
 }
 
