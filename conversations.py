@@ -234,12 +234,33 @@ def detect_columns(path, header, overrides):
                         for role in OPTIONAL_ROLES}
             schema = name if any(role not in overrides for role in REQUIRED_ROLES) else 'flags'
             return schema, {**{role: columns[role] for role in REQUIRED_ROLES}, **optional}
-    name, columns = max(candidates, key=lambda c: sum(required_present(c[1][role], present) for role in ROLES))
+    name, columns = max(candidates, key=lambda c: sum(name in present for name in schema_columns(c[1])))
     missing = [role for role in REQUIRED_ROLES if not required_present(columns[role], present)]
-    wanted = '; '.join(f"{role} (looked for {', '.join(as_tuple(columns[role]))}; map it with --{role}-col NAME)"
-                       for role in missing)
+    wanted = '; '.join(f"{role} (looked for {', '.join(as_tuple(columns[role]))}{lacking(columns[role], present)}; "
+                       f"map it with --{role}-col NAME)" for role in missing)
     raise UserError(f"{path}: no column for the {', '.join(missing)} of each utterance. The closest known schema "
-                    f"is {name}, and the file lacks: {wanted}. Columns found: {', '.join(header)}.")
+                    f"is {name}, and the file lacks: {wanted}. Columns found: {', '.join(header)}."
+                    f"{separator_hint(header)}")
+
+
+def schema_columns(columns):
+    """Every column name a schema (role -> column(s)) looks for."""
+    return [name for role in ROLES if columns[role] for name in as_tuple(columns[role])]
+
+
+def lacking(column, present):
+    """', without B' for a role of several columns of which only some are present ('' otherwise)."""
+    absent = [name for name in as_tuple(column) if name not in present]
+    return f", without {', '.join(absent)}" if len(absent) < len(as_tuple(column)) else ''
+
+
+def separator_hint(header):
+    """A sentence for a header read as one column because the file is separated by something else than commas."""
+    found = [sep for sep in (';', '\t', '|') if len(header) == 1 and sep in header[0]]
+    if not found:
+        return ''
+    return (f" The header is one column holding {found[0]!r}: the file seems separated by {found[0]!r}, not commas; "
+            "save it as comma-separated CSV (from Excel: 'CSV UTF-8 (Comma delimited)').")
 
 
 def as_tuple(column):

@@ -172,6 +172,25 @@ def test_missing_column_lists_the_columns_found_and_the_flag(tmp_path):
     assert '--text-col NAME' in message and 'Columns found: dialogue, turn, speaker, utterance' in message
 
 
+EMORYNLP_HEADER = 'Utterance,Speaker,Emotion,Scene_ID,Utterance_ID,Season,Episode'
+BAD_HEADERS = {     # name -> (the header, what the message says)
+    'EmoryNLP without Season': (EMORYNLP_HEADER.replace(',Season', ''),
+                                'closest known schema is EmoryNLP, and the file lacks: dialogue (looked for Season, '
+                                'Episode, Scene_ID, without Season; map it with --dialogue-col NAME)'),
+    'separated by semicolons': ('dialogue;turn;speaker;text', "the file seems separated by ';', not commas"),
+    'separated by tabs': ('dialogue\tturn\tspeaker\ttext', "the file seems separated by '\\t', not commas"),
+}
+
+
+@pytest.mark.parametrize('problem', BAD_HEADERS)
+def test_bad_headers_name_the_closest_schema(tmp_path, problem):
+    header, message = BAD_HEADERS[problem]
+    csv = write(tmp_path / 'train.csv', header + '\n' + ','.join(['1'] * len(header.split(','))) + '\n')
+    with pytest.raises(UserError) as err:
+        read(csv)
+    assert str(err.value).startswith(f'{csv}: no column for the') and message in str(err.value)
+
+
 def test_flag_naming_an_absent_column(tmp_path):
     csv = write(tmp_path / 'train.csv', 'dialogue,turn,speaker,text\nd,0,A,Hi.\n')
     with pytest.raises(UserError, match="--text-col names the column 'words', which the file does not have"):
