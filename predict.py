@@ -86,7 +86,19 @@ def read_run(run_dir):
     checkpoint = os.path.join(run_dir, f'best_model_{config.CUSTOM}.pth')
     if not os.path.isfile(checkpoint):
         raise UserError(f"{checkpoint} does not exist: the run in {run_dir} saved no checkpoint (no epoch finished?).")
+    note_unfinished(run_dir)
     return run
+
+
+def note_unfinished(run_dir):
+    """A note on stderr when the run did not finish: its checkpoint is the best of the epochs done."""
+    result = utils.read_json(os.path.join(run_dir, 'result.json'))
+    if not isinstance(result, dict):
+        print(f"note: {run_dir} has no result.json: its training is still going or was killed; its checkpoint is "
+              "the best epoch so far.", file=sys.stderr)
+    elif result.get('status') != 'finished':
+        print(f"note: the training in {run_dir} was {result.get('status')} after {result.get('epochs_done')} of "
+              f"{result.get('epochs')} epochs; its checkpoint is the best of those.", file=sys.stderr)
 
 
 def load_model(run, run_dir, device):

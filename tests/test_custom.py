@@ -276,6 +276,20 @@ def test_predict_refuses_a_config_json_without_what_it_reads(workspace, tmp_path
     assert not (tmp_path / 'out.csv').exists()
 
 
+@pytest.mark.parametrize('result, note', [({'status': 'interrupted', 'epochs_done': 1, 'epochs': 2},
+                                           'was interrupted after 1 of 2 epochs'),
+                                          (None, 'has no result.json: its training is still going or was killed')])
+def test_predict_notes_an_unfinished_run(workspace, tmp_path, capsys, result, note):
+    run = tmp_path / 'run'
+    run.mkdir()
+    for name in ('config.json', 'best_model_custom.pth'):
+        (run / name).write_bytes((workspace / 'run' / name).read_bytes())
+    if result:
+        (run / 'result.json').write_text(json.dumps(result))
+    run_cli(predict.main, list(map(str, [run, workspace / 'test.csv', '--out', tmp_path / 'out.csv'])))
+    assert note in capsys.readouterr().err and (tmp_path / 'out.csv').exists()
+
+
 OUT_PROBLEMS = {    # name -> (--out, relative to the folder of new.csv, what the message says)
     'a folder': ('outdir', 'is a folder; give the predictions CSV'),
     'under a file': ('new.csv/predictions.csv', 'new.csv is a file, not a folder'),
