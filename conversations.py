@@ -301,8 +301,10 @@ def parse_speaker(where, cell, column):
 
 
 def check_text(where, cell, column):
-    if not cell.strip():
-        raise UserError(f"{where}: the text ({column}) is empty; every utterance needs its words.")
+    """The text, which needs one visible character (a zero-width space or a byte-order mark alone is empty)."""
+    if not any(char.isprintable() and not char.isspace() for char in cell):
+        invisible = ' (only invisible characters)' if cell.strip() else ''
+        raise UserError(f"{where}: the text ({column}) is empty{invisible}; every utterance needs its words.")
     return cell
 
 

@@ -140,6 +140,7 @@ HEADER = 'dialogue,turn,speaker,text,emotion,split\n'
 # name -> (CSV body after the header, what the message says); the bad row is always line 3, dialogue d
 BAD_ROWS = {
     'empty text': ('d,0,A,Hi.,joy,train\nd,1,B,  ,joy,train\n', 'the text (text) is empty'),
+    'invisible text': ('d,0,A,Hi.,joy,train\nd,1,B,\u200b\u00a0,joy,train\n', 'the text (text) is empty (only invisible'),
     'duplicate turn': ('d,1,A,Hi.,joy,train\nd,1,B,Yo.,joy,train\n', 'turn 1 appears twice in this dialogue'),
     'turns out of order': ('d,2,A,Hi.,joy,train\nd,1,B,Yo.,joy,train\n', 'turns out of order'),
     'unknown split': ('d,0,A,Hi.,joy,train\nd,1,B,Yo.,joy,holdout\n', "unknown split 'holdout'"),
