@@ -86,7 +86,6 @@ def read_run(run_dir):
     checkpoint = os.path.join(run_dir, f'best_model_{config.CUSTOM}.pth')
     if not os.path.isfile(checkpoint):
         raise UserError(f"{checkpoint} does not exist: the run in {run_dir} saved no checkpoint (no epoch finished?).")
-    note_unfinished(run_dir)
     return run
 
 
@@ -222,6 +221,7 @@ def predict(run_dir, data, text_model=None, device='cpu', columns=None):
     out['predicted'] = [names[i] for i in probabilities.argmax(1)]
     for i, name in enumerate(names):
         out[f'p_{name}'] = probabilities[:, i]
+    note_unfinished(run_dir)           # after the work: an error stays the one paragraph on stderr
     return out.iloc[np.argsort(table['line'].to_numpy(), kind='stable')].reset_index(drop=True)
 
 
