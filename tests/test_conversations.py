@@ -136,6 +136,30 @@ def test_inputs_sharing_a_file_name_are_refused(tmp_path):
         read(a, b)
 
 
+PLAIN = 'dialogue,turn,speaker,text,emotion\nd,0,Zoé,"Hi, 😀 “you”",joy\nd,1,Bob,中文,sad\ne,0,Ann,Ok.,joy\n'
+# name -> the bytes of a file that must read as PLAIN does (valid, if unusual)
+UNUSUAL = {
+    'byte-order mark': b'\xef\xbb\xbf' + PLAIN.encode(),
+    'Windows line endings': PLAIN.replace('\n', '\r\n').encode(),
+    'byte-order mark and Windows line endings': b'\xef\xbb\xbf' + PLAIN.replace('\n', '\r\n').encode(),
+    'no final newline': PLAIN.rstrip('\n').encode(),
+    'blank lines': PLAIN.replace('\ne,', '\n\n,,,,\ne,').encode(),
+    'unknown columns': PLAIN.replace('\n', ',x\n').replace('emotion,x', 'emotion,notes').encode(),
+}
+
+
+@pytest.mark.parametrize('name', UNUSUAL)
+def test_unusual_but_valid_files_read_as_plain_ones(tmp_path, name):
+    expected = read(write(tmp_path / 'plain' / 'test.csv', PLAIN)).table.drop(columns='line')
+    path = tmp_path / 'unusual' / 'test.csv'
+    path.parent.mkdir()
+    path.write_bytes(UNUSUAL[name])
+    table = read(path).table
+    assert table.drop(columns='line').equals(expected)
+    assert table['text'].tolist() == ['Hi, 😀 “you”', '中文', 'Ok.'] and table['speaker'].iat[0] == 'Zoé'
+    assert table.groupby('key').size().tolist() == [2, 1]          # a one-utterance dialogue is one
+
+
 HEADER = 'dialogue,turn,speaker,text,emotion,split\n'
 # name -> (CSV body after the header, what the message says); the bad row is always line 3, dialogue d
 BAD_ROWS = {

@@ -197,6 +197,18 @@ def test_predict_api_follows_the_input_rows_and_matches_the_model(workspace):
         np.testing.assert_allclose(merged[f'p_{name}'], merged[f'p_{name}_testing'], atol=1e-4)
 
 
+def test_predict_reads_excel_style_csvs_as_plain_ones(workspace, tmp_path):
+    """A byte-order mark and Windows line endings change nothing; one-utterance dialogues are predicted."""
+    text = (workspace / 'test.csv').read_text()
+    excel = tmp_path / 'excel.csv'
+    excel.write_bytes(b'\xef\xbb\xbf' + text.replace('\n', '\r\n').encode())
+    pd.testing.assert_frame_equal(predict.predict(workspace / 'run', excel),
+                                  predict.predict(workspace / 'run', workspace / 'test.csv'))
+    single = write_csv(tmp_path / 'single.csv', [('x', 0, 'Ann', 'hi', 'joy'), ('y', 5, 'Bob', 'ok', 'anger')])
+    out = predict.predict(workspace / 'run', single)
+    assert out['dialogue'].tolist() == ['x', 'y'] and np.allclose(out.filter(like='p_').sum(axis=1), 1)
+
+
 PREDICT_PROBLEMS = {    # name -> (the row replacing test.csv's second row, what the message says)
     'empty text': (('d0', 1, 'Bob', ' ', 'joy'), 'the text (text) is empty'),
     'duplicate turn': (('d0', 0, 'Bob', 'hi', 'joy'), 'turn 0 appears twice'),
@@ -251,14 +263,21 @@ def test_predict_refuses_visual_vectors_unlike_the_runs(visual_run, tmp_path, ca
     assert sorted(os.listdir(tmp_path)) == ['new.csv', 'v4.npy']
 
 
+def copy_run(workspace, folder, config_json=None):
+    """The workspace's run copied into folder (config.json replaced by config_json, a dict, when given)."""
+    folder.mkdir()
+    for name in ('config.json', 'best_model_custom.pth', 'result.json'):
+        (folder / name).write_bytes((workspace / 'run' / name).read_bytes())
+    if config_json is not None:
+        (folder / 'config.json').write_text(json.dumps(config_json))
+    return folder
+
+
 def test_predict_says_when_the_runs_encoder_folder_is_gone(workspace, tmp_path, capsys, encoder_dir):
     run = json.loads((workspace / 'run' / 'config.json').read_text())
     assert run['features']['modalities']['text']['encoder']['text_model'] == str(encoder_dir)
     run['features']['modalities']['text']['encoder']['text_model'] = str(tmp_path / 'moved-away')
-    moved = tmp_path / 'run'
-    moved.mkdir()
-    (moved / 'config.json').write_text(json.dumps(run))
-    (moved / 'best_model_custom.pth').write_bytes((workspace / 'run' / 'best_model_custom.pth').read_bytes())
+    moved = copy_run(workspace, tmp_path / 'run', run)
     err = cli_error(capsys, predict.main, [moved, workspace / 'test.csv', '--out', tmp_path / 'out.csv'])
     assert f"the run's text encoder, the folder {tmp_path / 'moved-away'}, is not there any more" in err
     assert '--text-model' in err and not (tmp_path / 'out.csv').exists()
@@ -267,10 +286,7 @@ def test_predict_says_when_the_runs_encoder_folder_is_gone(workspace, tmp_path, 
 def test_predict_refuses_a_config_json_without_what_it_reads(workspace, tmp_path, capsys):
     run = json.loads((workspace / 'run' / 'config.json').read_text())
     del run['features']['label_names'], run['flags']['batch_size']
-    edited = tmp_path / 'run'
-    edited.mkdir()
-    (edited / 'config.json').write_text(json.dumps(run))
-    (edited / 'best_model_custom.pth').write_bytes((workspace / 'run' / 'best_model_custom.pth').read_bytes())
+    edited = copy_run(workspace, tmp_path / 'run', run)
     err = cli_error(capsys, predict.main, [edited, workspace / 'test.csv', '--out', tmp_path / 'out.csv'])
     assert f'{edited}/config.json lacks flags.batch_size, features.label_names, which predict.py reads' in err
     assert not (tmp_path / 'out.csv').exists()
@@ -280,12 +296,11 @@ def test_predict_refuses_a_config_json_without_what_it_reads(workspace, tmp_path
                                            'was interrupted after 1 of 2 epochs'),
                                           (None, 'has no result.json: its training is still going or was killed')])
 def test_predict_notes_an_unfinished_run(workspace, tmp_path, capsys, result, note):
-    run = tmp_path / 'run'
-    run.mkdir()
-    for name in ('config.json', 'best_model_custom.pth'):
-        (run / name).write_bytes((workspace / 'run' / name).read_bytes())
+    run = copy_run(workspace, tmp_path / 'run')
     if result:
         (run / 'result.json').write_text(json.dumps(result))
+    else:
+        (run / 'result.json').unlink()
     run_cli(predict.main, list(map(str, [run, workspace / 'test.csv', '--out', tmp_path / 'out.csv'])))
     assert note in capsys.readouterr().err and (tmp_path / 'out.csv').exists()
 
