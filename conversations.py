@@ -27,7 +27,7 @@ Rules:
 - A speaker written as a Python list literal (EmoryNLP's "['Monica Geller']") is its first name;
   the few EmoryNLP rows that name several speakers keep the first one.
 - Labels (emotion) are optional: a file without the column gets none (prediction input); with the
-  column, every row needs one. audio / visual hold a wav / .npy path per utterance, relative to the
+  column, every row needs one. Two labels that differ only in case (joy, Joy) are refused as a typo. audio / visual hold a wav / .npy path per utterance, relative to the
   CSV's folder unless absolute; every wav is opened (header only) here, so a bad one is reported
   before any extraction.
 - Every problem is a UserError naming the file, the line (1 = the header) and the dialogue.
@@ -126,6 +126,7 @@ def read_conversations(paths, overrides=None, split=None):
         files.append(input_file)
         tables.append(rows)
     table = pd.DataFrame([row for rows in tables for row in rows], columns=list(TABLE_COLUMNS))
+    check_label_spellings(table, dict(zip(names, paths)))
     return Conversations(table=ordered(table, [f.name for f in files]), files=files)
 
 
@@ -135,6 +136,7 @@ def read_dataframe(frame, name, overrides=None, split=None):
     input_file, rows = read_file(name, frame.to_csv(index=False).encode('utf-8'), overrides or {}, split)
     input_file.path = name                  # no file on disk
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    check_label_spellings(table, {name: name})
     return Conversations(table=ordered(table, [input_file.name]), files=[input_file])
 
 
@@ -232,12 +234,33 @@ def detect_columns(path, header, overrides):
                         for role in OPTIONAL_ROLES}
             schema = name if any(role not in overrides for role in REQUIRED_ROLES) else 'flags'
             return schema, {**{role: columns[role] for role in REQUIRED_ROLES}, **optional}
-    name, columns = max(candidates, key=lambda c: sum(required_present(c[1][role], present) for role in ROLES))
+    name, columns = max(candidates, key=lambda c: sum(name in present for name in schema_columns(c[1])))
     missing = [role for role in REQUIRED_ROLES if not required_present(columns[role], present)]
-    wanted = '; '.join(f"{role} (looked for {', '.join(as_tuple(columns[role]))}; map it with --{role}-col NAME)"
-                       for role in missing)
+    wanted = '; '.join(f"{role} (looked for {', '.join(as_tuple(columns[role]))}{lacking(columns[role], present)}; "
+                       f"map it with --{role}-col NAME)" for role in missing)
     raise UserError(f"{path}: no column for the {', '.join(missing)} of each utterance. The closest known schema "
-                    f"is {name}, and the file lacks: {wanted}. Columns found: {', '.join(header)}.")
+                    f"is {name}, and the file lacks: {wanted}. Columns found: {', '.join(header)}."
+                    f"{separator_hint(header)}")
+
+
+def schema_columns(columns):
+    """Every column name a schema (role -> column(s)) looks for."""
+    return [name for role in ROLES if columns[role] for name in as_tuple(columns[role])]
+
+
+def lacking(column, present):
+    """', without B' for a role of several columns of which only some are present ('' otherwise)."""
+    absent = [name for name in as_tuple(column) if name not in present]
+    return f", without {', '.join(absent)}" if len(absent) < len(as_tuple(column)) else ''
+
+
+def separator_hint(header):
+    """A sentence for a header read as one column because the file is separated by something else than commas."""
+    found = [sep for sep in (';', '\t', '|') if len(header) == 1 and sep in header[0]]
+    if not found:
+        return ''
+    return (f" The header is one column holding {found[0]!r}: the file seems separated by {found[0]!r}, not commas; "
+            "save it as comma-separated CSV (from Excel: 'CSV UTF-8 (Comma delimited)').")
 
 
 def as_tuple(column):
@@ -278,8 +301,10 @@ def parse_speaker(where, cell, column):
 
 
 def check_text(where, cell, column):
-    if not cell.strip():
-        raise UserError(f"{where}: the text ({column}) is empty; every utterance needs its words.")
+    """The text, which needs one visible character (a zero-width space or a byte-order mark alone is empty)."""
+    if not any(char.isprintable() and not char.isspace() for char in cell):
+        invisible = ' (only invisible characters)' if cell.strip() else ''
+        raise UserError(f"{where}: the text ({column}) is empty{invisible}; every utterance needs its words.")
     return cell
 
 
@@ -360,6 +385,20 @@ def check_dialogues(path, rows):
             raise UserError(f"{where}: this dialogue is in two splits ({previous['split']} on line "
                             f"{previous['line']}, {row['split']} here); a dialogue belongs to one split.")
         last[key] = row
+
+
+def check_label_spellings(table, paths):
+    """Labels that differ only in case (joy, Joy) are one label mistyped, not two classes: refused, both named.
+    paths: file name -> its path (for the message); rows in input order, so the first spelling is the earlier."""
+    first = {}      # casefolded label -> row index of its first spelling
+    for i, label in table['label'].dropna().drop_duplicates().items():
+        j = first.setdefault(label.casefold(), i)
+        if j != i:
+            row, other = table.loc[i], table.loc[j]
+            raise UserError(f"{paths[row['file']]}, line {row['line']} (dialogue {row['dialogue']}): the label "
+                            f"{label!r} differs only in case from {other['label']!r} ({paths[other['file']]}, line "
+                            f"{other['line']}); labels are case-sensitive, so these would be two classes: write "
+                            "them the same way.")
 
 
 def ordered(table, file_names):

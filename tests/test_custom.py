@@ -257,6 +257,18 @@ def test_predict_api_follows_the_input_rows_and_matches_the_model(workspace):
         np.testing.assert_allclose(merged[f'p_{name}'], merged[f'p_{name}_testing'], atol=1e-4)
 
 
+def test_predict_reads_excel_style_csvs_as_plain_ones(workspace, tmp_path):
+    """A byte-order mark and Windows line endings change nothing; one-utterance dialogues are predicted."""
+    text = (workspace / 'test.csv').read_text()
+    excel = tmp_path / 'excel.csv'
+    excel.write_bytes(b'\xef\xbb\xbf' + text.replace('\n', '\r\n').encode())
+    pd.testing.assert_frame_equal(predict.predict(workspace / 'run', excel),
+                                  predict.predict(workspace / 'run', workspace / 'test.csv'))
+    single = write_csv(tmp_path / 'single.csv', [('x', 0, 'Ann', 'hi', 'joy'), ('y', 5, 'Bob', 'ok', 'anger')])
+    out = predict.predict(workspace / 'run', single)
+    assert out['dialogue'].tolist() == ['x', 'y'] and np.allclose(out.filter(like='p_').sum(axis=1), 1)
+
+
 PREDICT_PROBLEMS = {    # name -> (the row replacing test.csv's second row, what the message says)
     'empty text': (('d0', 1, 'Bob', ' ', 'joy'), 'the text (text) is empty'),
     'duplicate turn': (('d0', 0, 'Bob', 'hi', 'joy'), 'turn 0 appears twice'),
@@ -273,6 +285,105 @@ def test_predict_refuses_bad_rows(workspace, tmp_path, capsys, problem):
     err = cli_error(capsys, predict.main, [workspace / 'run', csv, '--out', tmp_path / 'out.csv'])
     assert f'{csv}, line 3 (dialogue d0): ' in err and message in err
     assert sorted(os.listdir(tmp_path)) == ['new.csv']
+
+
+@pytest.fixture(scope='module')
+def visual_run(tmp_path_factory, encoder_dir):
+    """A 1-epoch run on text and 3-d visual vectors (run/ in the returned folder, with its encoder_dir)."""
+    root = tmp_path_factory.mktemp('visual')
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 3), ('test', 1)):
+        rows = conversation_rows(n, seed=len(split))
+        for i in range(len(rows)):
+            np.save(root / f'{split}{i}.npy', rng.normal(size=3).astype(np.float32))
+        write_csv(root / f'{split}.csv', [(*row, f'{split}{i}.npy') for i, row in enumerate(rows)],
+                  columns=('dialogue', 'turn', 'speaker', 'text', 'emotion', 'visual'))
+    extract_features.main([str(root / 'train.csv'), str(root / 'test.csv'), '--out', str(root / 'feats'),
+                           '--text-model', str(encoder_dir), '--device', 'cpu'])
+    ok(run_script('train.py', '--Dataset', 'custom', '--data-dir', 'feats', '--epochs', 1, '--out-dir', 'run',
+                  '--batch-size', BATCH, cwd=root))
+    return root
+
+
+MODALITY_PROBLEMS = {   # name -> (the visual cell of test.csv's rows, or None for no column; what the message says)
+    'no visual column': (None, 'has no visual column, but the model uses visual'),
+    'another dimension': ('v4.npy', "the visual features here are 4-d, but the run's model was trained on 3-d"),
+}
+
+
+@pytest.mark.parametrize('problem', MODALITY_PROBLEMS)
+def test_predict_refuses_visual_vectors_unlike_the_runs(visual_run, tmp_path, capsys, problem):
+    cell, message = MODALITY_PROBLEMS[problem]
+    np.save(tmp_path / 'v4.npy', np.ones(4, dtype=np.float32))
+    test = pd.read_csv(visual_run / 'test.csv')
+    test = test.drop(columns='visual') if cell is None else test.assign(visual=cell)
+    csv = write_csv(tmp_path / 'new.csv', test.values.tolist(), columns=list(test.columns))
+    err = cli_error(capsys, predict.main, [visual_run / 'run', csv, '--out', tmp_path / 'out.csv'])
+    assert err.startswith(f'error: {csv}') and message in err
+    assert sorted(os.listdir(tmp_path)) == ['new.csv', 'v4.npy']
+
+
+def copy_run(workspace, folder, config_json=None):
+    """The workspace's run copied into folder (config.json replaced by config_json, a dict, when given)."""
+    folder.mkdir()
+    for name in ('config.json', 'best_model_custom.pth', 'result.json'):
+        (folder / name).write_bytes((workspace / 'run' / name).read_bytes())
+    if config_json is not None:
+        (folder / 'config.json').write_text(json.dumps(config_json))
+    return folder
+
+
+def test_predict_says_when_the_runs_encoder_folder_is_gone(workspace, tmp_path, capsys, encoder_dir):
+    run = json.loads((workspace / 'run' / 'config.json').read_text())
+    assert run['features']['modalities']['text']['encoder']['text_model'] == str(encoder_dir)
+    run['features']['modalities']['text']['encoder']['text_model'] = str(tmp_path / 'moved-away')
+    moved = copy_run(workspace, tmp_path / 'run', run)
+    err = cli_error(capsys, predict.main, [moved, workspace / 'test.csv', '--out', tmp_path / 'out.csv'])
+    assert f"the run's text encoder, the folder {tmp_path / 'moved-away'}, is not there any more" in err
+    assert '--text-model' in err and not (tmp_path / 'out.csv').exists()
+
+
+def test_predict_refuses_a_config_json_without_what_it_reads(workspace, tmp_path, capsys):
+    run = json.loads((workspace / 'run' / 'config.json').read_text())
+    del run['features']['label_names'], run['flags']['batch_size']
+    edited = copy_run(workspace, tmp_path / 'run', run)
+    err = cli_error(capsys, predict.main, [edited, workspace / 'test.csv', '--out', tmp_path / 'out.csv'])
+    assert f'{edited}/config.json lacks flags.batch_size, features.label_names, which predict.py reads' in err
+    assert not (tmp_path / 'out.csv').exists()
+
+
+@pytest.mark.parametrize('result, note', [({'status': 'interrupted', 'epochs_done': 1, 'epochs': 2},
+                                           'was interrupted after 1 of 2 epochs'),
+                                          (None, 'has no result.json: its training is still going or was killed')])
+def test_predict_notes_an_unfinished_run(workspace, tmp_path, capsys, result, note):
+    run = copy_run(workspace, tmp_path / 'run')
+    if result:
+        (run / 'result.json').write_text(json.dumps(result))
+    else:
+        (run / 'result.json').unlink()
+    run_cli(predict.main, list(map(str, [run, workspace / 'test.csv', '--out', tmp_path / 'out.csv'])))
+    assert note in capsys.readouterr().err and (tmp_path / 'out.csv').exists()
+
+
+OUT_PROBLEMS = {    # name -> (--out, relative to the folder of new.csv, what the message says)
+    'a folder': ('outdir', 'is a folder; give the predictions CSV'),
+    'under a file': ('new.csv/predictions.csv', 'new.csv is a file, not a folder'),
+    'the input CSV': ('./new.csv', 'is the input CSV'),
+}
+
+
+@pytest.mark.parametrize('problem', OUT_PROBLEMS)
+def test_predict_refuses_a_bad_out_before_the_work(workspace, tmp_path, capsys, monkeypatch, problem):
+    out, message = OUT_PROBLEMS[problem]
+    csv = tmp_path / 'new.csv'
+    csv.write_bytes((workspace / 'test.csv').read_bytes())
+    (tmp_path / 'outdir').mkdir()
+    monkeypatch.setattr(predict, 'predict', lambda *args, **kwargs: pytest.fail('the work started'))
+    monkeypatch.chdir(tmp_path)
+    err = cli_error(capsys, predict.main, [workspace / 'run', 'new.csv', '--out', out])
+    assert f'--out {out} ' in err and message in err
+    assert sorted(os.listdir(tmp_path)) == ['new.csv', 'outdir'] and not os.listdir(tmp_path / 'outdir')
+    assert csv.read_bytes() == (workspace / 'test.csv').read_bytes()
 
 
 def test_predict_refuses_bad_columns_runs_and_encoders(workspace, tmp_path, capsys, encoder_dir):

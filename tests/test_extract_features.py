@@ -111,6 +111,12 @@ def speaker_index(folder):
     return pd.read_csv(Path(folder) / 'utterances.csv').groupby('dialogue', sort=False)['speaker_index'].apply(list)
 
 
+def test_a_relative_text_model_is_recorded_by_its_absolute_path(tmp_path, csv, encoder_dir, monkeypatch):
+    monkeypatch.chdir(encoder_dir.parent)            # predict.py, run from elsewhere, must still find it
+    extract(encoder_dir.name, csv, '--out', tmp_path / 'feats')
+    assert meta(tmp_path / 'feats')['modalities']['text']['encoder']['text_model'] == str(encoder_dir)
+
+
 def test_party_speakers_and_their_cap(tmp_path, csv, encoder_dir):
     extract(encoder_dir, csv, '--out', tmp_path / 'all')
     assert meta(tmp_path / 'all')['n_speakers'] == 4
@@ -290,6 +296,43 @@ def test_bad_files_exit_2_and_write_nothing(tmp_path, capsys, encoder_dir):
     assert not out.exists()
 
 
+def save_npz_as(path):
+    """An .npz archive under the given name (np.savez would add .npz to it)."""
+    with open(path, 'wb') as f:
+        np.savez(f, x=np.ones(3))
+
+
+BAD_VECTORS = {     # name -> (how the second utterance's .npy file is written, what the message says)
+    'zero bytes': (lambda path: path.write_bytes(b''), 'could not be read as a .npy array'),
+    'empty vector': (lambda path: np.save(path, np.zeros(0)), 'holds a float64 array of shape (0,)'),
+    'complex numbers': (lambda path: np.save(path, np.ones(3, complex)), 'holds a complex128 array of shape (3,)'),
+    'npz archive': (lambda path: save_npz_as(path), 'is a .npz archive, not a .npy array'),
+    'frames': (lambda path: np.save(path, np.ones((2, 3))), 'holds a float64 array of shape (2, 3)'),
+    'another dimension': (lambda path: np.save(path, np.ones(4)), "holds a 4-d vector, but the first utterance's"),
+}
+
+
+@pytest.mark.parametrize('problem', BAD_VECTORS)
+def test_bad_visual_vectors_exit_2_and_write_nothing(tmp_path, capsys, encoder_dir, problem):
+    write_file, message = BAD_VECTORS[problem]
+    np.save(tmp_path / 'v0.npy', np.ones(3))
+    write_file(tmp_path / 'v1.npy')
+    csv = write_csv(tmp_path / 'train.csv', [('a', 0, 'Ann', 'Hi.', 'v0.npy'), ('a', 1, 'Bob', 'Yo.', 'v1.npy')],
+                    columns=('dialogue', 'turn', 'speaker', 'text', 'visual'))
+    err = cli_error(capsys, [csv, '--out', tmp_path / 'feats', '--text-model', encoder_dir])
+    assert f'{csv}, line 3 (dialogue a): {tmp_path}/v1.npy ' in err and message in err
+    assert not (tmp_path / 'feats').exists()
+
+
+def test_visual_vectors_of_one_value_and_row_vectors(tmp_path, encoder_dir):
+    for i, (dim, shape) in enumerate([(1, (1,)), (1, (1, 1)), (3, (1, 3)), (3, (3, 1))]):
+        np.save(tmp_path / f'v{i}.npy', np.arange(dim, dtype=np.float32).reshape(shape))
+        csv = write_csv(tmp_path / 'train.csv', [('a', 0, 'Ann', 'Hi.', f'v{i}.npy')],
+                        columns=('dialogue', 'turn', 'speaker', 'text', 'visual'))
+        extract(encoder_dir, csv, '--out', tmp_path / f'feats{i}')
+        np.testing.assert_array_equal(npz(tmp_path / f'feats{i}')['visual'], np.arange(dim)[None])
+
+
 def test_modalities_must_be_in_every_file_or_none(tmp_path, capsys, csv):
     soundfile.write(tmp_path / 'u.wav', np.zeros(800, dtype=np.float32), 8000)
     with_audio = write_csv(tmp_path / 'more_test.csv', [('z', 0, 'A', 'Hi.', 'u.wav')],
@@ -310,6 +353,14 @@ def test_refuses_to_write_into_foreign_folders(tmp_path, capsys, csv, content):
     err = cli_error(capsys, [csv, '--out', out])
     assert ('holds real IEMOCAP/MELD/MOSEI features' if content != ['notes.txt'] else 'not one written by') in err
     assert sorted(os.listdir(out)) == content
+
+
+def test_out_under_a_file_is_refused_before_the_work(tmp_path, capsys, csv, monkeypatch):
+    (tmp_path / 'notes').write_text('keep me')
+    monkeypatch.setattr(X.features, 'load_encoder', lambda *args: pytest.fail('the work started'))
+    err = cli_error(capsys, [csv, '--out', tmp_path / 'notes' / 'feats'])
+    assert f"--out {tmp_path / 'notes' / 'feats'} cannot be written: {tmp_path / 'notes'} is a file" in err
+    assert sorted(os.listdir(tmp_path)) == ['notes', 'talks.csv'] and (tmp_path / 'notes').read_text() == 'keep me'
 
 
 def run_script(*args, env=None):
