@@ -56,7 +56,7 @@ import dataloader
 import features
 from config import positive_int
 from features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, MODALITIES
-from utils import UserError, check_writable_place, replace_folder, run_cli, save_csv, save_json
+from utils import UserError, check_output_folder, replace_folder, run_cli, save_csv, save_json
 
 REAL_FEATURES = {name for info in dataloader.DATASETS.values() for name in (info.folder, *info.file_names)}
 
@@ -120,11 +120,9 @@ def parse_args(argv=None):
 
 def previous_meta(out):
     """dataset.json of an earlier run in out (None when out is new or empty); any other folder is refused."""
-    check_writable_place(out, '--out')
+    check_output_folder(out, '--out')
     if not os.path.exists(out):
         return None
-    if not os.path.isdir(out):
-        raise UserError(f"--out {out} is a file, not a folder.")
     real = sorted(REAL_FEATURES & {os.path.basename(os.path.abspath(out)), *os.listdir(out)})
     if real:
         raise UserError(f"--out {out} holds real IEMOCAP/MELD/MOSEI features ({', '.join(real)}); extracted "

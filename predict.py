@@ -241,7 +241,7 @@ def check_out(out, csv):
     if os.path.exists(out) and os.path.exists(csv) and os.path.samefile(out, csv):
         raise UserError(f"--out {out} is the input CSV {csv}: the predictions would replace the conversations; "
                         "give another file name.")
-    utils.check_writable_place(out, '--out')
+    utils.check_output_folder(out, '--out', folder=False)
 
 
 def main(argv=None):

@@ -220,26 +220,17 @@ def save_figure(path, figure):
         plt.close(figure)
 
 
-def check_writable_place(path, flag):
-    """Refuse an output path that cannot be created because an existing part of it is a file (checked before the
-    work, so that the error does not come after it)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise UserError(f"{flag} {path} cannot be written: {parent} is a file, not a folder.")
-
-
 # ----------------------------------------------------------------------------- run folders
 
-def check_output_folder(path, flag):
-    """A UserError unless path is a folder or can be made one: no file where it or a parent folder would be."""
-    existing = os.path.abspath(path)
+def check_output_folder(path, flag, folder=True):
+    """A UserError, before any work, unless path (a folder, or with folder=False a file) can be written:
+    no file stands where it or a parent folder would be."""
+    existing = os.path.abspath(path) if folder else os.path.dirname(os.path.abspath(path))
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise UserError(f"cannot write into {path}: {existing} is a file, not a folder; move that file away or "
-                        f"give another {flag}.")
+        raise UserError(f"cannot write into {path} ({flag}): {existing} is a file, not a folder; move that file "
+                        f"away or give another {flag}.")
 
 
 def read_json(path):

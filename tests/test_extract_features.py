@@ -359,7 +359,7 @@ def test_out_under_a_file_is_refused_before_the_work(tmp_path, capsys, csv, monk
     (tmp_path / 'notes').write_text('keep me')
     monkeypatch.setattr(X.features, 'load_encoder', lambda *args: pytest.fail('the work started'))
     err = cli_error(capsys, [csv, '--out', tmp_path / 'notes' / 'feats'])
-    assert f"--out {tmp_path / 'notes' / 'feats'} cannot be written: {tmp_path / 'notes'} is a file" in err
+    assert f"cannot write into {tmp_path / 'notes' / 'feats'} (--out): {tmp_path / 'notes'} is a file" in err
     assert sorted(os.listdir(tmp_path)) == ['notes', 'talks.csv'] and (tmp_path / 'notes').read_text() == 'keep me'
 
 
