@@ -1,19 +1,23 @@
 """The pictures of a run: training curves and the row-normalised confusion matrix (PNG, written atomically)."""
-import matplotlib
+import numpy as np
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-import utils  # noqa: E402
+import utils
 
 SPLIT_COLOURS = {'train': 'tab:blue', 'valid': 'tab:green', 'test': 'tab:red'}
 
 
+def pyplot():
+    """matplotlib.pyplot without a display, imported on first use (half a second that a run's start need not wait)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def training_curves(path, metrics, selected_epoch, selected_by):
     """curves.png: loss and weighted F1 per epoch of every split in metrics.csv, the selected epoch marked."""
-    figure, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    from matplotlib.ticker import MaxNLocator
+    figure, (loss_ax, f1_ax) = pyplot().subplots(1, 2, figsize=(10, 3.8))
     for split, colour in SPLIT_COLOURS.items():
         if f'{split}_loss' not in metrics:
             continue
@@ -36,7 +40,7 @@ def confusion_picture(path, labels, preds, label_names, title):
     counts = utils.confusion(labels, preds, len(label_names))
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     size = 1.2 + 0.55 * len(label_names)
-    figure, ax = plt.subplots(figsize=(size + 1.2, size))
+    figure, ax = pyplot().subplots(figsize=(size + 1.2, size))
     image = ax.imshow(rates, cmap='Blues', vmin=0, vmax=1)
     for i in range(len(label_names)):
         for j in range(len(label_names)):
@@ -64,7 +68,7 @@ def experiment_bars(path, stats, metrics, title, paper=None):
     """
     x = np.arange(len(stats))
     width = 0.8 / len(metrics)
-    figure, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(stats) * len(metrics) + 2.5), 4.2))
+    figure, ax = pyplot().subplots(figsize=(max(6.0, 0.35 * len(stats) * len(metrics) + 2.5), 4.2))
     for i, (metric, label) in enumerate(metrics.items()):
         ax.bar(x + (i - (len(metrics) - 1) / 2) * width, stats[f'{metric}_mean'], width,
                yerr=stats[f'{metric}_std'].fillna(0), capsize=3, label=label)
@@ -87,7 +91,7 @@ def experiment_sweeps(path, stats, lines, metrics, title, reference=None):
 
     lines: flag -> [(value, row of stats)]; reference: the row of the paper's configuration, drawn dashed.
     """
-    figure, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4), squeeze=False)
+    figure, axes = pyplot().subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4), squeeze=False)
     for ax, (metric, label) in zip(axes[0], metrics.items()):
         for flag, points in lines.items():
             values, rows = [value for value, _ in points], [row for _, row in points]

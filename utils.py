@@ -9,7 +9,6 @@ import tempfile
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 
 class UserError(Exception):
@@ -43,25 +42,30 @@ def synchronize(device):
 
 
 # ----------------------------------------------------------------------------- metrics
+# sklearn is imported where it is used: it takes a second to import, and every script starts with utils.
 
 def accuracy(labels, preds):
     """Accuracy in percent."""
+    from sklearn.metrics import accuracy_score
     return accuracy_score(labels, preds) * 100
 
 
 def weighted_f1(labels, preds):
     """Support-weighted F1 over the classes present in labels or preds, in percent (the paper's metric)."""
+    from sklearn.metrics import f1_score
     return f1_score(labels, preds, average="weighted", zero_division=0) * 100
 
 
 def classification_report_text(labels, preds, label_names):
     """sklearn's per-class report (4 digits) with every class listed, present or not."""
+    from sklearn.metrics import classification_report
     return classification_report(labels, preds, labels=list(range(len(label_names))),
                                  target_names=list(label_names), digits=4, zero_division=0)
 
 
 def confusion(labels, preds, n_classes):
     """Confusion matrix (rows: true class, columns: predicted class) as an (n_classes, n_classes) array."""
+    from sklearn.metrics import confusion_matrix
     return confusion_matrix(labels, preds, labels=list(range(n_classes)))
 
 
