@@ -198,15 +198,16 @@ def train(args, fs, net):
         stopped = getattr(stop, 'status', 130)
         print(f"\ninterrupted: keeping the {len(rows)} finished epoch(s)", file=sys.stderr)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # the run folder is completed whatever comes now
+    try:
+        save_pictures(run_dir, args, fs, rows, best)
+        report = training_report(args, fs, rows, best, rule, checkpoint, stopped is not None)
+        utils.save_text(os.path.join(run_dir, 'report.txt'), report)
+        utils.save_json(os.path.join(run_dir, 'result.json'),
+                        run_result(args, rows, best, stopped, time.time() - started))
+        print(report)
+    finally:
         signal.signal(signal.SIGTERM, previous_handler)
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)         # the run folder is completed whatever comes now
-    save_pictures(run_dir, args, fs, rows, best)
-    report = training_report(args, fs, rows, best, rule, checkpoint, stopped is not None)
-    utils.save_text(os.path.join(run_dir, 'report.txt'), report)
-    utils.save_json(os.path.join(run_dir, 'result.json'),
-                    run_result(args, rows, best, stopped, time.time() - started))
-    print(report)
     if stopped is not None:
         sys.exit(stopped)
 
