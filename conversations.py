@@ -27,9 +27,9 @@ Rules:
 - A speaker written as a Python list literal (EmoryNLP's "['Monica Geller']") is its first name;
   the few EmoryNLP rows that name several speakers keep the first one.
 - Labels (emotion) are optional: a file without the column gets none (prediction input); with the
-  column, every row needs one. Two labels that differ only in case (joy, Joy) are refused as a typo. audio / visual hold a wav / .npy path per utterance, relative to the
-  CSV's folder unless absolute; every wav is opened (header only) here, so a bad one is reported
-  before any extraction.
+  column, every row needs one. Two labels that differ only in case (joy, Joy) are refused as a typo.
+  audio / visual hold a wav / .npy path per utterance, relative to the CSV's folder unless absolute;
+  every wav is opened (header only) here, so a bad one is reported before any extraction.
 - Every problem is a UserError naming the file, the line (1 = the header) and the dialogue.
 """
 import ast

@@ -174,10 +174,9 @@ class GroupLayout:
 
     def __init__(self, lengths, device=None, min_fill=0.7):
         self.n_rows = sum(lengths)
-        self.groups = length_groups(lengths, min_fill)
         first_row = list(accumulate([0] + list(lengths[:-1])))
         self._slots, self._valid = [], []
-        for members, T in self.groups:
+        for members, T in length_groups(lengths, min_fill):
             t = torch.arange(T)
             valid = t[None, :] < torch.tensor([lengths[b] for b in members])[:, None]      # (B_g, T_g)
             self._slots.append(torch.tensor([first_row[b] for b in members])[:, None] + t * valid)

@@ -264,7 +264,7 @@ def training_report(args, fs, rows, best, rule, checkpoint, interrupted):
 
 # ----------------------------------------------------------------------------- testing
 
-TEST_OUTPUT_FOLDERS = ('saved_features', 'saved_outputs')     # what --testing writes under --out-dir (or .)
+FEATURES_FOLDER, OUTPUTS_FOLDER = 'saved_features', 'saved_outputs'      # what --testing writes under --out-dir (or .)
 
 
 def inertia_text(labels, preds, outputs):
@@ -285,7 +285,7 @@ def save_test_outputs(args, fs, result, checkpoint):
     and saved_outputs/confusion_<DS>.png."""
     out, ds = result.outputs, args.Dataset
     base = args.out_dir or '.'
-    features = os.path.join(base, TEST_OUTPUT_FOLDERS[0])
+    features = os.path.join(base, FEATURES_FOLDER)
     arrays = {f'multimodal_emotions_before_{ds}.pkl': out['features_before'],
               f'multimodal_emotions_after_{ds}.pkl': out['features_after'],
               f'emotion_labels_{ds}.pkl': result.labels,
@@ -303,9 +303,9 @@ def save_test_outputs(args, fs, result, checkpoint):
         utterance_idx=np.concatenate([np.arange(n) for n in out['lengths']]),
         speaker=out['spk_idx'], label=result.labels, pred=result.preds,
         dialogue_key=np.repeat(np.array(result.keys, dtype=object), out['lengths'])))
-    csv = os.path.join(base, TEST_OUTPUT_FOLDERS[1], f'utterances_{ds}.csv')
+    csv = os.path.join(base, OUTPUTS_FOLDER, f'utterances_{ds}.csv')
     utils.save_csv(csv, table)
-    picture = os.path.join(base, TEST_OUTPUT_FOLDERS[1], f'confusion_{ds}.png')
+    picture = os.path.join(base, OUTPUTS_FOLDER, f'confusion_{ds}.png')
     plots.confusion_picture(picture, result.labels, result.preds, fs.label_names,
                             f"{ds} test set, checkpoint {checkpoint}, rows normalised")
     print(f"wrote {features}/, {csv} and {picture}")
@@ -314,7 +314,7 @@ def save_test_outputs(args, fs, result, checkpoint):
 def test(args, fs, net):
     """--testing: evaluate a checkpoint on the test set, print every score, save features, outputs, picture."""
     path = args.checkpoint or f'best_model_{args.Dataset}.pth'
-    for folder in TEST_OUTPUT_FOLDERS:
+    for folder in (FEATURES_FOLDER, OUTPUTS_FOLDER):
         utils.check_output_folder(os.path.join(args.out_dir or '.', folder), '--out-dir')
     checkpoints.load_checkpoint(net, path, args.device)
     print(f"data: {training.data_description(args, fs)}; device: {args.device}; checkpoint: {path}")
