@@ -26,7 +26,8 @@ C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('data_dir', help='a feature folder written by extract_features.py (with a dev split)')
-    p.add_argument('--seeds', type=config.seed_value, nargs='+', default=[67137], help='random_state of each fit (default 67137)')
+    p.add_argument('--seeds', type=config.seed_value, nargs='+', default=[67137],
+                   help='random_state of each fit (default 67137)')
     return p.parse_args(argv)
 
 

@@ -4,7 +4,8 @@
     -> {"dataset": "IEMOCAP", "device": "cpu", "train_epoch_s": ..., "test_pass_s": ...,
         "train_utterances_per_s": ..., "peak_rss_mb": ...}
 
-One warm-up epoch (train + test), then the mean of --epochs timed ones. The arithmetic is train.py's (training.run_pass).
+One warm-up epoch (train + test), then the mean of --epochs timed ones. The arithmetic is train.py's
+(training.run_pass).
 
     python bench.py --Dataset IEMOCAP --threads 2 --compare main
     python bench.py --Dataset MELD --threads 2 --compare 0bcccff ../other-checkout
@@ -149,7 +150,8 @@ def single(bench):
 
 def profile(bench, top=15):
     """Top operators of one training epoch (after a warm-up one) by self CPU time, with shares."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
     work = Workload(bench)
     print(work.describe(), file=sys.stderr)
     work.timed_epoch()

@@ -288,7 +288,8 @@ class DirectConv(nn.Module):
 
     @staticmethod
     def coefficients(g):
-        """Edge counts within a block (B, T, T), g.sources (the cross-block counts), c^-1/2 of every node (nb, B, T, 1)."""
+        """Edge counts within a block (B, T, T), g.sources (the cross-block counts), c^-1/2 of every node
+        (nb, B, T, 1)."""
         return g.within, g.sources, inv_sqrt(g.degrees('in'))[..., None]
 
     def forward(self, x, coef, residual, blocks=slice(None)):

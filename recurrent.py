@@ -164,8 +164,8 @@ def bidirectional_gru(gru, x, index, batch):
     assert gru.bidirectional and not gru.batch_first, 'a time-major bidirectional GRU'
     T, B = batch.T, batch.B
     for layer in range(gru.num_layers):
-        params = [[getattr(gru, f'{name}_l{layer}{suffix}') for name in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')]
-                  for suffix in ('', '_reverse')]
+        names = ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')
+        params = [[getattr(gru, f'{name}_l{layer}{suffix}') for name in names] for suffix in ('', '_reverse')]
         (w_ih, w_hh, b_ih, b_hh), (w_ih_r, w_hh_r, b_ih_r, b_hh_r) = params
         last = layer == gru.num_layers - 1
         backward = GRURecurrence.apply(input_gates(x, index, w_ih_r, b_ih_r), w_hh_r, b_hh_r, [B] * T, True)

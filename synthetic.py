@@ -17,6 +17,7 @@ import numpy as np
 from dataloader import dataset_info
 from utils import UserError, save_json, save_pickle
 
+
 @dataclass(frozen=True)
 class SyntheticShape:
     """Sizes of the real dataset that a synthetic one imitates, and its emotion classes' structure."""

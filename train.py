@@ -31,7 +31,6 @@ import plots
 import training
 import utils
 
-
 # ----------------------------------------------------------------------------- the run folder
 
 def default_run_dir(args):

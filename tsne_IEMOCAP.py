@@ -11,6 +11,7 @@ import functools
 import os
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,6 +21,7 @@ from sklearn.manifold import TSNE
 import config
 import dataloader
 import utils
+
 
 def class_names(dataset, features_dir):
     """The names of the emotion classes and of the speaker indices of a dataset (custom: as --testing saved them)."""

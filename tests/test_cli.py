@@ -37,7 +37,8 @@ def trained(tmp_path_factory, data_dir):
         if dataset not in runs:
             cwd = tmp_path_factory.mktemp(f'cwd-{dataset}')
             out = cwd / 'run'
-            proc = ok(run_script(SCRIPT[dataset], *data_args(dataset, data_dir), '--epochs', 2, '--out-dir', out, cwd=cwd))
+            proc = ok(run_script(SCRIPT[dataset], *data_args(dataset, data_dir), '--epochs', 2, '--out-dir', out,
+                                 cwd=cwd))
             assert sorted(os.listdir(cwd)) == ['run'], "a training run writes only into its run folder"
             runs[dataset] = out, proc
         return runs[dataset]
@@ -105,7 +106,8 @@ def test_a_finished_run_folder_is_never_overwritten(trained, data_dir, tmp_path)
 def test_training_is_deterministic_for_a_seed(trained, data_dir, tmp_path):
     """MELD shuffles its training dialogues: a second run with the same seed repeats every number."""
     first, _ = trained('MELD')
-    ok(run_script('train.py', *data_args('MELD', data_dir), '--epochs', 2, '--out-dir', tmp_path / 'again', cwd=tmp_path))
+    ok(run_script('train.py', *data_args('MELD', data_dir), '--epochs', 2, '--out-dir', tmp_path / 'again',
+                  cwd=tmp_path))
     assert (tmp_path / 'again' / 'metrics.csv').read_text() == (first / 'metrics.csv').read_text()
 
 
@@ -190,10 +192,11 @@ def test_testing_the_checkpoint_reproduces_the_report(trained, data_dir, dataset
 def test_overhead_reports_flops_parameters_memory_latency(trained, data_dir, tmp_path):
     out, _ = trained('IEMOCAP')
     checkpoint = out / 'best_model_IEMOCAP.pth'
-    proc = ok(run_script('train.py', *data_args('IEMOCAP', data_dir), '--testing', '--overhead', '--checkpoint', checkpoint,
-                  '--out-dir', tmp_path, cwd=tmp_path))
+    proc = ok(run_script('train.py', *data_args('IEMOCAP', data_dir), '--testing', '--overhead',
+                         '--checkpoint', checkpoint, '--out-dir', tmp_path, cwd=tmp_path))
     total, graph_and_linear, recurrent = map(float, re.search(
-        r'FLOPs: (\d+\.\d+) G .*?: (\d+\.\d+) G in matrix products.*? \+ (\d+\.\d+) G in the recurrent', proc.stdout).groups())
+        r'FLOPs: (\d+\.\d+) G .*?: (\d+\.\d+) G in matrix products.*? \+ (\d+\.\d+) G in the recurrent',
+        proc.stdout).groups())
     assert graph_and_linear > 0 and recurrent > 0
     assert abs(total - graph_and_linear - recurrent) <= 0.002
     assert re.search(r'memory: RSS growth', proc.stdout)
@@ -207,7 +210,8 @@ def test_features_before_are_skipped_without_three_modalities(data_dir, tmp_path
     run_dir = tmp_path / 'run'
     flags = [*data_args('MELD', data_dir), '--modals', 'la', '--directed_edge', 'la']
     ok(run_script('train.py', *flags, '--epochs', 1, '--out-dir', run_dir, cwd=tmp_path))
-    proc = ok(run_script('train.py', *flags, '--testing', '--checkpoint', run_dir / 'best_model_MELD.pth', cwd=tmp_path))
+    proc = ok(run_script('train.py', *flags, '--testing', '--checkpoint', run_dir / 'best_model_MELD.pth',
+                         cwd=tmp_path))
     assert 'not written: multimodal_emotions_before_MELD.pkl' in proc.stdout
     assert sorted(os.listdir(tmp_path / 'saved_features')) == [
         'emotion_labels_MELD.pkl', 'multimodal_emotions_after_MELD.pkl', 'speaker_index_MELD.pkl']

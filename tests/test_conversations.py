@@ -164,7 +164,8 @@ HEADER = 'dialogue,turn,speaker,text,emotion,split\n'
 # name -> (CSV body after the header, what the message says); the bad row is always line 3, dialogue d
 BAD_ROWS = {
     'empty text': ('d,0,A,Hi.,joy,train\nd,1,B,  ,joy,train\n', 'the text (text) is empty'),
-    'invisible text': ('d,0,A,Hi.,joy,train\nd,1,B,\u200b\u00a0,joy,train\n', 'the text (text) is empty (only invisible'),
+    'invisible text': ('d,0,A,Hi.,joy,train\nd,1,B,\u200b\u00a0,joy,train\n',
+                       'the text (text) is empty (only invisible'),
     'duplicate turn': ('d,1,A,Hi.,joy,train\nd,1,B,Yo.,joy,train\n', 'turn 1 appears twice in this dialogue'),
     'turns out of order': ('d,2,A,Hi.,joy,train\nd,1,B,Yo.,joy,train\n', 'turns out of order'),
     'unknown split': ('d,0,A,Hi.,joy,train\nd,1,B,Yo.,joy,holdout\n', "unknown split 'holdout'"),
@@ -172,7 +173,8 @@ BAD_ROWS = {
     'turn not an integer': ('d,0,A,Hi.,joy,train\nd,one,B,Yo.,joy,train\n', "the turn (turn) 'one' is not an integer"),
     'empty speaker': ('d,0,A,Hi.,joy,train\nd,1,[],Yo.,joy,train\n', 'the speaker (speaker) is empty'),
     'empty label': ('d,0,A,Hi.,joy,train\nd,1,B,Yo.,,train\n', 'the label (emotion) is empty'),
-    'label in two cases': ('d,0,A,Hi.,joy,train\nd,1,B,Yo.,Joy,train\n', "the label 'Joy' differs only in case from 'joy'"),
+    'label in two cases': ('d,0,A,Hi.,joy,train\nd,1,B,Yo.,Joy,train\n',
+                           "the label 'Joy' differs only in case from 'joy'"),
     'wrong field count': ('d,0,A,Hi.,joy,train\nd,1,B,Yo, you.,joy,train\n', 'the row has 7 fields'),
 }
 

@@ -88,7 +88,8 @@ def cli_error(capsys, main, argv):
 def feats(tmp_path_factory, encoder_dir):
     """A feature folder of train.csv and test.csv (no training)."""
     root = tmp_path_factory.mktemp('feats')
-    csvs = [write_csv(root / f'{split}.csv', conversation_rows(3, seed)) for seed, split in enumerate(('train', 'test'))]
+    csvs = [write_csv(root / f'{split}.csv', conversation_rows(3, seed))
+            for seed, split in enumerate(('train', 'test'))]
     extract_features.main([*map(str, csvs), '--out', str(root / 'feats'), '--text-model', str(encoder_dir),
                            '--device', 'cpu'])
     return root / 'feats'

@@ -89,7 +89,7 @@ def test_a_rerun_keeps_finished_trials_and_reruns_a_trial_without_report(grid, d
         return {(name, file): os.stat(run_dir / file).st_mtime_ns
                 for name, run_dir in folders.items() for file in os.listdir(run_dir)}
     before = stamps()
-    import experiments as module                  # in-process: with every trial kept, Ray is not even started
+    import experiments as module  # in-process: with every trial kept, Ray is not even started
     assert module.main([*TINY, '--data-dir', data_dir, *args]) == 0
     assert stamps() == before, "a rerun of a finished grid trains nothing"
 
@@ -168,7 +168,8 @@ def test_kept_trials_are_summarised_without_ray_with_valid(tmp_path, monkeypatch
     """Finished run folders of the right flags (made up here) are kept: their numbers go straight to the summary."""
     import experiments
     import utils
-    args = ['layers', '--Dataset', 'IEMOCAP', '--seeds', 2, '--epochs', 2, '--valid', 0.2, '--out-dir', tmp_path / 'exp']
+    args = ['layers', '--Dataset', 'IEMOCAP', '--seeds', 2, '--epochs', 2, '--valid', 0.2,
+            '--out-dir', tmp_path / 'exp']
     plan = experiments.build_parser().parse_args(map(str, args))
     rows = experiments.table_rows('layers', [])
     for i, trial in enumerate(experiments.plan_trials(plan, rows, [], str(tmp_path / 'exp'))):

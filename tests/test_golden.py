@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import graph
-from conftest import GOLDEN_DIR
 import model as M
 from config import ModelConfig
+from conftest import GOLDEN_DIR
 
 MODEL_FIXTURES = sorted(GOLDEN_DIR.glob('*.pt'))
 EDGE_CASES = [(f.name, i, case) for f in sorted(GOLDEN_DIR.glob('edges*.json'))

@@ -10,9 +10,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+import config
 import dataloader
 import synthetic
-import config
 import training
 import utils
 

@@ -1,5 +1,6 @@
 """The network beyond the golden fixtures: full-size checkpoint layout, the reference's bugs fixed
-(the README's "Differences from the original code"), configuration errors, and an independent torch-geometric check of the convolutions."""
+(the README's "Differences from the original code"), configuration errors, and an independent torch-geometric
+check of the convolutions."""
 import json
 from types import SimpleNamespace
 
@@ -10,10 +11,10 @@ from torch_geometric.utils import degree
 
 import dataloader
 import graph
-from conftest import GOLDEN_DIR
 import model as M
 import recurrent
-from config import MODEL_FLAGS, ModelConfig, PAPER_D_G, GRAPH_H, parse_args
+from config import GRAPH_H, MODEL_FLAGS, PAPER_D_G, ModelConfig, parse_args
+from conftest import GOLDEN_DIR
 from utils import UserError
 
 SMALL_DIMS = {'D_text': 16, 'D_audio': 12, 'D_visual': 10, 'D_g': 8, 'graph_h': 6}
@@ -237,11 +238,13 @@ def random_configuration(rng):
     return dict(dataset=dataset, n_classes=info.n_classes, n_speakers=info.n_speakers, modals=modals,
                 base_model=rng.choice(['GRU', 'GRU', 'LSTM']), dropout=rng.choice([0.0, 0.3]),
                 norm=rng.choice(['BN', 'LN', 'LN2', 'none']), num_L=rng.randint(0, 3), num_K=rng.randint(0, 3),
-                **{w: rng.choice([-1, 0, 1, 2, 4]) for w in ('window_spk', 'window_spk_f', 'window_dir', 'window_dir_f')},
+                **{w: rng.choice([-1, 0, 1, 2, 4])
+                   for w in ('window_spk', 'window_spk_f', 'window_dir', 'window_dir_f')},
                 epsilon=rng.choice([0.5, 1.0, 1.5]), epsilon2=rng.choice([0.5, 1.0]),
                 use_speaker=''.join(rng.sample('bcdefghi', rng.randint(0, 3))), use_modal=rng.random() < 0.5,
                 multimodal_node=node, graph_type=graph_type,
-                directed_edge=''.join(rng.sample('avl', rng.randint(0, 3))), single_edge=rng.choice(['', 'intra', 'inter']),
+                directed_edge=''.join(rng.sample('avl', rng.randint(0, 3))),
+                single_edge=rng.choice(['', 'intra', 'inter']),
                 av_using_lstm=rng.random() < 0.5)
 
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import config
-from conftest import GOLDEN_DIR, run_script
 import dataloader
 import train
 import training
+from conftest import GOLDEN_DIR, run_script
 
 TRACES = sorted((GOLDEN_DIR / 'train').glob('*/trace.json'))
 RTOL = 1e-6
