@@ -1,42 +1,17 @@
-"""Shared by the test files: the repository on sys.path, its paths, running its scripts as a user does, and
-a tiny text encoder.
+"""Fixtures shared by the test files (helpers.py holds the functions): the repository on sys.path, a folder
+for synthetic data per session, a tiny text encoder.
 
-    from conftest import REPO, GOLDEN_DIR, run_script, ok
     def test_x(encoder_dir): ...        # a tiny random BERT saved like a hub model (fixture)
 """
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = Path(os.environ.get('MOED_GOLDEN_DIR') or REPO / 'tests' / 'golden')
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-WORDS = ['hi', 'hello', 'you', 'yo', 'ok', 'the', 'is', 'fine']    # whole words in the tiny encoder's vocabulary
-MAX_POSITIONS = 24
-N_LAYERS = 5
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-sys.path.insert(0, str(REPO))
-
-
-def run_script(script, *args, cwd, env=None, timeout=600):
-    """Run one of the repository's scripts with this python in cwd; the CompletedProcess (text output)."""
-    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=None if env is None else dict(os.environ, **env))
-
-
-def ok(proc):
-    """proc, after checking that it exited 0 (else fail with the end of its output)."""
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def assert_png(path, min_bytes=10_000):
-    """path is a real PNG of some size."""
-    data = Path(path).read_bytes()
-    assert data[:8] == PNG_SIGNATURE and len(data) >= min_bytes, f"{path}: not a PNG of >= {min_bytes} bytes"
+from helpers import MAX_POSITIONS, N_LAYERS, WORDS  # noqa: E402
 
 
 @pytest.fixture(scope='session')

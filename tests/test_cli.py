@@ -4,14 +4,12 @@ import os
 import pickle
 import re
 import signal
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import GOLDEN_DIR, REPO, assert_png, ok, run_script
+from helpers import GOLDEN_DIR, REPO, assert_png, ok, popen_script, run_script
 
 GOLDEN_SHAPES = GOLDEN_DIR / 'checkpoint_shapes.json'
 SCALE = {'IEMOCAP': 0.05, 'MELD': 0.006, 'MOSEI': 0.003}   # 6 / 7 / 8 training and 2 test dialogues
@@ -143,9 +141,8 @@ def test_valid_reports_test_at_the_best_validation_epoch(data_dir, tmp_path):
 @pytest.mark.parametrize('signum, status', [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=['ctrl-c', 'sigterm'])
 def test_a_stopped_run_keeps_the_best_checkpoint_and_writes_the_report(data_dir, tmp_path, signum, status):
     out = tmp_path / 'run'
-    proc = subprocess.Popen([sys.executable, '-u', str(REPO / 'train.py'), *map(str, data_args('MELD', data_dir)),
-                             '--epochs', '1000', '--out-dir', str(out)], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = popen_script('train.py', *data_args('MELD', data_dir), '--epochs', '1000', '--out-dir', out,
+                        cwd=tmp_path, python_flags=['-u'])
     for line in proc.stdout:
         if line.startswith('epoch: 1,'):
             break

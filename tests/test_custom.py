@@ -26,7 +26,7 @@ import predict
 import train
 import training
 import tsne_IEMOCAP
-from conftest import WORDS, assert_png, ok, run_script
+from helpers import WORDS, assert_png, ok, run_script
 from utils import UserError, run_cli
 
 LABELS = ('anger', 'joy', 'neutral')

@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import REPO, assert_png, ok, run_script
+from helpers import REPO, assert_png, ok, run_script
 
 TINY = ['--Dataset', 'MELD', '--epochs', 1, '--synthetic', '--synthetic-scale', 0.006]   # 7 training dialogues
 TRAIN_FLAGS = ['--', '--batch-size', 4]                                                 # two batches per epoch

@@ -16,7 +16,7 @@ import transformers
 
 import dataloader
 import extract_features as X
-from conftest import MAX_POSITIONS, N_LAYERS
+from helpers import MAX_POSITIONS, N_LAYERS
 from utils import UserError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]

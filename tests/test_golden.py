@@ -12,7 +12,7 @@ import torch
 import graph
 import model as M
 from config import ModelConfig
-from conftest import GOLDEN_DIR
+from helpers import GOLDEN_DIR
 
 MODEL_FIXTURES = sorted(GOLDEN_DIR.glob('*.pt'))
 EDGE_CASES = [(f.name, i, case) for f in sorted(GOLDEN_DIR.glob('edges*.json'))

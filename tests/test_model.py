@@ -14,7 +14,7 @@ import graph
 import model as M
 import recurrent
 from config import GRAPH_H, MODEL_FLAGS, PAPER_D_G, ModelConfig, parse_args
-from conftest import GOLDEN_DIR
+from helpers import GOLDEN_DIR
 from utils import UserError
 
 SMALL_DIMS = {'D_text': 16, 'D_audio': 12, 'D_visual': 10, 'D_g': 8, 'graph_h': 6}

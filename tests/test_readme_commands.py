@@ -15,7 +15,7 @@ import signal
 import pytest
 
 import config
-from conftest import REPO, ok, run_script
+from helpers import REPO, ok, run_script
 
 README = REPO / 'README.md'
 ORIGINAL_README = REPO.parent / 'shared' / 'paper' / 'README_original.md'

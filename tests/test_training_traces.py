@@ -14,7 +14,7 @@ import config
 import dataloader
 import train
 import training
-from conftest import GOLDEN_DIR, run_script
+from helpers import GOLDEN_DIR, run_script
 
 TRACES = sorted((GOLDEN_DIR / 'train').glob('*/trace.json'))
 RTOL = 1e-6
