@@ -297,6 +297,9 @@ def build_parser(default_dataset='IEMOCAP', description=None):
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
                    help='auto: CUDA when available (and not --no-cuda)')
     p.add_argument('--quiet', action='store_true', help='no progress bar and no per-epoch lines')
+    p.add_argument('--tensorboard', action='store_true',
+                   help="training: log every split's loss, accuracy and weighted F1 per epoch to <run folder>/"
+                        "tensorboard/ (view with: tensorboard --logdir <run folder or experiment folder>)")
     return p
 
 
@@ -331,6 +334,8 @@ def check_run_flags(args):
         raise UserError("--use_residue never worked in the reference implementation and is not provided; drop it")
     if args.overhead and not args.testing:
         raise UserError("--overhead measures a trained checkpoint: use it together with --testing")
+    if args.testing and args.tensorboard:
+        raise UserError("--tensorboard logs a training run's epochs: it has no effect with --testing")
     if args.testing and args.valid is not None:
         raise UserError("--valid splits the training data: it has no effect with --testing")
     if args.checkpoint and not args.testing:

@@ -89,7 +89,7 @@ TRAIN_FLAGS = {action.dest: action for action in config.build_parser()._actions 
 OWN_FLAGS = ('Dataset', 'paper', 'seed', 'epochs', 'data_dir', 'synthetic', 'synthetic_scale', 'valid', 'out_dir',
              'device', 'no_cuda', 'quiet', 'testing', 'overhead', 'checkpoint')
 # config.json flags that do not decide a run's numbers: a finished run differing only there is kept.
-PATH_FLAGS = ('out_dir', 'data_dir', 'quiet')
+PATH_FLAGS = ('out_dir', 'data_dir', 'quiet', 'tensorboard')
 
 
 def is_on_off(dest):

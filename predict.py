@@ -40,6 +40,7 @@ import features
 import model
 import training
 import utils
+import viewer
 from utils import UserError
 
 SKIPPED_IN_RECIPE = ('media_sha256',)       # the new conversations' own files: not part of the recipe to repeat
@@ -53,6 +54,8 @@ def parse_args(argv=None):
     p.add_argument('run_dir', help='the run folder of train.py --Dataset custom')
     p.add_argument('csv', help='conversations, one row per utterance (labels optional)')
     p.add_argument('--out', default='predictions.csv', help='the predictions CSV to write (default predictions.csv)')
+    p.add_argument('--html', metavar='FILE', help='also write the conversation viewer of the predictions, one '
+                                                  'self-contained HTML page (see viewer.py)')
     p.add_argument('--text-model', help="the run's text encoder, where it is not at the recorded place (its "
                                         "weights must be the same: their sha256 is checked)")
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='auto: cuda when available')
@@ -247,9 +250,14 @@ def check_out(out, csv):
 def main(argv=None):
     args = parse_args(argv)
     check_out(args.out, args.csv)
+    if args.html:
+        viewer.check_page_path(args.html, '--html', others=(args.out, args.csv))
     predictions = predict(args.run_dir, args.csv, args.text_model, args.device,
                           conversations.columns_from_args(args))
     utils.save_csv(args.out, predictions)
+    if args.html:
+        viewer.write_predictions(args.html, predictions, read_run(args.run_dir), f"{args.csv}, model {args.run_dir}")
+        print(f"wrote {args.html}: the conversation viewer")
     print(f"wrote {args.out}: {len(predictions)} utterances of {predictions['dialogue'].nunique()} dialogue(s)")
     result = scores(predictions)
     if result:

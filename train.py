@@ -13,6 +13,7 @@ directory (as the original did). The script reads top to bottom: parse, load, bu
 import datetime
 import os
 import platform
+import shutil
 import signal
 import sys
 import time
@@ -30,6 +31,7 @@ import overhead
 import plots
 import training
 import utils
+import viewer
 
 # ----------------------------------------------------------------------------- the run folder
 
@@ -155,6 +157,27 @@ def epoch_line(row):
     return ', '.join(fields + [f"time: {row['seconds']:.2f} sec"])
 
 
+TENSORBOARD_FOLDER = 'tensorboard'
+TENSORBOARD_METRICS = dict(loss='loss', acc='accuracy', f1='weighted_f1')     # metrics.csv's suffix -> tag
+
+
+def tensorboard_writer(run_dir):
+    """--tensorboard: a SummaryWriter on <run folder>/tensorboard/, emptied first (an interrupted run's logs)."""
+    from torch.utils.tensorboard import SummaryWriter
+    folder = os.path.join(run_dir, TENSORBOARD_FOLDER)
+    shutil.rmtree(folder, ignore_errors=True)
+    return SummaryWriter(folder)
+
+
+def log_scalars(writer, row):
+    """One scalar per metric and split of a metrics.csv row, tagged <metric>/<split>, at step = epoch."""
+    for name, value in row.items():
+        split, _, metric = name.partition('_')
+        if metric:
+            writer.add_scalar(f'{TENSORBOARD_METRICS.get(metric, metric)}/{split}', value, row['epoch'])
+    writer.flush()
+
+
 def track_best(best, row, test_pass):
     """Record the epochs of best test and best validation F1 (first one on ties); return what improved."""
     improved = set()
@@ -181,6 +204,7 @@ def train(args, fs, net):
     progress = sys.stderr.isatty() and not args.quiet
 
     rows, best, stopped, started = [], {}, None, time.time()
+    board = tensorboard_writer(run_dir) if args.tensorboard else None
     previous_handler = signal.signal(signal.SIGTERM, raise_stopped)
     try:
         for epoch in range(1, args.epochs + 1):
@@ -191,6 +215,8 @@ def train(args, fs, net):
                 checkpoints.save_checkpoint(checkpoint, net)
             rows.append(row)
             utils.save_csv(os.path.join(run_dir, 'metrics.csv'), pd.DataFrame(rows))
+            if board:
+                log_scalars(board, row)
             if not args.quiet:
                 print(epoch_line(dict(row, seconds=time.time() - start)))
     except (KeyboardInterrupt, Stopped) as stop:
@@ -198,6 +224,8 @@ def train(args, fs, net):
         print(f"\ninterrupted: keeping the {len(rows)} finished epoch(s)", file=sys.stderr)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)     # the run folder is completed whatever comes now
+        if board:
+            board.close()
     try:
         save_pictures(run_dir, args, fs, rows, best)
         report = training_report(args, fs, rows, best, rule, checkpoint, stopped is not None)
@@ -280,8 +308,8 @@ def inertia_text(labels, preds, outputs):
 
 
 def save_test_outputs(args, fs, result, checkpoint):
-    """saved_features/*.pkl (numpy arrays, one row per test utterance), saved_outputs/utterances_<DS>.csv
-    and saved_outputs/confusion_<DS>.png."""
+    """saved_features/*.pkl (numpy arrays, one row per test utterance), saved_outputs/utterances_<DS>.csv,
+    saved_outputs/conversations_<DS>.html (the viewer) and saved_outputs/confusion_<DS>.png."""
     out, ds = result.outputs, args.Dataset
     base = args.out_dir or '.'
     features = os.path.join(base, FEATURES_FOLDER)
@@ -304,10 +332,13 @@ def save_test_outputs(args, fs, result, checkpoint):
         dialogue_key=np.repeat(np.array(result.keys, dtype=object), out['lengths'])))
     csv = os.path.join(base, OUTPUTS_FOLDER, f'utterances_{ds}.csv')
     utils.save_csv(csv, table)
+    page = os.path.join(base, OUTPUTS_FOLDER, f'conversations_{ds}.html')
+    viewer.write_viewer(page, viewer.testing_table(table, out['log_prob'], fs, args.data_dir), fs.label_names,
+                        vars(args), f"{ds} test set, checkpoint {checkpoint}")
     picture = os.path.join(base, OUTPUTS_FOLDER, f'confusion_{ds}.png')
     plots.confusion_picture(picture, result.labels, result.preds, fs.label_names,
                             f"{ds} test set, checkpoint {checkpoint}, rows normalised")
-    print(f"wrote {features}/, {csv} and {picture}")
+    print(f"wrote {features}/, {csv}, {page} and {picture}")
 
 
 def test(args, fs, net):
