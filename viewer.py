@@ -44,7 +44,7 @@ def graph_connections(speakers, flags):
     """
     n = len(speakers)
     valid = torch.ones(1, n, dtype=torch.bool)
-    spk = torch.as_tensor(np.asarray(speakers, dtype=np.int64))[None]
+    spk = torch.tensor(np.asarray(speakers, dtype=np.int64))[None]
     graphs = dict(ei=graph.eignn_graph(TEXT_BLOCK, spk, valid, flags['window_spk'], flags['window_spk_f'],
                                        flags['single_edge'], ''),
                   ec=graph.ecgnn_graph(TEXT_BLOCK, valid, flags['window_dir'], flags['window_dir_f'],
