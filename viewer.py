@@ -200,13 +200,14 @@ TEMPLATE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222;background:#f6f6f4}
+body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222;background:#f6f6f4;display:flex;flex-direction:column;
+height:100vh}
 header{padding:8px 16px;background:#2f3b4c;color:#fff}h1{font-size:17px;margin:0}
 #flags{font-size:12px;opacity:.85}#errors{color:#b00;background:#fee;white-space:pre-wrap}#errors:empty{display:none}
 #summary{display:flex;gap:24px;flex-wrap:wrap;padding:8px 16px;background:#fff;border-bottom:1px solid #ddd}
 #summary table{border-collapse:collapse;font-size:12px}#summary td,#summary th{border:1px solid #ddd;padding:2px 5px;
 text-align:right}#summary .score{font-size:20px;font-weight:600}td.cell{cursor:pointer}td.diag{font-weight:700}
-main{display:flex;height:82vh;min-height:400px}.note{font-size:11px;color:#666;max-width:260px}
+main{display:flex;flex:1;min-height:300px}.note{font-size:11px;color:#666;max-width:260px}
 nav{width:300px;display:flex;flex-direction:column;border-right:1px solid #ddd;background:#fff}
 nav input,nav select{margin:4px 8px}#count{font-size:12px;color:#666;margin:0 8px}
 #dialogues{list-style:none;margin:0;padding:0;overflow-y:auto;flex:1}
@@ -223,9 +224,10 @@ cursor:pointer}
 .turn.selected{outline:3px solid #2f6fd6}.turn.linked{box-shadow:0 0 0 3px #f2c14e}
 .who{font-size:12px;color:#555;display:flex;gap:8px}.mark{font-weight:600}.inertia .mark{color:#2a7}
 .shift .mark{color:#c60}
+.body{display:flex;gap:10px;align-items:flex-end}.text{flex:1}
 .chips{display:flex;gap:4px;align-items:flex-end;font-size:11px;margin-top:2px}.lab{color:#777}
-.chip{color:#fff;border-radius:8px;padding:0 6px}.bars{display:inline-flex;gap:1px;align-items:flex-end;height:22px;
-margin-left:8px}.bars i{width:6px;display:inline-block}
+.chip{color:#fff;border-radius:8px;padding:0 6px}.bars{display:inline-flex;gap:1px;align-items:flex-end;height:26px;
+margin-left:8px}.bars i{width:7px;display:inline-block}
 .badge{font-size:11px;background:#f2c14e;border-radius:6px;padding:0 4px}
 </style></head><body>
 <header><h1 id="title"></h1><div id="flags"></div></header><div id="errors"></div>
@@ -244,7 +246,7 @@ var ERR = document.getElementById('errors');
 window.onerror = function (msg, src, line) { ERR.textContent += 'script error: ' + msg + ' (line ' + line + ')\n'; };
 var D = JSON.parse(document.getElementById('data').textContent), L = D.labels, C = L.length;
 var DEFAULT = {dialogue: '', filter: '', true: '', pred: '', shifts: '', turn: '', q: '', sort: 'worst'}, S = {};
-var MARK = {f: '', i: '= inertia', s: '\u21af shift'}, KIND = {f: 'first', i: 'inertia', s: 'shift'};
+var clicked = false, MARK = {f: '', i: '= inertia', s: '\u21af shift'}, KIND = {f: 'first', i: 'inertia', s: 'shift'};
 function $(id) { return document.getElementById(id); }
 function el(tag, cls, text) {
   var e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e;
@@ -303,7 +305,7 @@ function bars(d, i) {
   var b = el('span', 'bars');
   for (var c = 0; c < C; c++) {
     var v = d.q[i * C + c], bar = el('i');
-    bar.style.height = Math.max(1, v * 0.22) + 'px'; bar.style.background = colour(c); bar.title = L[c] + ' ' + v + '%';
+    bar.style.height = Math.max(1, v * 0.26) + 'px'; bar.style.background = colour(c); bar.title = L[c] + ' ' + v + '%';
     b.append(bar);
   }
   return b;
@@ -329,7 +331,11 @@ function renderLinks(d, t) {
 }
 function badge(d, t, i, code, name) {
   var a = edges(code, d.n, t, i), b = edges(code, d.n, i, t);
-  return a || b ? el('span', 'badge', name + (a ? '\u2192' : '') + (b ? '\u2190' : '')) : null;
+  if (!a && !b) return null;
+  var e = el('span', 'badge', name + (a ? '\u2192' : '') + (b ? '\u2190' : ''));
+  e.title = (name === 'EI' ? 'EIGNN' : 'ECGNN') + ': ' + [a ? 'sends to the selected turn' : '',
+    b ? 'receives from the selected turn' : ''].filter(Boolean).join(', ');
+  return e;
 }
 function renderChat(d) {
   var chat = $('chat'), frag = document.createDocumentFragment(), t = S.turn === '' ? -1 : +S.turn;
@@ -353,11 +359,16 @@ function renderChat(d) {
     var chips = el('div', 'chips');
     if (d.y) chips.append(el('span', 'lab', 'true'), chip(d.y[i], 'true'));
     chips.append(el('span', 'lab', 'predicted'), chip(d.p[i], 'pred'), bars(d, i));
-    li.append(who, el('div', 'text', d.t ? d.t[i] : 'utterance ' + i), chips);
-    li.onclick = (function (i) { return function () { S.turn = String(i); update(); }; })(i);
+    var body = el('div', 'body');
+    body.append(el('div', 'text', d.t ? d.t[i] : 'utterance ' + i), chips);
+    li.append(who, body);
+    li.onclick = (function (i) { return function () { S.turn = String(i); clicked = true; update(); }; })(i);
     frag.append(li);
   }
   chat.append(frag); renderLinks(d, t);
+  var selected = chat.querySelector('.selected');
+  if (selected) selected.scrollIntoView({block: clicked ? 'nearest' : 'center'});
+  clicked = false;
 }
 function renderSummary() {
   $('title').textContent = D.title;
