@@ -131,6 +131,14 @@ def check_table(table, label_names):
     if missing:
         raise utils.UserError(f"the predictions table lacks the column(s) {', '.join(missing)}, which the "
                               "conversation viewer reads (predict.py's output has them).")
+    for column in ('label', 'predicted'):
+        if column not in table.columns or (column == 'label' and table[column].isna().all()):
+            continue
+        unknown = ~table[column].isin(label_names)
+        if unknown.any():
+            row = int(np.flatnonzero(unknown.to_numpy())[0])
+            raise utils.UserError(f"the predictions table's row {row + 1} has the {column} {table[column].iat[row]!r}, "
+                                  f"which is none of the labels {', '.join(label_names)}.")
 
 
 def page_data(table, label_names, flags, title):
@@ -166,7 +174,7 @@ def page_data(table, label_names, flags, title):
 
 def page(data):
     """The HTML page of page_data's dict."""
-    blob = json.dumps(data, separators=(',', ':'), ensure_ascii=False).replace('</', '<\\/')
+    blob = json.dumps(data, separators=(',', ':'), ensure_ascii=False).replace('<', '\\u003c')  # no tag in a text
     return TEMPLATE.replace('__TITLE__', html.escape(data['title'])).replace('__DATA__', blob)
 
 

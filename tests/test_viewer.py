@@ -87,6 +87,8 @@ def test_page_data_has_scores_marks_and_the_escaped_texts(tmp_path):
     assert '"summary":null' in blob and '"y":' not in blob and '"t":' not in blob
     with pytest.raises(utils.UserError, match='p_anger'):
         viewer.page_data(table.drop(columns=['p_anger']), ['joy', 'anger'], MELD_FLAGS, 'broken')
+    with pytest.raises(utils.UserError, match="row 2 has the predicted 'Joy'"):
+        viewer.page_data(table.assign(predicted=['joy', 'Joy', 'joy', 'joy', 'joy']), ['joy', 'anger'], MELD_FLAGS, '')
 
 
 def test_tensorboard_is_refused_with_testing():
