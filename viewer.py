@@ -40,7 +40,8 @@ def graph_connections(speakers, flags):
     """One dialogue's EIGNN and ECGNN edges between its utterances under the run's flags, from graph.py.
 
     speakers (n,): the model's speaker index of each utterance. Returns {'ei': str, 'ec': str}, each
-    n*n digits: the digit at dst*n + src is the number of edges src -> dst (duplicates counted).
+    n*n digits: the digit at dst*n + src is the number of edges src -> dst (duplicates counted), the
+    within-block counts of graph.eignn_graph / graph.ecgnn_graph (BlockGraph.within, [b, dst, src]).
     """
     n = len(speakers)
     valid = torch.ones(1, n, dtype=torch.bool)
@@ -49,13 +50,7 @@ def graph_connections(speakers, flags):
                                        flags['single_edge'], ''),
                   ec=graph.ecgnn_graph(TEXT_BLOCK, valid, flags['window_dir'], flags['window_dir_f'],
                                        flags['single_edge'], ''))
-    out = {}
-    for name, g in graphs.items():
-        counts = np.zeros(n * n, dtype=np.int64)
-        for _, _, src, _, dst, count in graph.edge_list(g, TEXT_BLOCK, [n]):
-            counts[dst * n + src] = count
-        out[name] = ''.join(map(str, np.minimum(counts, 9)))
-    return out
+    return {name: ''.join(map(str, g.within[0].clamp(max=9).int().flatten().tolist())) for name, g in graphs.items()}
 
 
 # ----------------------------------------------------------------------------- the tables it reads
