@@ -47,6 +47,7 @@ GRAPH_TYPES = ('both', 'ECG', 'EIG')
 SINGLE_EDGES = ('', 'intra', 'inter')
 BASE_MODELS = ('GRU', 'LSTM')
 NORMS = ('BN', 'LN', 'LN2', 'none')
+GRAPH_BACKENDS = ('dense', 'pyg')   # graph.py's block-dense layers, or pyg_graph.py's MessagePassing ones
 
 
 # ----------------------------------------------------------------------------- the model's configuration
@@ -81,6 +82,7 @@ class ModelConfig:
     directed_edge: str = 'avl'
     single_edge: str = ''
     av_using_lstm: bool = False
+    graph_backend: str = 'dense'  # how the graphs run (not in the state_dict): GRAPH_BACKENDS
 
     def __post_init__(self):
         check_model_flags(asdict(self))
@@ -116,7 +118,8 @@ def check_model_flags(flags):
     if not flags['modals']:
         bad('modals', "at least one of a, v, l is needed")
     for flag, allowed in (('multimodal_node', MULTIMODAL_NODES), ('graph_type', GRAPH_TYPES),
-                          ('single_edge', SINGLE_EDGES), ('base_model', BASE_MODELS), ('norm', NORMS)):
+                          ('single_edge', SINGLE_EDGES), ('base_model', BASE_MODELS), ('norm', NORMS),
+                          ('graph_backend', GRAPH_BACKENDS)):
         if flags[flag] not in allowed:
             bad(flag, f"must be one of {', '.join(repr(a) for a in allowed)}")
     for flag in ('window_spk', 'window_spk_f', 'window_dir', 'window_dir_f'):
@@ -266,6 +269,9 @@ def build_parser(default_dataset='IEMOCAP', description=None):
     p.add_argument('--testing', action='store_true', help='evaluate --checkpoint on the test set, no training')
     p.add_argument('--overhead', action='store_true',
                    help='with --testing: FLOPs, parameters, memory and latency of one 40-utterance dialogue')
+    p.add_argument('--graph-backend', dest='graph_backend', default='dense', choices=list(GRAPH_BACKENDS),
+                   help="dense (default): graph.py's block-dense layers; pyg: the same layers as torch_geometric "
+                        "MessagePassing over pyg_graph.py's graphs (same parameters and checkpoints, slower)")
     p.add_argument('--no-cuda', action='store_true', help='never use CUDA (same as --device cpu)')
 
     p.add_argument('--paper', action='store_true',

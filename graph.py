@@ -136,7 +136,7 @@ def eignn_graph(blocks, speakers, valid, window_spk, window_spk_f, single_edge, 
     return block_graph(within, blocks, valid, directed_edge, single_edge)
 
 
-def edge_list(g, blocks, lengths):
+def edge_list(g, blocks):
     """Edge multiset as sorted rows [dialogue, src_node, src_utt, dst_node, dst_utt, count]."""
     counts = g.dense()
     T = counts.shape[1] // len(blocks)
@@ -173,7 +173,7 @@ class GroupLayout:
     """
 
     def __init__(self, lengths, device=None, min_fill=0.7):
-        self.n_rows = sum(lengths)
+        self.n_rows, self.lengths = sum(lengths), list(lengths)
         first_row = list(accumulate([0] + list(lengths[:-1])))
         self._slots, self._valid = [], []
         for members, T in length_groups(lengths, min_fill):

@@ -33,6 +33,15 @@ STAGES = {'ECG': Stage('fc2', 'conv', 'num_K', 'epsilon', graph.MultiConv),
           'EIG': Stage('fc1', 'directconv', 'num_L', 'epsilon2', graph.DirectConv)}
 
 
+def conv_types(backend):
+    """The convolution classes of --graph-backend: {'ECG': ..., 'EIG': ...}; pyg (torch_geometric) is
+    imported only when asked for."""
+    if backend == 'pyg':
+        import pyg_graph
+        return pyg_graph.CONVS
+    return {stage: layers.conv_type for stage, layers in STAGES.items()}
+
+
 def used_modalities(cfg):
     """Modalities of --modals in canonical l, a, v order."""
     return [m for m in MODALITIES if m in cfg.modals]
@@ -73,10 +82,11 @@ class GraphModel(nn.Module):
         self.speaker_embeddings = nn.Embedding(cfg.n_speakers, D_g)
         self.fc1 = nn.Linear(D_g, h)
         self.fc2 = nn.Linear(D_g, h)
+        convs = conv_types(cfg.graph_backend)
         for i in range(1, cfg.num_L + 1):
-            self.add_module(f'directconv{i}', graph.DirectConv(h))
+            self.add_module(f'directconv{i}', convs['EIG'](h))
         for i in range(1, cfg.num_K + 1):
-            self.add_module(f'conv{i}', graph.MultiConv(h))
+            self.add_module(f'conv{i}', convs['ECG'](h))
 
     def stage_inputs(self, nodes, spk):
         """Add modal and speaker embeddings; ECGNN additions stay in the EIGNN inputs (cumulative)."""
@@ -110,6 +120,9 @@ class GraphModel(nn.Module):
         epsilon, n_layers = getattr(self.cfg, layers.epsilon), getattr(self.cfg, layers.n_layers)
         convs = [getattr(self, f'{layers.conv}{k}') for k in range(1, n_layers + 1)]
         x0 = getattr(self, layers.fc)(x0)                                             # (nb, N, h)
+        if self.cfg.graph_backend == 'pyg':
+            import pyg_graph
+            return pyg_graph.run_stage(stage, self.cfg, convs, epsilon, x0, blocks, layout.lengths, spk)[wanted]
         outputs = []
         for x, slots, valid in zip(layout.to_groups(x0), layout.slots, layout.valid):   # x: nb x (B_g, T_g, h)
             coef = layers.conv_type.coefficients(self.stage_graph(stage, blocks, valid, spk[slots] * valid))
