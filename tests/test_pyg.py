@@ -6,13 +6,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_model import SMALL_DIMS, build, paper_config, random_batch
 from torch_geometric.data import HeteroData
 
 import checkpoints
 import graph
 import model as M
 import pyg_graph
-from test_model import SMALL_DIMS, build, paper_config, random_batch
 
 WINDOWS = (-1, 0, 1, 2, 3)
 
