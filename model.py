@@ -2,6 +2,36 @@
 
 State-dict keys follow the reference implementation so released checkpoints load strictly.
 Batches are time-major and padded: (T, B, D).
+
+The paper in the code (flags as train.py spells them; state_dict keys of MoED.state_dict()):
+
+  paper            what                                  flags                        state_dict keys
+  -----            ----                                  -----                        ---------------
+  h^m              the multimodal node u = W[l; a; v]    --multimodal_node (graphs    linear_u
+                                                         that have it)
+  EIGNN            emotional inertia: same-speaker       --graph_type, --use_speaker  graph_model.fc1,
+                   edges (graph.eignn_graph,             f-i                          graph_model.directconv{1..L}
+                   graph.DirectConv)
+  L                EIGNN layers                          --num_L                      directconv1 .. directconvL
+  epsilon_I        EIGNN residual scaling x0             --epsilon2                   (none)
+  EIGNN windows    same-speaker past / future turns      --window_spk / --window_spk_f (none)
+  ECGNN            emotional contagion: anyone's         --graph_type, --use_speaker  graph_model.fc2,
+                   nearby turns (graph.ecgnn_graph,      b-e, --directed_edge,        graph_model.conv{1..K}.gate
+                   graph.MultiConv, gate g)              --single_edge
+  K                ECGNN layers                          --num_K                      conv1 .. convK
+  epsilon_C        ECGNN residual scaling x0             --epsilon                    (none)
+  ECGNN windows    past / future turns                   --window_dir / --window_dir_f (none)
+  speaker, modal   embeddings added to the graph inputs  --use_speaker, --use_modal   graph_model.speaker_embeddings,
+  embeddings                                                                          graph_model.modal_embeddings
+  encoders         text norm + linear + RNN; a, v        --norm, --base-model,        normBN{a-d}, normLN{a-d},
+                   linear (+ RNN)                        --av_using_lstm, --modals    linear_{a,v,l}, {gru,lstm}_{l,a,v}
+  classifier       log_softmax of the readout            --graph_type,                smax_fc
+                                                         --multimodal_node
+
+Checkpoint-only keys (in the reference's checkpoints, never used by forward(); kept so that they load
+strictly): hidfc, graph_model.directconv{l}.gate, linear_l where MELD's GRU reads the text directly,
+and the norms --norm does not select (normLN* with BN, normBN* with LN, both with LN2 or none).
+--graph-backend (dense or pyg) changes how the graphs run, not the state_dict.
 """
 from typing import NamedTuple
 
@@ -176,7 +206,7 @@ class MoED(nn.Module):
                                                          dropout=cfg.dropout))
         self.linear_u = nn.Linear(D_g * len(self.modals), D_g)
         self.graph_model = GraphModel(cfg, D_g, h)
-        self.hidfc = nn.Linear(h, cfg.n_classes)
+        self.hidfc = nn.Linear(h, cfg.n_classes)                        # checkpoint-only: never used (see top)
         self.smax_fc = nn.Linear(h * len(readout_parts(cfg)), cfg.n_classes)
 
     def norm_text(self, x, s):
