@@ -1,6 +1,7 @@
 """pyg_graph.py: the graphs as torch_geometric objects against graph.py's edge multisets, and --graph-backend pyg
 against the dense backend (outputs, gradients, checkpoints)."""
 import random
+import re
 from collections import Counter
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ import checkpoints
 import graph
 import model as M
 import pyg_graph
+from helpers import REPO
 
 WINDOWS = (-1, 0, 1, 2, 3)
 
@@ -157,3 +159,22 @@ def test_a_checkpoint_trained_with_one_backend_evaluates_identically_with_the_ot
     torch.testing.assert_close(evaluated[other]['log_prob'], evaluated[trained_with]['log_prob'], rtol=1e-5,
                                atol=1e-5)
     assert torch.equal(evaluated[other]['log_prob'].argmax(-1), evaluated[trained_with]['log_prob'].argmax(-1))
+
+
+@pytest.mark.slow
+def test_the_docs_examples_run(monkeypatch, capsys):
+    """docs/pyg.md's notebook session runs as written; its GATConv layer trains under --graph-backend pyg."""
+    blocks = re.findall(r'```python\n(.*?)```', (REPO / 'docs' / 'pyg.md').read_text(), re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(pyg_graph, 'CONVS', dict(pyg_graph.CONVS))
+    exec(blocks[0], {})
+    assert capsys.readouterr().out.strip().endswith('[[2], [3], [0], [1]]')
+    exec(blocks[1], {})
+    cfg = dict(paper_config('IEMOCAP'), graph_backend='pyg', dropout=0.0)
+    dims = dict(SMALL_DIMS, graph_h=8)                      # heads x (h // heads) = h
+    net = build(cfg, dims)
+    assert not any('gate' in key for key in net.graph_model.conv1.state_dict())
+    out = net(*random_batch([5, 3], dims, cfg['n_speakers']))['log_prob']
+    out.sum().backward()
+    assert net.graph_model.conv1.gat.att_src.grad.abs().sum() > 0
