@@ -178,3 +178,16 @@ def test_the_docs_examples_run(monkeypatch, capsys):
     out = net(*random_batch([5, 3], dims, cfg['n_speakers']))['log_prob']
     out.sum().backward()
     assert net.graph_model.conv1.gat.att_src.grad.abs().sum() > 0
+
+
+def test_the_backend_flag_is_recorded_in_the_model_config_and_not_in_the_state_dict():
+    from dataclasses import asdict
+
+    import config
+    for argv, expected in (([], 'dense'), (['--graph-backend', 'pyg'], 'pyg')):
+        args = config.parse_args(['--paper', *argv])
+        cfg = config.model_config(args, dict(D_text=16, D_audio=12, D_visual=10), 6, 2)
+        assert asdict(cfg)['graph_backend'] == expected
+    with pytest.raises(SystemExit) as stop:
+        config.parse_args(['--graph-backend', 'sparse'])
+    assert stop.value.code == 2
