@@ -217,12 +217,12 @@ CONVS = {'ECG': GatedConv, 'EIG': NormConv}
 def run_stage(stage, cfg, convs, epsilon, x0, blocks, lengths, spk):
     """model.GraphModel.run_stage on stage_graphs: x0 (nb, N, h) after fc -> (nb, N, h) after the layers
     `x = conv_k(x) + epsilon * x0` (no layer: x0), rows in dialogue order."""
-    g = stage_graphs(stage, cfg, lengths, spk).to(x0.device)
-    block, row = (i.to(x0.device) for i in node_rows(g, blocks, lengths))
+    g = stage_graphs(stage, cfg, lengths, spk)                              # built on the CPU
+    block, row, edge_index = (i.to(x0.device) for i in (*node_rows(g, blocks, lengths), g.edge_index))
     x = x0[block, row]                                                      # (num_nodes, h)
     if convs:
-        norm = convs[0].coefficients(g.edge_index, g.num_nodes)
+        norm = convs[0].coefficients(edge_index, g.num_nodes)
         residual = epsilon * x
         for conv in convs:
-            x = conv(x, g.edge_index, norm) + residual
+            x = conv(x, edge_index, norm) + residual
     return x0.new_zeros(x0.shape).index_put((block, row), x)
