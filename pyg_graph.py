@@ -76,13 +76,14 @@ def dialogue_graph(stage, cfg, speakers):
     _, dst, src = g.within.nonzero(as_tuple=True)
     count = g.within[0, dst, src].long()
     k = torch.arange(nb)[:, None]
-    inside = (k * n + src, k * n + dst, edge_type_index(types[k], (src > dst).long(), types[k]),
-              count.expand(nb, -1))
+    relation = (src > dst).long()                                  # 0 to_later, 1 to_earlier
+    inside = (k * n + src, k * n + dst, edge_type_index(types[k], relation, types[k]), count.expand(nb, -1))
     # between the blocks of one turn: the same block pairs in every turn
     i, j = g.cross.nonzero(as_tuple=True)
     count = g.cross[i, j].long()
     t = torch.arange(n)[:, None]
-    between = (j * n + t, i * n + t, edge_type_index(types[j], 2, types[i]).expand(n, -1), count.expand(n, -1))
+    same_turn = edge_type_index(types[j], RELATIONS.index('same_turn'), types[i])
+    between = (j * n + t, i * n + t, same_turn.expand(n, -1), count.expand(n, -1))
     src, dst, etype, count = (torch.cat([a.flatten(), b.flatten()]) for a, b in zip(inside, between))
     src, dst, etype = (x.repeat_interleave(count) for x in (src, dst, etype))
     order = torch.argsort(dst * (nb * n) + src, stable=True)
