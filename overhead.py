@@ -72,8 +72,9 @@ def training_flops(train_epoch):
     return counter.get_total_flops()
 
 
-def matmul_peak(device, n=2048, repeats=10):
-    """FLOP/s of the fastest of `repeats` float32 (n x n) @ (n x n) products at torch's thread count: 2 n^3 / s."""
+def matmul_peak(device, n=1024, repeats=40):
+    """FLOP/s of the fastest of `repeats` float32 (n x n) @ (n x n) products at torch's thread count: 2 n^3 / s.
+    Short products and the fastest of many, so that a shared machine's busy moments do not lower it."""
     a, b = (torch.randn(n, n, device=device) for _ in range(2))
     a @ b
     best = math.inf
