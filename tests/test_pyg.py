@@ -191,3 +191,19 @@ def test_the_backend_flag_is_recorded_in_the_model_config_and_not_in_the_state_d
     with pytest.raises(SystemExit) as stop:
         config.parse_args(['--graph-backend', 'sparse'])
     assert stop.value.code == 2
+
+
+@pytest.mark.slow
+def test_bench_roofline_reports_both_backends(tmp_path, capsys):
+    import json
+
+    import bench
+    bench.main(['--Dataset', 'MELD', '--roofline', '--epochs', '1', '--threads', '1', '--synthetic-scale', '0.02',
+                '--data-dir', str(tmp_path)])
+    line, result = capsys.readouterr().out.strip().splitlines()[-2:]
+    result = json.loads(result)
+    assert line.startswith('MELD: ') and 'GFLOP per training epoch' in line and 'matmul peak' in line
+    assert result['epoch_gflop'] > 0 and result['matmul_peak_gflop_per_s'] > 0
+    for backend in ('dense', 'pyg'):
+        run = result[backend]
+        assert run['gflop_per_s'] == pytest.approx(result['epoch_gflop'] / run['train_epoch_s'], rel=0.02)
