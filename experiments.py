@@ -30,6 +30,7 @@ import ray
 
 import config
 import dataloader
+import feature_folder
 import plots
 import synthetic
 import utils
@@ -262,21 +263,26 @@ def trial_argv(args, row_flags, seed, run_dir, train_flags):
     return argv + ['--device', 'cuda' if args.gpus_per_trial else 'cpu', '--out-dir', run_dir, '--quiet']
 
 
-def resolved_flags(argv):
-    """Every flag of a train.py command as its config.json records them (combinations are the trial's to check)."""
+def resolved_flags(argv, extracted=None):
+    """Every flag of a train.py command as its config.json records them (combinations are the trial's to check);
+    extracted: --Dataset custom's extracted modalities, which train.py gives --modals and --directed_edge unset."""
     flags = train_parser().parse_args(argv)
     config.resolve_hyperparameters(flags)
+    if extracted:
+        config.resolve_extracted(flags, extracted)
     return vars(flags)
 
 
 def plan_trials(args, rows, train_flags, out_dir):
-    """Every (row, seed) as a Trial, rows in the table's order."""
+    """Every (row, seed) as a Trial, rows in the table's order. --Dataset custom: the feature folder is read here,
+    once (dataset.json and its files' hashes), not once per trial; each trial's train.py loads it again."""
+    extracted = feature_folder.read_meta(args.data_dir)[0]['modals'] if args.Dataset == config.CUSTOM else None
     trials = []
     for row, row_flags in rows.items():
         for seed in range(1, args.seeds + 1):
             run_dir = os.path.join(out_dir, row, f'seed{seed}')
             argv = trial_argv(args, row_flags, seed, run_dir, train_flags)
-            flags = resolved_flags(argv)
+            flags = resolved_flags(argv, extracted)
             trials.append(Trial(row, seed, {dest: flags[dest] for dest in row_flags}, argv, flags, run_dir))
     return trials
 
@@ -297,12 +303,12 @@ def finished_earlier(trial):
 
 
 def prepare_data(args):
-    """Generate the synthetic data once here rather than in every trial; or check that the feature files exist."""
+    """Generate the synthetic data once here rather than in every trial; or check that the feature files exist
+    (a custom feature folder was read by plan_trials)."""
     if args.synthetic:
         synthetic.ensure_synthetic(args.Dataset, args.data_dir, scale=args.synthetic_scale)
         return
     if args.Dataset == config.CUSTOM:
-        dataloader.read_custom_meta(args.data_dir)          # an extract_features.py folder, or a UserError
         return
     info = dataloader.dataset_info(args.Dataset)
     for path in (os.path.join(args.data_dir, info.folder, name) for name in info.file_names):

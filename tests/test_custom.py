@@ -20,8 +20,8 @@ import transformers
 
 import baseline
 import config
-import dataloader
 import extract_features
+import feature_folder
 import predict
 import train
 import training
@@ -161,14 +161,21 @@ def test_the_run_records_the_feature_recipe_and_validates_on_dev(workspace):
 
 def test_modals_default_to_the_extracted_ones_and_a_missing_one_is_refused(workspace, capsys, monkeypatch):
     monkeypatch.chdir(workspace)
+    args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'nowhere'])     # parsing reads no file
+    assert (args.modals, args.directed_edge, args.lr, args.num_L) == (None, None, 0.0001, 6)
     args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats'])
+    training.load_data(args)
     assert (args.modals, args.directed_edge, args.lr, args.num_L) == ('l', 'l', 0.0001, 6)
+    args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', '--modals', 'l', '--directed_edge', ''])
+    training.load_data(args)
+    assert (args.modals, args.directed_edge) == ('l', '')
     err = cli_error(capsys, train.main, ['--Dataset', 'custom', '--data-dir', 'feats', '--modals', 'la'])
     assert '--modals la asks for audio' in err and 'text only' in err
+    assert 'is not a feature folder' in cli_error(capsys, train.main, ['--Dataset', 'custom', '--data-dir', 'nowhere'])
     assert not (workspace / 'runs').exists()
     for flags, message in [(['--Dataset', 'custom', '--data-dir', 'feats', '--synthetic'], 'drop --synthetic'),
                            (['--Dataset', 'IEMOCAP', '--valid', 'dev'], 'hold out a fraction'),
-                           (['--Dataset', 'custom', '--data-dir', 'nowhere'], 'is not a feature folder')]:
+                           (['--Dataset', 'custom', '--modals', 'lx'], 'unknown letter(s) x')]:
         with pytest.raises(SystemExit) as exit_info:
             config.parse_args(flags)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
@@ -413,4 +420,4 @@ def test_predict_refuses_bad_columns_runs_and_encoders(workspace, tmp_path, caps
     err = cli_error(capsys, predict.main, [workspace / 'run', csv, '--out', out, '--text-model', other])
     assert f'the text encoder {other} is not the one the run' in err and 'sha256' in err
     assert not out.exists()
-    dataloader.load_custom(workspace / 'feats')           # nothing of the run's data was touched
+    feature_folder.load(workspace / 'feats')           # nothing of the run's data was touched
