@@ -142,9 +142,9 @@ def trusted_meta(folder):
 
 # ----------------------------------------------------------------------------- reading dataset.json
 
-def read_meta(folder, check_files=True):
-    """(dataset.json, trusted): its format checked, its fields too unless meta_sha256 matches, then (check_files)
-    the sha256 of every recorded file. trusted: written here and unchanged, so the rows need no checks."""
+def read_meta(folder):
+    """(dataset.json, trusted): its format checked, its fields too unless meta_sha256 matches, then the sha256 of
+    every recorded file. trusted: written here and unchanged since, so its rows and arrays need no checks."""
     path = os.path.join(folder, META)
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist: {folder} is not a feature folder written by extract_features.py "
@@ -160,8 +160,7 @@ def read_meta(folder, check_files=True):
     trusted = meta.get('meta_sha256') == meta_sha256(meta)
     if not trusted:
         _check_fields(path, meta)
-    if check_files:
-        _check_file_hashes(folder, meta)
+    _check_file_hashes(folder, meta)
     return meta, trusted
 
 
@@ -264,8 +263,8 @@ def _read_utterances(path, meta, trusted):
     label_names, speakers in range, known splits, each dialogue's rows together and in one split) are checked
     only when the folder is not trusted."""
     table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
-    missing = [column for column in UTTERANCE_COLUMNS if column not in table.columns]
-    if missing and not trusted:
+    missing = [column for column in UTTERANCE_COLUMNS if column not in table.columns] if not trusted else []
+    if missing:
         raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; re-run extract_features.py.")
     table['speaker_index'] = pd.to_numeric(table['speaker_index'], errors='coerce')
     label_index = {name: i for i, name in enumerate(meta['label_names'])}

@@ -181,6 +181,22 @@ def test_modals_default_to_the_extracted_ones_and_a_missing_one_is_refused(works
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_experiments_read_the_folder_once_for_all_trials(workspace, tmp_path, monkeypatch):
+    """Planning reads dataset.json and hashes the files once (not once per trial); a row that does not set --modals
+    gets the extracted ones, as the trial's train.py will record them."""
+    import experiments
+    reads = []
+    read_meta = feature_folder.read_meta
+    monkeypatch.setattr(feature_folder, 'read_meta', lambda *args, **kwargs: reads.append(args) or
+                        read_meta(*args, **kwargs))
+    args = experiments.build_parser().parse_args(['table4', '--Dataset', 'custom', '--data-dir',
+                                                  str(workspace / 'feats'), '--seeds', '2'])
+    trials = experiments.plan_trials(args, experiments.table_rows('table4', []), [], str(tmp_path))
+    assert len(trials) == 14 and len(reads) == 1
+    modals = {trial.row: (trial.flags['modals'], trial.flags['directed_edge']) for trial in trials}
+    assert modals['full'] == ('l', 'l') and modals['modals=la'] == ('la', 'la')
+
+
 def test_class_weight_is_the_inverse_training_frequency(workspace, monkeypatch):
     monkeypatch.chdir(workspace)
     utterances = pd.read_csv(workspace / 'feats' / 'utterances.csv')
@@ -249,7 +265,7 @@ def test_predict_api_follows_the_input_rows_and_matches_the_model(workspace):
         predict.predict(workspace / 'run', test.assign(emotion=['joy', 'surprise'] + ['joy'] * (len(test) - 2)))
     assert out[['dialogue', 'turn']].equals(interleaved[['dialogue', 'turn']])
 
-    # the same probabilities as the checkpoint on the run's own test features (load_custom, --testing's pass)
+    # the same probabilities as the checkpoint on the run's own test features (feature_folder.load, --testing's pass)
     args = config.parse_args(['--Dataset', 'custom', '--data-dir', str(workspace / 'feats'),
                               '--batch-size', str(BATCH)])
     fs = training.load_data(args)

@@ -198,7 +198,7 @@ def test_audio_and_visual(tmp_path, encoder_dir):
     np.testing.assert_array_equal(fs.dialogues['av.csv:b'].audio, arrays['audio'][2:])
 
 
-def test_load_custom(tmp_path, csv, encoder_dir):
+def test_load(tmp_path, csv, encoder_dir):
     out = tmp_path / 'feats'
     extract(encoder_dir, csv, '--out', out)
     fs = feature_folder.load(out)
@@ -219,7 +219,7 @@ def test_load_custom(tmp_path, csv, encoder_dir):
         feature_folder.check_modals(fs, 'avl')
 
 
-def test_load_custom_refuses_bad_folders(tmp_path, csv, encoder_dir):
+def test_load_refuses_bad_folders(tmp_path, csv, encoder_dir):
     with pytest.raises(UserError, match='is not a feature folder written by extract_features.py'):
         feature_folder.load(tmp_path)
     unlabelled = write_csv(tmp_path / 'new_test.csv', [(d, t, s, x, sp) for d, t, s, x, _, sp in ROWS],
