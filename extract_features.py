@@ -1,4 +1,4 @@
-"""Extract MoED's input features from conversation CSVs into a feature folder (dataloader.load_custom reads it).
+"""Extract MoED's input features from conversation CSVs into a feature folder (feature_folder.py).
 
     python extract_features.py train.csv dev.csv test.csv --out DIR
 
@@ -17,19 +17,9 @@ when there is no split column). Per utterance:
   default eGeMAPSv02: 88 values).
 - visual (when the CSVs have .npy paths): the given vectors, one 1-D float array per file.
 
-The folder (written whole into a temporary folder beside DIR, then renamed into place):
-
-    dataset.json     format, label_names (sorted by name), n_speakers and the speaker scheme, modals
-                     (letters of the extracted modalities), per modality its recipe and dimension,
-                     counts per split, the input files (sha256, schema, columns), settings, library
-                     versions, the sha256 of the two files below, and `recipe`: everything the features
-                     depend on (inputs' and media files' hashes, encoder weights and tokenizer hash,
-                     layers, speaker scheme, library versions; not --batch-size or --device)
-    features.npz     float32 arrays, rows in utterances.csv order: text (4, N, D_text), and audio
-                     (N, D_audio) / visual (N, D_visual) when extracted
-    utterances.csv   dialogue_key ('<file name>:<dialogue id>'), file, dialogue, turn, speaker,
-                     speaker_index, text, label ('' when the CSV had none), split (train, dev, test);
-                     ordered by split, input file, dialogue (first appearance), turn
+The feature folder DIR (its files and every dataset.json field: feature_folder.py's docstring) holds
+dataset.json (labels, speakers, modalities, the recipe: everything the features depend on), features.npz
+(the arrays) and utterances.csv (one row per utterance); it is written whole, then renamed into place.
 
 Speakers: `--speakers party` (default) numbers each dialogue's parties in order of appearance (first
 speaker 0, second 1, ...), so it works for speakers never seen; n_speakers is the most parties in one
@@ -46,17 +36,17 @@ import os
 import sys
 import time
 
-import numpy as np
 import opensmile
 import pandas as pd
 import torch
 
 import conversations
 import dataloader
+import feature_folder
 import features
 from config import positive_int
 from features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, MODALITIES
-from utils import UserError, check_output_folder, replace_folder, run_cli, save_csv, save_json
+from utils import UserError, check_output_folder, run_cli
 
 REAL_FEATURES = {name for info in dataloader.DATASETS.values() for name in (info.folder, *info.file_names)}
 
@@ -119,7 +109,8 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------- the output folder
 
 def previous_meta(out):
-    """dataset.json of an earlier run in out (None when out is new or empty); any other folder is refused."""
+    """dataset.json of an earlier run in out (None when out is new or empty, or when the earlier run's folder is
+    incomplete or was edited: it is rewritten); any other folder is refused."""
     check_output_folder(out, '--out')
     if not os.path.exists(out):
         return None
@@ -129,35 +120,12 @@ def previous_meta(out):
                         "features are never written there. Choose another folder.")
     if not os.listdir(out):
         return None
-    if not written_here(out):
+    if not feature_folder.is_feature_folder(out):
         listed = sorted(os.listdir(out))
         raise UserError(f"--out {out} is a folder with other files in it ({', '.join(listed[:5])}"
                         f"{', ...' if len(listed) > 5 else ''}), not one written by extract_features.py, and "
                         "it would be replaced whole. Choose a new or empty folder.")
-    try:
-        return dataloader.read_custom_meta(out)
-    except UserError:
-        return None     # an earlier extraction, incomplete or edited since: rewritten
-
-
-def written_here(out):
-    """Whether out/dataset.json says this script wrote the folder."""
-    try:
-        with open(os.path.join(out, 'dataset.json'), encoding='utf-8') as f:
-            return json.load(f).get('format') == dataloader.CUSTOM_FORMAT[0]
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def write_folder(out, meta, arrays, utterances):
-    """features.npz and utterances.csv, then dataset.json with their hashes, into a temp folder renamed to out."""
-    def write(folder):
-        np.savez(os.path.join(folder, 'features.npz'), **arrays)
-        save_csv(os.path.join(folder, 'utterances.csv'), utterances)
-        meta['files'] = {name: dataloader.file_sha256(os.path.join(folder, name))
-                         for name in ('features.npz', 'utterances.csv')}
-        save_json(os.path.join(folder, 'dataset.json'), meta)
-    replace_folder(out, write)
+    return feature_folder.trusted_meta(out)
 
 
 # ----------------------------------------------------------------------------- modalities and labels
@@ -204,7 +172,7 @@ def utterance_table(table, speaker_index):
     return pd.DataFrame({'dialogue_key': table['key'], 'file': table['file'], 'dialogue': table['dialogue'],
                          'turn': table['turn'], 'speaker': table['speaker'], 'speaker_index': speaker_index,
                          'text': table['text'], 'label': table['label'].fillna(''), 'split': table['split']},
-                        columns=list(dataloader.UTTERANCE_COLUMNS))
+                        columns=list(feature_folder.UTTERANCE_COLUMNS))
 
 
 def main(argv=None):
@@ -222,22 +190,12 @@ def main(argv=None):
         return 0
 
     arrays, details, seconds = features.extract_modalities(args, encoder, table, recipe['modalities'])
-    names = label_names(table)
-    meta = {
-        'format': dataloader.CUSTOM_FORMAT[0], 'format_version': dataloader.CUSTOM_FORMAT[1],
-        'written_by': 'extract_features.py',
-        'label_names': names, 'label_order': 'sorted by name', 'n_classes': len(names),
-        'n_speakers': n_speakers, 'speakers': speakers,
-        'modals': ''.join(letter for m, letter in dataloader.CUSTOM_MODALITIES.items() if m in modalities),
-        'modalities': details,
-        'dims': {f'D_{m}': int(arrays[m].shape[-1]) if m in arrays else 0 for m in dataloader.CUSTOM_MODALITIES},
-        'counts': split_counts(table),
+    meta = feature_folder.write_folder(args.out, arrays, utterance_table(table, speaker_index), {
+        'label_names': label_names(table), 'label_order': 'sorted by name', 'n_speakers': n_speakers,
+        'speakers': speakers, 'modalities': details, 'counts': split_counts(table),
         'inputs': [vars(f) for f in conv.files],
         'settings': {name: value for name, value in vars(args).items() if name != 'csv'},
-        'versions': features.versions(),
-        'recipe': recipe,
-    }
-    write_folder(args.out, meta, arrays, utterance_table(table, speaker_index))
+        'versions': features.versions(), 'recipe': recipe})
     print_summary(args, meta, seconds, time.perf_counter() - started)
     return 0
 
