@@ -165,6 +165,13 @@ def positive_float(text):
     return value
 
 
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
 def non_negative_float(text):
     value = float(text)
     if not 0 <= value < math.inf:
