@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import config
-import dataloader
+import feature_folder
 import utils
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -63,7 +63,7 @@ def run(fs, seed):
 
 def main(argv=None):
     args = parse_args(argv)
-    fs = dataloader.load_custom(args.data_dir)
+    fs = feature_folder.load(args.data_dir)
     if not fs.valid_keys:
         raise utils.UserError(f"{args.data_dir} has no dev split to choose C on; give extract_features.py a dev CSV.")
     results = [run(fs, seed) for seed in args.seeds]

@@ -1,10 +1,12 @@
 """The configuration: the paper's values per dataset, the command-line flags, and ModelConfig.
 
     args = parse_args(argv)                      # flags, paper values filled in, every check done
-    cfg = model_config(args, fs.dims)            # the frozen ModelConfig that model.MoED takes
+    cfg = model_config(args, fs.dims, fs.n_classes, fs.n_speakers)    # the frozen ModelConfig of model.MoED
 
 Every impossible flag or combination is refused here, before any work: ModelConfig's own checks
-(what the network can be) and the run's (what a training or --testing run can do).
+(what the network can be) and the run's (what a training or --testing run can do). Parsing reads no
+file: for --Dataset custom, --modals and --directed_edge not given stay None until the loader has read
+the feature folder and resolve_extracted fills them in.
 """
 import argparse
 import math
@@ -12,7 +14,6 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-import dataloader
 from utils import UserError
 
 # The original README's command for each dataset. Without --paper, a flag not given takes the
@@ -34,7 +35,8 @@ PAPER = {
 DEFAULTS = PAPER['IEMOCAP']
 # Your own conversations (a folder of extract_features.py): the text path of the IEMOCAP configuration
 # (linear layer, then the recurrent encoder) with the paper's IEMOCAP values. --modals and --directed_edge
-# not given are the modalities the folder has (dataset.json's modals), with or without --paper.
+# not given are the modalities the folder has (dataset.json's modals), with or without --paper: filled in by
+# resolve_extracted once the folder is loaded (parsing flags reads no file).
 CUSTOM = 'custom'
 PAPER[CUSTOM] = DEFAULTS
 FROM_EXTRACTED = ('modals', 'directed_edge')
@@ -108,12 +110,14 @@ def check_model_flags(flags):
         raise UserError(f"--{flag.replace('base_model', 'base-model')}={flags[flag]!r}: {why}")
 
     for flag, allowed in (('modals', 'avl'), ('directed_edge', 'avl'), ('use_speaker', 'bcdefghi')):
+        if flags[flag] is None:         # --Dataset custom's extracted modalities, before the folder is read
+            continue
         unknown = sorted(set(flags[flag]) - set(allowed))
         if unknown:
             bad(flag, f"unknown letter(s) {''.join(unknown)}; allowed: {allowed}")
         if len(set(flags[flag])) != len(flags[flag]):
             bad(flag, "a letter is repeated")
-    if not flags['modals']:
+    if flags['modals'] == '':
         bad('modals', "at least one of a, v, l is needed")
     for flag, allowed in (('multimodal_node', MULTIMODAL_NODES), ('graph_type', GRAPH_TYPES),
                           ('single_edge', SINGLE_EDGES), ('base_model', BASE_MODELS), ('norm', NORMS)):
@@ -319,14 +323,19 @@ def check_data_flags(args):
 
 def resolve_hyperparameters(args):
     """Fill every hyper-parameter left unset from the paper table (--Dataset's row with --paper); for custom
-    data, --modals and --directed_edge from the feature folder's extracted modalities."""
+    data, --modals and --directed_edge stay unset: resolve_extracted fills them once the folder is read."""
     table = PAPER[args.Dataset] if args.paper else DEFAULTS
-    if args.Dataset == CUSTOM:
-        extracted = dataloader.read_custom_meta(args.data_dir)['modals']
-        table = dict(table, **dict.fromkeys(FROM_EXTRACTED, extracted))
     for name, value in table.items():
-        if getattr(args, name) is None:
+        if getattr(args, name) is None and not (args.Dataset == CUSTOM and name in FROM_EXTRACTED):
             setattr(args, name, value)
+
+
+def resolve_extracted(args, modals):
+    """--Dataset custom: --modals and --directed_edge left unset become the feature folder's extracted
+    modalities (dataset.json's modals, which the loader read)."""
+    for name in FROM_EXTRACTED:
+        if getattr(args, name) is None:
+            setattr(args, name, modals)
 
 
 def check_run_flags(args):

