@@ -137,3 +137,14 @@ def test_check_labels_needs_two_emotions():
     table = pd.DataFrame({'split': ['train'], 'label': ['joy'], 'file': ['train.csv']})
     with pytest.raises(UserError, match='at least two emotions'):
         finetune.check_labels(table, ['joy'])
+
+
+def test_custom_data_trains_with_the_measured_recipe_by_default():
+    """train.py --Dataset custom takes docs/own-data.md's MoED flags, with or without --paper; given flags win."""
+    import config
+    for extra in ([], ['--paper']):
+        args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', *extra])
+        assert (args.num_L, args.num_K, args.window_spk, args.window_dir_f, args.use_speaker, args.dropout,
+                args.epochs) == (1, 1, 3, 6, 'i', 0.4, 12)
+    assert config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', '--num_L', '2']).num_L == 2
+    assert config.parse_args([]).num_L == 6                                    # IEMOCAP keeps the paper's
