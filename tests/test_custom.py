@@ -8,7 +8,6 @@ written.
 import functools
 import json
 import os
-import random
 import shutil
 
 import numpy as np
@@ -26,25 +25,12 @@ import predict
 import train
 import training
 import tsne_IEMOCAP
-from helpers import WORDS, assert_png, ok, run_script
+from helpers import assert_png, conversation_rows, ok, run_script, write_csv
 from utils import UserError, run_cli
 
 LABELS = ('anger', 'joy', 'neutral')
 SPLITS = {'train': 8, 'dev': 2, 'test': 3}        # dialogues per split
 BATCH = 2
-
-
-def conversation_rows(n_dialogues, seed):
-    """Random little dialogues in the plain schema (no split column: the file name gives it)."""
-    rng = random.Random(seed)
-    return [(f'd{d}', turn, rng.choice(['Ann', 'Bob', 'Cy']), ' '.join(rng.choices(WORDS, k=rng.randint(1, 5))),
-             rng.choice(LABELS))
-            for d in range(n_dialogues) for turn in range(rng.randint(3, 6))]
-
-
-def write_csv(path, rows, columns=('dialogue', 'turn', 'speaker', 'text', 'emotion')):
-    pd.DataFrame(rows, columns=list(columns)).to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture(scope='module')
