@@ -26,7 +26,6 @@ import pandas as pd
 import torch
 
 import config
-import graph
 import utils
 
 GRAPH_FLAGS = ('window_spk', 'window_spk_f', 'window_dir', 'window_dir_f', 'single_edge')
@@ -37,20 +36,21 @@ MARKS = dict(first='f', inertia='i', shift='s')
 # ----------------------------------------------------------------------------- the graphs of one dialogue
 
 def graph_connections(speakers, flags):
-    """One dialogue's EIGNN and ECGNN edges between its utterances under the run's flags, from graph.py.
+    """One dialogue's EIGNN and ECGNN edges between its utterances under the run's flags: the text block of
+    pyg_graph.dialogue_graph's torch-geometric graphs (the model's own graphs, no second copy of the rules).
 
     speakers (n,): the model's speaker index of each utterance. Returns {'ei': str, 'ec': str}, each
-    n*n digits: the digit at dst*n + src is the number of edges src -> dst (duplicates counted), the
-    within-block counts of graph.eignn_graph / graph.ecgnn_graph (BlockGraph.within, [b, dst, src]).
+    n*n digits: the digit at dst*n + src is the number of edges src -> dst (duplicates counted, at most 9).
     """
+    import pyg_graph  # torch_geometric takes seconds to import: only when a page is written
     n = len(speakers)
-    valid = torch.ones(1, n, dtype=torch.bool)
-    spk = torch.tensor(np.asarray(speakers, dtype=np.int64))[None]
-    graphs = dict(ei=graph.eignn_graph(TEXT_BLOCK, spk, valid, flags['window_spk'], flags['window_spk_f'],
-                                       flags['single_edge'], ''),
-                  ec=graph.ecgnn_graph(TEXT_BLOCK, valid, flags['window_dir'], flags['window_dir_f'],
-                                       flags['single_edge'], ''))
-    return {name: ''.join(map(str, g.within[0].clamp(max=9).int().flatten().tolist())) for name, g in graphs.items()}
+    cfg = dict(flags, modals=''.join(TEXT_BLOCK), multimodal_node='', directed_edge='')
+    out = {}
+    for name, stage in (('ei', 'EIG'), ('ec', 'ECG')):
+        src, dst = pyg_graph.dialogue_graph(stage, cfg, np.asarray(speakers, dtype=np.int64)).edge_index
+        counts = torch.zeros(n * n, dtype=torch.long).index_add_(0, dst * n + src, torch.ones_like(src))
+        out[name] = ''.join(map(str, counts.clamp(max=9).tolist()))
+    return out
 
 
 # ----------------------------------------------------------------------------- the tables it reads
