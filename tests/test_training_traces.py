@@ -59,6 +59,7 @@ def test_traces_are_present():
     assert TRACES, f"no */trace.json under {GOLDEN_DIR / 'train'}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('trace_path', TRACES, ids=[p.parent.name for p in TRACES])
 def test_training_run_reproduces_the_original(trace_path):
     trace, init, epochs, net = replay(trace_path)
@@ -75,6 +76,7 @@ def test_training_run_reproduces_the_original(trace_path):
     assert_sums_close(param_abs_sums(net), trace['final_param_abs_sums'], 'after the last epoch')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('trace_path', TRACES[:1], ids=[p.parent.name for p in TRACES[:1]])
 def test_textbook_protocol_differs_from_the_trace(trace_path):
     trace, _, epochs, _ = replay(trace_path, protocol='textbook')
@@ -85,6 +87,7 @@ def test_textbook_protocol_differs_from_the_trace(trace_path):
     assert epochs[0]['train'].batch_losses != pytest.approx(first, rel=RTOL) or trace['dataset'] == 'IEMOCAP'
 
 
+@pytest.mark.slow
 def test_cli_metrics_match_a_trace(tmp_path):
     """train.py run as a user runs it writes the trace's per-epoch test scores into metrics.csv."""
     trace_path = TRACES[0]
