@@ -29,6 +29,7 @@ import tsne_IEMOCAP
 from helpers import WORDS, assert_png, ok, run_script
 from utils import UserError, run_cli
 
+pytestmark = pytest.mark.slow      # every test here stands on an extraction and trainings run as processes
 LABELS = ('anger', 'joy', 'neutral')
 SPLITS = {'train': 8, 'dev': 2, 'test': 3}        # dialogues per split
 BATCH = 2

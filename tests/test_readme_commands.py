@@ -6,7 +6,8 @@ The commands are parsed out of the pages, not copied here, so what a user reads 
   joined, `a && b` two commands, a `for V in ...; do ... done` loop unrolled). A fast test checks that each
   command is one this file knows how to run (a script of the repository, or one of NOT_RUN: pip, pytest,
   ruff, ray, a Slurm script's plumbing); a slow test per page runs the page's commands in order in one folder,
-  ```python blocks included, with the page's input CSVs made up (tiny) where they do not exist;
+  ```python blocks included (but those of PYTHON_BLOCKS_RUN_ELSEWHERE), with the page's input CSVs made up
+  (tiny) where they do not exist;
 - the README's section of the paper's commands: its training and --testing commands are checked in detail,
   and its ablation flag lines are each applied to the IEMOCAP training command and checked to reach the
   run's config.json. Where the original README is at hand (../shared/paper/README_original.md), every
@@ -44,6 +45,7 @@ NOT_RUN = {  # a command's first word (or python -m module) -> why this file doe
     'ray': 'starts or stops a Ray cluster (tests/test_experiments.py runs Ray embedded)',
     'ruff': 'is the linter (.ci/run runs it)',
 }
+PYTHON_BLOCKS_RUN_ELSEWHERE = {'pyg.md': 'tests/test_pyg.py'}   # page -> the test file that runs its python blocks
 SHELL_VARIABLES = {'head_ip': '127.0.0.1'}          # the Slurm script's variables, as a run would set them
 DEFAULT_DATASET = {'train.py': 'IEMOCAP', 'train_MOSEI.py': 'MOSEI'}
 
@@ -163,7 +165,7 @@ def page_commands(page):
         if part_index % 2 == 0:
             continue
         first, *lines = part.split('\n')
-        if first.strip() == 'python':
+        if first.strip() == 'python' and page.name not in PYTHON_BLOCKS_RUN_ELSEWHERE:
             items.append(('python', '\n'.join(lines)))
         elif first.strip() == 'bash':
             batch_script = lines and lines[0].startswith('#!')
@@ -248,7 +250,9 @@ class Page:
     def tsne(self, script, args):
         dataset = script[len('tsne_'):-len('.py')]
         if dataset != config.CUSTOM and not (self.cwd / 'saved_features' / f'emotion_labels_{dataset}.pkl').exists():
-            assert self.train('train.py', ['--paper', '--Dataset', dataset, '--testing']) == 0   # "after --testing"
+            testing = ['--paper', '--Dataset', dataset, '--testing', '--checkpoint', self.checkpoints(dataset),
+                       '--synthetic', '--synthetic-scale', 0.02, '--data-dir', self.root / 'data']   # >= 10 utterances
+            assert self.as_main('train.py', testing) == 0                                        # "after --testing"
         return self.as_main(script, [*args, '--max-iter', 250])
 
     def extract(self, script, args):
