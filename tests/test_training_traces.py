@@ -84,7 +84,9 @@ def test_textbook_protocol_differs_from_the_trace(trace_path):
     later = [passes['train'].batch_losses for passes in epochs[1:]]
     expected_later = [e['train_batch_losses'] for e in trace['epochs_trace'][1:]]
     assert not np.allclose(np.concatenate(later), np.concatenate(expected_later), rtol=1e-3)
-    assert epochs[0]['train'].batch_losses != pytest.approx(first, rel=RTOL) or trace['dataset'] == 'IEMOCAP'
+    # The first epoch differs too, even in IEMOCAP's file order: its dropout masks come from the generator as the
+    # seeded initialisation left it, not reseeded at the start of the pass (measured: 0.0096 at most on IEMOCAP).
+    assert epochs[0]['train'].batch_losses != pytest.approx(first, rel=RTOL)
 
 
 @pytest.mark.slow
