@@ -7,6 +7,10 @@ and visual features when the folder has them, standardised on the training split
 regularisation C is picked from a grid by weighted F1 on the dev split, then the model is trained on the
 training split and scored on the test split. Prints one JSON line per seed and the mean and standard
 deviation of test weighted F1 (lbfgs is deterministic: the seed changes nothing but is recorded).
+
+When the folder was made with extract_features.py --finetune, the fine-tuned encoder's own classifier (the
+other context-free model on the same features: its epoch chosen on dev, as recorded in dataset.json) is
+printed too.
 """
 import argparse
 import json
@@ -17,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import config
-import dataloader
+import feature_folder
 import utils
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -59,7 +63,7 @@ def run(fs, seed):
 
 def main(argv=None):
     args = parse_args(argv)
-    fs = dataloader.load_custom(args.data_dir)
+    fs = feature_folder.load(args.data_dir)
     if not fs.valid_keys:
         raise utils.UserError(f"{args.data_dir} has no dev split to choose C on; give extract_features.py a dev CSV.")
     results = [run(fs, seed) for seed in args.seeds]
@@ -69,6 +73,11 @@ def main(argv=None):
     spread = f1.std(ddof=1) if len(f1) > 1 else 0.0
     print(f"logistic regression, test weighted F1 over {len(f1)} seed(s): {f1.mean():.2f} ± {spread:.2f} "
           "(sample standard deviation)")
+    tuned = fs.meta.get('finetune')
+    if tuned and 'test_f1' in tuned:
+        print(f"fine-tuned encoder's own classifier (epoch {tuned['selected_epoch']} of {len(tuned['history'])}, "
+              f"chosen on dev, seed {tuned['settings']['seed']}): test weighted F1 {tuned['test_f1']:.2f}, "
+              f"accuracy {tuned['test_acc']:.2f} (dev weighted F1 {tuned['dev_f1']:.2f})")
 
 
 if __name__ == '__main__':

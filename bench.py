@@ -24,6 +24,15 @@ run_pass (every commit since the restructure of issue 9).
 
 profiles one training epoch after the warm-up (torch.profiler) and prints the top operators by self
 CPU time with their share of the epoch.
+
+    python bench.py --Dataset IEMOCAP --threads 2 --roofline
+
+how far a training epoch is from the machine's limit, for both --graph-backend values: the FLOPs of one
+training epoch (overhead.training_flops: the matrix products, forward and backward, as executed by the
+dense backend; 2 FLOPs per multiply-add), each backend's timed epoch (after a warm-up one) and so its
+achieved GFLOP/s, and the matrix-multiply peak this machine reaches at the same thread count
+(overhead.matmul_peak, the best of its runs before and after each timing); then one JSON line. The pyg
+backend is measured against the dense backend's count: the same model, so the same useful work.
 """
 import argparse
 import io
@@ -41,6 +50,7 @@ from pathlib import Path
 import torch
 
 import config
+import overhead
 import training
 import utils
 
@@ -65,12 +75,16 @@ def parse_args(argv=None):
                         '(or against a second REF), alternating epochs')
     p.add_argument('--profile', action='store_true',
                    help='profile one training epoch after the warm-up and print the top operators')
+    p.add_argument('--roofline', action='store_true',
+                   help="FLOPs of a training epoch, achieved GFLOP/s of both graph backends, the matmul peak")
+    p.add_argument('--graph-backend', default='dense', choices=list(config.GRAPH_BACKENDS),
+                   help='the model\'s --graph-backend (default dense)')
     p.add_argument('--serve', action='store_true', help=argparse.SUPPRESS)   # a --compare worker
     args = p.parse_args(argv)
     if args.compare and len(args.compare) > 2:
         p.error('--compare takes one or two versions')
-    if args.compare and args.profile:
-        p.error('--compare and --profile do not go together')
+    if sum(map(bool, (args.compare, args.profile, args.roofline))) > 1:
+        p.error('--compare, --profile and --roofline do not go together')
     args.epochs = args.epochs or (5 if args.compare else 2)
     args.data_dir = str(Path(args.data_dir).resolve())       # --compare workers run in other directories
     return args
@@ -92,12 +106,14 @@ def peak_rss_mb():
 class Workload:
     """The data, the seeded model and the optimizer of one dataset's paper configuration; timed passes."""
 
-    def __init__(self, bench):
+    def __init__(self, bench, backend=None):
         if bench.threads:
             torch.set_num_threads(bench.threads)
+        backend = backend or bench.graph_backend
         self.args = config.parse_args(['--Dataset', bench.Dataset, '--paper', '--synthetic', '--synthetic-scale',
                                        str(bench.synthetic_scale), '--data-dir', bench.data_dir,
-                                       '--device', bench.device, '--quiet'])
+                                       '--device', bench.device, '--quiet']
+                                      + (['--graph-backend', backend] if backend != 'dense' else []))
         self.fs = training.load_data(self.args)
         self.net = training.build_model(self.args, self.fs)
         self.optimizer, self.loss_fn, self.protocol = training.training_objects(self.args, self.net)
@@ -164,6 +180,32 @@ def profile(bench, top=15):
     print(f"{'operator':<40} {'self CPU (s)':>12} {'share':>7} {'calls':>8}")
     for e in events[:top]:
         print(f"{e.key:<40} {e.self_cpu_time_total / 1e6:>12.3f} {e.self_cpu_time_total / total:>7.1%} {e.count:>8}")
+
+
+def roofline(bench):
+    """One line per backend and one JSON line: FLOPs of a training epoch, achieved GFLOP/s, the matmul peak."""
+    result = dict(dataset=bench.Dataset)
+    peaks = []
+    for backend in config.GRAPH_BACKENDS:
+        work = Workload(bench, backend)
+        print(work.describe() + f", --graph-backend {backend}", file=sys.stderr)
+        work.timed_epoch()                                                   # warm-up
+        if backend == 'dense':
+            flops = overhead.training_flops(work.train_epoch)
+            result['epoch_gflop'] = round(flops / 1e9, 2)
+        peaks.append(overhead.matmul_peak(work.args.device))                # before and after each timing
+        seconds = statistics.median(timed(work.train_epoch, work.args.device) for _ in range(bench.epochs))
+        peaks.append(overhead.matmul_peak(work.args.device))
+        result[backend] = dict(train_epoch_s=round(seconds, 3), gflop_per_s=round(flops / seconds / 1e9, 2))
+        device = work.args.device
+    peak = max(peaks)
+    result.update(device=device, threads=torch.get_num_threads(), matmul_peak_gflop_per_s=round(peak / 1e9, 1))
+    parts = [f"{b} {result[b]['train_epoch_s']:.2f} s = {result[b]['gflop_per_s']:.1f} GFLOP/s "
+             f"({result[b]['gflop_per_s'] * 1e9 / peak:.1%} of peak)" for b in config.GRAPH_BACKENDS]
+    print(f"{bench.Dataset}: {result['epoch_gflop']:.1f} GFLOP per training epoch (forward + backward); "
+          + '; '.join(parts) + f"; matmul peak {peak / 1e9:.1f} GFLOP/s at {result['threads']} threads "
+          f"({device})")
+    print(json.dumps(result))
 
 
 # ----------------------------------------------------------------------------- two versions, side by side
@@ -295,6 +337,8 @@ def main(argv=None):
         return compare(bench)
     if bench.profile:
         return profile(bench)
+    if bench.roofline:
+        return roofline(bench)
     return single(bench)
 
 

@@ -71,13 +71,15 @@ def unreadable_reason(err):
 
 def check_run_config(path, cfg):
     """A checkpoint in a training run's folder must be loaded into the model of that run's config.json, flags that
-    leave the state_dict's shapes alone (--norm, --use_speaker, the windows, ...) included; --dropout may differ."""
+    leave the state_dict's shapes alone (--norm, --use_speaker, the windows, ...) included; --dropout and
+    --graph-backend may differ."""
     run = utils.read_json(os.path.join(os.path.dirname(path), 'config.json'))
     recorded = run.get('model_config') if isinstance(run, dict) else None
     if not isinstance(recorded, dict):
         return                          # a released checkpoint, or one copied out of its run folder
     differ = [(name, recorded[name], value) for name, value in asdict(cfg).items()
-              if name in recorded and recorded[name] != value and name != 'dropout']   # eval has no dropout
+              if name in recorded and recorded[name] != value and name not in ('dropout', 'graph_backend')]
+    # evaluation has no dropout; both graph backends compute the same model
     if differ:
         flags = {**{f: f'--{f}' for f in config.MODEL_FLAGS}, 'dataset': '--Dataset', 'base_model': '--base-model'}
         raise utils.UserError(

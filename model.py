@@ -2,6 +2,36 @@
 
 State-dict keys follow the reference implementation so released checkpoints load strictly.
 Batches are time-major and padded: (T, B, D).
+
+The paper in the code (flags as train.py spells them; state_dict keys of MoED.state_dict()):
+
+  paper            what                                  flags                        state_dict keys
+  -----            ----                                  -----                        ---------------
+  h^m              the multimodal node u = W[l; a; v]    --multimodal_node (graphs    linear_u
+                                                         that have it)
+  EIGNN            emotional inertia: same-speaker       --graph_type, --use_speaker  graph_model.fc1,
+                   edges (graph.eignn_graph,             f-i                          graph_model.directconv{1..L}
+                   graph.DirectConv)
+  L                EIGNN layers                          --num_L                      directconv1 .. directconvL
+  epsilon_I        EIGNN residual scaling x0             --epsilon2                   (none)
+  EIGNN windows    same-speaker past / future turns      --window_spk / --window_spk_f (none)
+  ECGNN            emotional contagion: anyone's         --graph_type, --use_speaker  graph_model.fc2,
+                   nearby turns (graph.ecgnn_graph,      b-e, --directed_edge,        graph_model.conv{1..K}.gate
+                   graph.MultiConv, gate g)              --single_edge
+  K                ECGNN layers                          --num_K                      conv1 .. convK
+  epsilon_C        ECGNN residual scaling x0             --epsilon                    (none)
+  ECGNN windows    past / future turns                   --window_dir / --window_dir_f (none)
+  speaker, modal   embeddings added to the graph inputs  --use_speaker, --use_modal   graph_model.speaker_embeddings,
+  embeddings                                                                          graph_model.modal_embeddings
+  encoders         text norm + linear + RNN; a, v        --norm, --base-model,        normBN{a-d}, normLN{a-d},
+                   linear (+ RNN)                        --av_using_lstm, --modals    linear_{a,v,l}, {gru,lstm}_{l,a,v}
+  classifier       log_softmax of the readout            --graph_type,                smax_fc
+                                                         --multimodal_node
+
+Checkpoint-only keys (in the reference's checkpoints, never used by forward(); kept so that they load
+strictly): hidfc, graph_model.directconv{l}.gate, linear_l where MELD's GRU reads the text directly,
+and the norms --norm does not select (normLN* with BN, normBN* with LN, both with LN2 or none).
+--graph-backend (dense or pyg) changes how the graphs run, not the state_dict.
 """
 from typing import NamedTuple
 
@@ -31,6 +61,15 @@ class Stage(NamedTuple):
 
 STAGES = {'ECG': Stage('fc2', 'conv', 'num_K', 'epsilon', graph.MultiConv),
           'EIG': Stage('fc1', 'directconv', 'num_L', 'epsilon2', graph.DirectConv)}
+
+
+def conv_types(backend):
+    """The convolution classes of --graph-backend: {'ECG': ..., 'EIG': ...}; pyg (torch_geometric) is
+    imported only when asked for."""
+    if backend == 'pyg':
+        import pyg_graph
+        return pyg_graph.CONVS
+    return {stage: layers.conv_type for stage, layers in STAGES.items()}
 
 
 def used_modalities(cfg):
@@ -73,10 +112,11 @@ class GraphModel(nn.Module):
         self.speaker_embeddings = nn.Embedding(cfg.n_speakers, D_g)
         self.fc1 = nn.Linear(D_g, h)
         self.fc2 = nn.Linear(D_g, h)
+        convs = conv_types(cfg.graph_backend)
         for i in range(1, cfg.num_L + 1):
-            self.add_module(f'directconv{i}', graph.DirectConv(h))
+            self.add_module(f'directconv{i}', convs['EIG'](h))
         for i in range(1, cfg.num_K + 1):
-            self.add_module(f'conv{i}', graph.MultiConv(h))
+            self.add_module(f'conv{i}', convs['ECG'](h))
 
     def stage_inputs(self, nodes, spk):
         """Add modal and speaker embeddings; ECGNN additions stay in the EIGNN inputs (cumulative)."""
@@ -110,6 +150,9 @@ class GraphModel(nn.Module):
         epsilon, n_layers = getattr(self.cfg, layers.epsilon), getattr(self.cfg, layers.n_layers)
         convs = [getattr(self, f'{layers.conv}{k}') for k in range(1, n_layers + 1)]
         x0 = getattr(self, layers.fc)(x0)                                             # (nb, N, h)
+        if self.cfg.graph_backend == 'pyg':
+            import pyg_graph
+            return pyg_graph.run_stage(stage, self.cfg, convs, epsilon, x0, blocks, layout.lengths, spk)[wanted]
         outputs = []
         for x, slots, valid in zip(layout.to_groups(x0), layout.slots, layout.valid):   # x: nb x (B_g, T_g, h)
             coef = layers.conv_type.coefficients(self.stage_graph(stage, blocks, valid, spk[slots] * valid))
@@ -163,7 +206,7 @@ class MoED(nn.Module):
                                                          dropout=cfg.dropout))
         self.linear_u = nn.Linear(D_g * len(self.modals), D_g)
         self.graph_model = GraphModel(cfg, D_g, h)
-        self.hidfc = nn.Linear(h, cfg.n_classes)
+        self.hidfc = nn.Linear(h, cfg.n_classes)                        # checkpoint-only: never used (see top)
         self.smax_fc = nn.Linear(h * len(readout_parts(cfg)), cfg.n_classes)
 
     def norm_text(self, x, s):

@@ -35,7 +35,7 @@ import torch
 import checkpoints
 import config
 import conversations
-import dataloader
+import feature_folder
 import features
 import model
 import training
@@ -141,8 +141,10 @@ def encoder_name(meta, text_model):
 def repeat_recipe(meta, table, modalities, text_model, device):
     """(settings, encoder, modality -> recipe) for these conversations, checked against the recorded recipe."""
     recorded = meta['recipe']['modalities']
+    shown = recorded.get('text', {}).get('input', {})
     settings = Namespace(layers=recorded.get('text', {}).get('layers'), batch_size=64, device=device,
-                         audio_features=recorded.get('audio', {}).get('feature_set'))
+                         audio_features=recorded.get('audio', {}).get('feature_set'),
+                         speaker_in_text=shown.get('speaker', False), context_turns=shown.get('past_turns', 0))
     encoder = load_same_encoder(meta, text_model, device) if 'text' in modalities else None
     recipes = {m: features.MODALITIES[m][0](settings, encoder, table) for m in modalities}
     for modality, recipe in recipes.items():
@@ -179,7 +181,7 @@ def feature_set(run, conv, device, text_model):
     table = conv.table.assign(path=conv.table['file'].map({f.name: f.path for f in conv.files}))
     labels = label_indices(table, meta['label_names'])
     # in features.MODALITIES order, as extract_features.py goes: a bad .npy or wav stops it before the text pass
-    modalities = [m for m in features.MODALITIES if dataloader.CUSTOM_MODALITIES[m] in cfg['modals']]
+    modalities = [m for m in features.MODALITIES if feature_folder.MODALITIES[m] in cfg['modals']]
     for modality in modalities:
         if modality != 'text' and conv.files[0].columns[modality] is None:
             raise UserError(f"{conv.files[0].path} has no {modality} column, but the model uses {modality}: give "
@@ -187,15 +189,10 @@ def feature_set(run, conv, device, text_model):
     settings, encoder, recipes = repeat_recipe(meta, table, modalities, text_model, device)
     dims = {m: cfg[f'D_{m}'] for m in recipes}
     arrays, _, _ = features.extract_modalities(settings, encoder, table, recipes, dims)
-    n = len(table)
-    arrays = {m: arrays.get(m, np.zeros((4, n, 0) if m == 'text' else (n, 0), dtype=np.float32))
-              for m in dataloader.CUSTOM_MODALITIES}
     speakers = features.speaker_indices(table, meta['speakers'], cfg['n_speakers']).astype(np.int64)
-    dialogues = dataloader.custom_dialogues(table['key'].to_numpy(), speakers, np.maximum(labels, 0), arrays)
-    fs = dataloader.FeatureSet(
-        name=config.CUSTOM, dims={f'D_{m}': arrays[m].shape[-1] for m in arrays}, n_classes=cfg['n_classes'],
-        n_speakers=cfg['n_speakers'], label_names=tuple(meta['label_names']), train_keys=[],
-        test_keys=list(dialogues), dialogues=dialogues, source=[f.path for f in conv.files])
+    fs = feature_folder.conversation_set(table['key'].to_numpy(), speakers, np.maximum(labels, 0), arrays,
+                                         meta['label_names'], cfg['n_classes'], cfg['n_speakers'],
+                                         [f.path for f in conv.files])
     return fs, table, labels
 
 

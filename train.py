@@ -26,6 +26,7 @@ import torch
 import checkpoints
 import config
 import dataloader
+import feature_folder
 import overhead
 import plots
 import training
@@ -296,7 +297,7 @@ def save_test_outputs(args, fs, result, checkpoint):
         utils.save_pickle(os.path.join(features, name), array)
     if ds == config.CUSTOM:     # the names tsne_custom.py shows (the paper datasets' are in dataloader.DATASETS)
         utils.save_json(os.path.join(features, f'class_names_{ds}.json'),
-                        dict(emotion=list(fs.label_names), speaker=dataloader.speaker_names(fs.meta)))
+                        dict(emotion=list(fs.label_names), speaker=feature_folder.speaker_names(fs.meta)))
     table = pd.DataFrame(dict(
         dialogue_id=out['dialogue_ids'],
         utterance_idx=np.concatenate([np.arange(n) for n in out['lengths']]),

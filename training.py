@@ -19,6 +19,7 @@ import torch
 
 import config
 import dataloader
+import feature_folder
 import model
 import synthetic
 import utils
@@ -39,10 +40,12 @@ def dataset_shuffles(name):
 
 def load_data(args):
     """The FeatureSet of --Dataset: the real feature files under --data-dir, synthetic ones, or for custom the
-    feature folder --data-dir (which must have every modality of --modals)."""
+    feature folder --data-dir (--modals and --directed_edge not given: its modalities; it must have every
+    modality of --modals)."""
     if args.Dataset == config.CUSTOM:
-        fs = dataloader.load_custom(args.data_dir)
-        dataloader.check_modals(fs, args.modals)
+        fs = feature_folder.load(args.data_dir)
+        config.resolve_extracted(args, fs.modals)
+        feature_folder.check_modals(fs, args.modals)
         return fs
     data_dir = args.data_dir
     if args.synthetic:

@@ -6,10 +6,13 @@ Children start with SIGINT's default disposition, whatever the suite inherited (
 background job from a script has SIGINT ignored, and its children would too).
 """
 import os
+import random
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get('MOED_GOLDEN_DIR') or REPO / 'tests' / 'golden')
@@ -48,3 +51,17 @@ def assert_png(path, min_bytes=10_000):
     """path is a real PNG of some size."""
     data = Path(path).read_bytes()
     assert data[:8] == PNG_SIGNATURE and len(data) >= min_bytes, f"{path}: not a PNG of >= {min_bytes} bytes"
+
+
+def conversation_rows(n_dialogues, seed, labels=('anger', 'joy', 'neutral')):
+    """Random little dialogues in the plain schema (no split column: the file name gives it)."""
+    rng = random.Random(seed)
+    return [(f'd{d}', turn, rng.choice(['Ann', 'Bob', 'Cy']), ' '.join(rng.choices(WORDS, k=rng.randint(1, 5))),
+             rng.choice(labels))
+            for d in range(n_dialogues) for turn in range(rng.randint(3, 6))]
+
+
+def write_csv(path, rows, columns=('dialogue', 'turn', 'speaker', 'text', 'emotion')):
+    """rows as a CSV file with these columns; path."""
+    pd.DataFrame(rows, columns=list(columns)).to_csv(path, index=False)
+    return path

@@ -8,7 +8,6 @@ written.
 import functools
 import json
 import os
-import random
 import shutil
 
 import numpy as np
@@ -20,32 +19,19 @@ import transformers
 
 import baseline
 import config
-import dataloader
 import extract_features
+import feature_folder
 import predict
 import train
 import training
 import tsne_IEMOCAP
-from helpers import WORDS, assert_png, ok, run_script
+from helpers import assert_png, conversation_rows, ok, run_script, write_csv
 from utils import UserError, run_cli
 
 pytestmark = pytest.mark.slow      # every test here stands on an extraction and trainings run as processes
 LABELS = ('anger', 'joy', 'neutral')
 SPLITS = {'train': 8, 'dev': 2, 'test': 3}        # dialogues per split
 BATCH = 2
-
-
-def conversation_rows(n_dialogues, seed):
-    """Random little dialogues in the plain schema (no split column: the file name gives it)."""
-    rng = random.Random(seed)
-    return [(f'd{d}', turn, rng.choice(['Ann', 'Bob', 'Cy']), ' '.join(rng.choices(WORDS, k=rng.randint(1, 5))),
-             rng.choice(LABELS))
-            for d in range(n_dialogues) for turn in range(rng.randint(3, 6))]
-
-
-def write_csv(path, rows, columns=('dialogue', 'turn', 'speaker', 'text', 'emotion')):
-    pd.DataFrame(rows, columns=list(columns)).to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture(scope='module')
@@ -162,17 +148,40 @@ def test_the_run_records_the_feature_recipe_and_validates_on_dev(workspace):
 
 def test_modals_default_to_the_extracted_ones_and_a_missing_one_is_refused(workspace, capsys, monkeypatch):
     monkeypatch.chdir(workspace)
+    args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'nowhere'])     # parsing reads no file
+    assert (args.modals, args.directed_edge, args.lr, args.num_L) == (None, None, 0.0001, 6)
     args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats'])
+    training.load_data(args)
     assert (args.modals, args.directed_edge, args.lr, args.num_L) == ('l', 'l', 0.0001, 6)
+    args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', '--modals', 'l', '--directed_edge', ''])
+    training.load_data(args)
+    assert (args.modals, args.directed_edge) == ('l', '')
     err = cli_error(capsys, train.main, ['--Dataset', 'custom', '--data-dir', 'feats', '--modals', 'la'])
     assert '--modals la asks for audio' in err and 'text only' in err
+    assert 'is not a feature folder' in cli_error(capsys, train.main, ['--Dataset', 'custom', '--data-dir', 'nowhere'])
     assert not (workspace / 'runs').exists()
     for flags, message in [(['--Dataset', 'custom', '--data-dir', 'feats', '--synthetic'], 'drop --synthetic'),
                            (['--Dataset', 'IEMOCAP', '--valid', 'dev'], 'hold out a fraction'),
-                           (['--Dataset', 'custom', '--data-dir', 'nowhere'], 'is not a feature folder')]:
+                           (['--Dataset', 'custom', '--modals', 'lx'], 'unknown letter(s) x')]:
         with pytest.raises(SystemExit) as exit_info:
             config.parse_args(flags)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_experiments_read_the_folder_once_for_all_trials(workspace, tmp_path, monkeypatch):
+    """Planning reads dataset.json and hashes the files once (not once per trial); a row that does not set --modals
+    gets the extracted ones, as the trial's train.py will record them."""
+    import experiments
+    reads = []
+    read_meta = feature_folder.read_meta
+    monkeypatch.setattr(feature_folder, 'read_meta', lambda *args, **kwargs: reads.append(args) or
+                        read_meta(*args, **kwargs))
+    args = experiments.build_parser().parse_args(['table4', '--Dataset', 'custom', '--data-dir',
+                                                  str(workspace / 'feats'), '--seeds', '2'])
+    trials = experiments.plan_trials(args, experiments.table_rows('table4', []), [], str(tmp_path))
+    assert len(trials) == 14 and len(reads) == 1
+    modals = {trial.row: (trial.flags['modals'], trial.flags['directed_edge']) for trial in trials}
+    assert modals['full'] == ('l', 'l') and modals['modals=la'] == ('la', 'la')
 
 
 def test_class_weight_is_the_inverse_training_frequency(workspace, monkeypatch):
@@ -243,7 +252,7 @@ def test_predict_api_follows_the_input_rows_and_matches_the_model(workspace):
         predict.predict(workspace / 'run', test.assign(emotion=['joy', 'surprise'] + ['joy'] * (len(test) - 2)))
     assert out[['dialogue', 'turn']].equals(interleaved[['dialogue', 'turn']])
 
-    # the same probabilities as the checkpoint on the run's own test features (load_custom, --testing's pass)
+    # the same probabilities as the checkpoint on the run's own test features (feature_folder.load, --testing's pass)
     args = config.parse_args(['--Dataset', 'custom', '--data-dir', str(workspace / 'feats'),
                               '--batch-size', str(BATCH)])
     fs = training.load_data(args)
@@ -414,4 +423,4 @@ def test_predict_refuses_bad_columns_runs_and_encoders(workspace, tmp_path, caps
     err = cli_error(capsys, predict.main, [workspace / 'run', csv, '--out', out, '--text-model', other])
     assert f'the text encoder {other} is not the one the run' in err and 'sha256' in err
     assert not out.exists()
-    dataloader.load_custom(workspace / 'feats')           # nothing of the run's data was touched
+    feature_folder.load(workspace / 'feats')           # nothing of the run's data was touched

@@ -1,6 +1,7 @@
-"""extract_features.py and dataloader.load_custom: the pooled layers against a direct computation, the
+"""extract_features.py and feature_folder.load: the pooled layers against a direct computation, the
 folder format and dataset.json, speakers, audio (openSMILE) and visual, idempotence, the errors (exit 2,
 nothing written), and loading the folder back. The text encoder is a tiny random BERT made here."""
+import hashlib
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ import transformers
 
 import dataloader
 import extract_features as X
+import feature_folder
 from helpers import MAX_POSITIONS, N_LAYERS
 from utils import UserError, run_cli
 
@@ -89,7 +91,7 @@ def test_folder_format_and_dataset_json(tmp_path, csv, encoder_dir, capsys):
     assert sorted(os.listdir(tmp_path)) == ['feats', 'talks.csv']          # no temp folder left behind
     assert 'utterances/s' in capsys.readouterr().out
     m = meta(out)
-    assert (m['format'], m['format_version']) == dataloader.CUSTOM_FORMAT
+    assert (m['format'], m['format_version']) == feature_folder.FORMAT
     assert m['label_names'] == ['anger', 'joy', 'neutral', 'sad'] and m['n_classes'] == 4
     assert m['modals'] == 'l' and m['dims'] == {'D_text': 32, 'D_audio': 0, 'D_visual': 0}
     assert m['counts']['train'] == {'dialogues': 2, 'utterances': 8,
@@ -100,12 +102,15 @@ def test_folder_format_and_dataset_json(tmp_path, csv, encoder_dir, capsys):
     assert text['encoder']['text_model'] == str(encoder_dir) and len(text['encoder']['sha256']) == 64
     assert text['encoder']['class'] == 'BertModel' and text['encoder']['hidden_states'] == N_LAYERS + 1
     assert 'non-padding tokens' in text['pooling']
-    assert m['inputs'][0]['sha256'] == dataloader.file_sha256(csv) and m['inputs'][0]['schema'] == 'plain'
+    assert m['inputs'][0]['sha256'] == feature_folder.file_sha256(csv) and m['inputs'][0]['schema'] == 'plain'
     assert set(m['versions']) >= {'torch', 'transformers', 'opensmile'}
-    assert m['files'] == {name: dataloader.file_sha256(out / name) for name in ('features.npz', 'utterances.csv')}
+    assert m['files'] == {name: feature_folder.file_sha256(out / name) for name in ('features.npz', 'utterances.csv')}
+    rest = json.dumps({key: value for key, value in m.items() if key != 'meta_sha256'}, sort_keys=True,
+                      separators=(',', ':'))
+    assert m['meta_sha256'] == hashlib.sha256(rest.encode()).hexdigest()
     assert m['settings']['layers'] == [-4, -3, -2, -1] and m['settings']['speakers'] == 'party'
     utterances = pd.read_csv(out / 'utterances.csv', keep_default_na=False)
-    assert list(utterances.columns) == list(dataloader.UTTERANCE_COLUMNS)
+    assert list(utterances.columns) == list(feature_folder.UTTERANCE_COLUMNS)
     assert utterances['dialogue_key'].unique().tolist() == ['talks.csv:a', 'talks.csv:b', 'talks.csv:c', 'talks.csv:d']
 
 
@@ -168,7 +173,7 @@ def test_a_failed_rewrite_leaves_the_old_folder(tmp_path, csv, encoder_dir, monk
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(X, 'save_csv', interrupted)
+    monkeypatch.setattr(feature_folder, 'save_csv', interrupted)
     with pytest.raises(KeyboardInterrupt):
         extract(encoder_dir, csv, '--out', out, '--layers=0,1,2,3')
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
@@ -196,16 +201,16 @@ def test_audio_and_visual(tmp_path, encoder_dir):
     assert arrays['audio'].shape == (3, 88) and np.isfinite(arrays['audio']).all()
     assert not np.allclose(arrays['audio'][0], arrays['audio'][1])     # different pitch, different features
     np.testing.assert_array_equal(arrays['visual'], np.repeat(np.arange(3, dtype=np.float32)[:, None], 5, 1))
-    fs = dataloader.load_custom(out)
-    dataloader.check_modals(fs, 'avl')
+    fs = feature_folder.load(out)
+    feature_folder.check_modals(fs, 'avl')
     np.testing.assert_array_equal(fs.dialogues['av.csv:b'].audio, arrays['audio'][2:])
 
 
 @pytest.mark.slow
-def test_load_custom(tmp_path, csv, encoder_dir):
+def test_load(tmp_path, csv, encoder_dir):
     out = tmp_path / 'feats'
     extract(encoder_dir, csv, '--out', out)
-    fs = dataloader.load_custom(out)
+    fs = feature_folder.load(out)
     assert isinstance(fs, dataloader.FeatureSet) and fs.name == 'custom'
     assert (fs.train_keys, fs.valid_keys, fs.test_keys) == (['talks.csv:a', 'talks.csv:b'], ['talks.csv:c'],
                                                             ['talks.csv:d'])
@@ -220,26 +225,26 @@ def test_load_custom(tmp_path, csv, encoder_dir):
     batch = dataloader.make_batch(fs, fs.train_keys)
     assert batch.text[0].shape == (6, 2, 32) and batch.audio.shape == (6, 2, 0) and batch.qmask.shape == (6, 2, 4)
     with pytest.raises(UserError, match=r"--modals avl asks for audio, visual, but .* text only"):
-        dataloader.check_modals(fs, 'avl')
+        feature_folder.check_modals(fs, 'avl')
 
 
 @pytest.mark.slow
-def test_load_custom_refuses_bad_folders(tmp_path, csv, encoder_dir):
+def test_load_refuses_bad_folders(tmp_path, csv, encoder_dir):
     with pytest.raises(UserError, match='is not a feature folder written by extract_features.py'):
-        dataloader.load_custom(tmp_path)
+        feature_folder.load(tmp_path)
     unlabelled = write_csv(tmp_path / 'new_test.csv', [(d, t, s, x, sp) for d, t, s, x, _, sp in ROWS],
                            columns=('dialogue', 'turn', 'speaker', 'text', 'split'))
     extract(encoder_dir, unlabelled, '--out', tmp_path / 'unlabelled')
     with pytest.raises(UserError, match=r'line 2 \(dialogue new_test.csv:a\): the utterance has no label'):
-        dataloader.load_custom(tmp_path / 'unlabelled')
+        feature_folder.load(tmp_path / 'unlabelled')
     out = tmp_path / 'feats'
     extract(encoder_dir, csv, '--out', out)
     with open(out / 'features.npz', 'ab') as f:
         f.write(b'tampered')
     with pytest.raises(UserError, match='features.npz is not the file that .* was written with'):
-        dataloader.load_custom(out)
+        feature_folder.load(out)
     extract(encoder_dir, csv, '--out', out)                         # an edited folder is rewritten, not "up to date"
-    dataloader.load_custom(out)
+    feature_folder.load(out)
 
 
 def cli_error(capsys, argv):

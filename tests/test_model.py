@@ -81,7 +81,7 @@ def test_directed_edge_l_means_the_text_node(modals):
     blocks = M.graph_blocks(cfg, 'ECG')
     valid = torch.ones(1, 3, dtype=torch.bool)
     g = graph.ecgnn_graph(blocks, valid, 0, 0, '', 'l')
-    into_u = {(src, dst) for _, src, _, dst, _, _ in graph.edge_list(g, blocks, [3]) if dst == 'u'}
+    into_u = {(src, dst) for _, src, _, dst, _, _ in graph.edge_list(g, blocks) if dst == 'u'}
     assert into_u == {('l', 'u')}
 
 
@@ -174,7 +174,7 @@ def test_block_convolutions_match_message_passing_on_the_edge_list(stage):
         for i, blk in enumerate(blocks):
             for t in range(n):
                 index[(b, blk, t)] = len(index)
-    edges = [(index[(b, sb, st)], index[(b, db, dt)]) for b, sb, st, db, dt, c in graph.edge_list(g, blocks, lengths)
+    edges = [(index[(b, sb, st)], index[(b, db, dt)]) for b, sb, st, db, dt, c in graph.edge_list(g, blocks)
              for _ in range(c)]
     flat = torch.stack([x[i, b, t] for (b, _, t), i in zip(index, [blocks.index(k[1]) for k in index])])
     reference = ReferenceMultiConv(conv.gate if stage == 'ECG' else None, by)(flat, torch.tensor(edges).t())

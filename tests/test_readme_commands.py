@@ -269,13 +269,14 @@ class Page:
     def experiments(self, script, args):
         """Plan the trials (train.py's parser resolves each one's flags) and write the summary; no Ray."""
         import experiments
+        import ray_trials
         import utils
         planned = []
 
         def plan_only(trials, args, out_dir):
             planned.extend(trials)
             return {}, None, None
-        self.monkeypatch.setattr(experiments, 'run_on_ray', plan_only)
+        self.monkeypatch.setattr(ray_trials, 'run_on_ray', plan_only)
         own, trial_flags = (args[:args.index('--')], args[args.index('--'):]) if '--' in args else (args, [])
         dataset = option(own, '--Dataset')
         extra = [] if dataset in (None, config.CUSTOM) else [*self.synthetic(dataset), '--epochs', 1]

@@ -1,0 +1,238 @@
+"""Fine-tune the text encoder on the training split's utterance labels before the features are extracted
+(extract_features.py --finetune): the recipe behind every published ERC result (COSMIC: RoBERTa fine-tuned as
+an utterance classifier, the epoch chosen on dev, then its hidden states extracted).
+
+    encoder, record, crossfit = finetune_encoder(settings, encoder, table, label_names, saved_as)
+
+The classifier (`Classifier`): the encoder, the mean of its last hidden states over the utterance's tokens
+(the pooling of the features), dropout 0.1, one linear layer to the classes. Training follows Hugging Face's
+run_classification.py: AdamW (--finetune-lr, --finetune-weight-decay, none on biases and LayerNorm weights),
+a linear warm-up over the first --finetune-warmup fraction of the steps then a linear decay to 0, gradient
+norm clipped at 1, cross-entropy (weighted by inverse class frequency with --finetune-class-weight), shuffled
+batches of similar length, everything seeded by --finetune-seed. After each epoch the classifier is scored on
+the dev split (weighted F1) and the best epoch's weights are kept. Without a dev split a seeded 10% of the
+training dialogues is held out for that choice (and not trained on).
+
+Cross-fitting (--finetune-folds K >= 2): an encoder fine-tuned on the training labels makes features of the
+training utterances more confident than those of dev and test, and a context model on top learns to trust
+them too much. So the training dialogues are split into K seeded folds; each fold's features come from an
+encoder fine-tuned on the other folds, while dev, test and predict.py use the encoder fine-tuned on all of
+them (the one saved in the feature folder). It costs K + 1 fine-tunings' worth of K-1/K of the data.
+"""
+import copy
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import features
+import utils
+from utils import UserError
+
+HELD_OUT = 0.1      # share of the training dialogues held out for the epoch choice when there is no dev split
+
+
+class Classifier(nn.Module):
+    """encoder -> mean of the last hidden states over the pooled tokens -> dropout -> linear.
+    batch: the tokenizer's dict, input_ids (B, L); mask (B, L): the tokens pooled (features.tokenize);
+    returns logits (B, n_classes)."""
+
+    def __init__(self, encoder_model, n_classes, dropout=0.1):
+        super().__init__()
+        self.encoder = encoder_model
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder_model.config.hidden_size, n_classes)
+
+    def forward(self, batch, mask):
+        hidden = self.encoder(**batch).last_hidden_state
+        mask = mask.unsqueeze(-1).to(hidden.dtype)
+        return self.head(self.dropout((hidden * mask).sum(1) / mask.sum(1)))
+
+
+def settings_record(settings):
+    """The fine-tuning flags as dataset.json records them (part of the recipe)."""
+    return {name: getattr(settings, f'finetune_{name}') for name in
+            ('epochs', 'lr', 'batch_size', 'warmup', 'weight_decay', 'class_weight', 'seed', 'folds')}
+
+
+def check_labels(table, label_names):
+    """Refuse fine-tuning without labelled training utterances (one paragraph, before any work)."""
+    train = table[table['split'] == 'train']
+    if train.empty or train['label'].isna().all():
+        files = ', '.join(sorted(table['file'].unique()))
+        raise UserError(f"--finetune trains the text encoder on the training split's emotion labels, but {files} "
+                        f"{'have no train rows' if train.empty else 'give the train rows no labels'}; give a "
+                        "labelled train CSV, or extract without --finetune (frozen encoder).")
+    if len(label_names) < 2:
+        raise UserError(f"--finetune needs at least two emotions in the training labels; found {label_names}.")
+
+
+def selection_split(table, seed):
+    """(rows to train on, rows to choose the epoch on, a sentence saying which): the dev split's labelled rows,
+    or without one a seeded HELD_OUT share of the training dialogues."""
+    train = np.flatnonzero((table['split'] == 'train').to_numpy())
+    dev = np.flatnonzero(((table['split'] == 'dev') & table['label'].notna()).to_numpy())
+    if len(dev):
+        return train, dev, f"epoch chosen on the dev split ({len(dev)} utterances)"
+    keys = table['key'].to_numpy()
+    dialogues = sorted(set(keys[train]))
+    rng = np.random.RandomState(seed)
+    held = set(rng.permutation(dialogues)[:max(1, round(HELD_OUT * len(dialogues)))])
+    chosen = np.array([keys[i] in held for i in train])
+    return train[~chosen], train[chosen], (f"no dev split: epoch chosen on {len(held)} training dialogues held out "
+                                           f"at random (seed {seed}, {HELD_OUT:.0%}), not trained on")
+
+
+def folds_of(table, rows, k, seed):
+    """The rows split into k folds by dialogue (seeded), as lists of row indices."""
+    keys = table['key'].to_numpy()[rows]
+    dialogues = np.random.RandomState(seed).permutation(sorted(set(keys)))
+    fold_of = {key: i % k for i, key in enumerate(dialogues)}
+    which = np.array([fold_of[key] for key in keys])
+    return [rows[which == i] for i in range(k)]
+
+
+def batches(encoder, inputs, rows, batch_size, rng=None):
+    """(rows, model inputs, pooling mask) of batches of rows, inputs = features.encoder_inputs(...): similar
+    lengths together; shuffled (the order of the batches too) when rng is given."""
+    texts, contexts = inputs
+    lengths = features.token_lengths(encoder, [texts[i] for i in rows], contexts and [contexts[i] for i in rows])
+    if rng is None:
+        order = np.argsort(-lengths, kind='stable')
+    else:       # shuffle, then sort within chunks of 50 batches: random batches of similar length
+        order = rng.permutation(len(rows))
+        chunk = batch_size * 50
+        order = np.concatenate([part[np.argsort(-lengths[part], kind='stable')]
+                                for part in np.split(order, range(chunk, len(order), chunk))])
+    parts = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if rng is not None:
+        parts = [parts[i] for i in rng.permutation(len(parts))]
+    for part in parts:
+        chosen = rows[part]
+        yield (chosen, *features.tokenize(encoder, [texts[i] for i in chosen],
+                                          contexts and [contexts[i] for i in chosen]))
+
+
+def predict_rows(model, encoder, inputs, rows, batch_size, device):
+    """Predicted class of each row (in rows' order)."""
+    preds = np.empty(len(rows), dtype=np.int64)
+    position = {row: i for i, row in enumerate(rows)}
+    model.eval()
+    with torch.inference_mode():
+        for part, batch, mask in batches(encoder, inputs, rows, batch_size * 2):
+            logits = model(batch.to(device), mask.to(device))
+            preds[[position[r] for r in part]] = logits.argmax(-1).cpu().numpy()
+    return preds
+
+
+def optimizer_and_schedule(model, settings, steps):
+    """AdamW without decay on biases and LayerNorm weights; linear warm-up then linear decay to 0."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{'params': decay, 'weight_decay': settings.finetune_weight_decay},
+                                   {'params': no_decay, 'weight_decay': 0.0}], lr=settings.finetune_lr)
+    warmup = int(round(settings.finetune_warmup * steps))
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (steps - step) / max(1, steps - warmup))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes, title):
+    """A copy of base.model fine-tuned on train_rows, the epoch chosen on select_rows: (encoder model in eval
+    mode, per-epoch history, the selected epoch's index from 1)."""
+    device = settings.device
+    torch.manual_seed(settings.finetune_seed)
+    rng = np.random.RandomState(settings.finetune_seed)
+    model = Classifier(copy.deepcopy(base.model).float(), n_classes).to(device)
+    weight = None
+    if settings.finetune_class_weight:
+        counts = np.maximum(np.bincount(labels[train_rows], minlength=n_classes), 1)
+        weight = torch.tensor(len(train_rows) / (n_classes * counts), dtype=torch.float32, device=device)
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    per_epoch = -(-len(train_rows) // settings.finetune_batch_size)
+    optimizer, schedule = optimizer_and_schedule(model, settings, per_epoch * settings.finetune_epochs)
+    history, best = [], (-1.0, None, 0)
+    bar = tqdm(total=per_epoch * settings.finetune_epochs, unit='batch', desc=title, file=sys.stderr)
+    for epoch in range(1, settings.finetune_epochs + 1):
+        model.train()
+        total, seen = 0.0, 0
+        for part, batch, mask in batches(base, inputs, train_rows, settings.finetune_batch_size, rng):
+            loss = loss_fn(model(batch.to(device), mask.to(device)), torch.as_tensor(labels[part], device=device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            total, seen = total + loss.item() * len(part), seen + len(part)
+            bar.update(1)
+        preds = predict_rows(model, base, inputs, select_rows, settings.finetune_batch_size, device)
+        f1 = utils.weighted_f1(labels[select_rows], preds)
+        history.append({'epoch': epoch, 'train_loss': round(total / seen, 4), 'select_f1': round(f1, 2),
+                        'select_acc': round(utils.accuracy(labels[select_rows], preds), 2)})
+        bar.write(f"{title} epoch {epoch}: train loss {total / seen:.4f}, weighted F1 {f1:.2f} on the rows the "
+                  "epoch is chosen on")
+        if f1 > best[0]:
+            best = (f1, copy.deepcopy(model.state_dict()), epoch)
+    bar.close()
+    model.load_state_dict(best[1])
+    model.eval()
+    return model, history, best[2]
+
+
+def as_encoder(base, model, name):
+    """A features.Encoder around a fine-tuned encoder model (its sha256 recomputed)."""
+    return features.Encoder(name=name, tokenizer=base.tokenizer, model=model, sha256=features.encoder_sha256(
+        base.tokenizer, model), n_hidden_states=base.n_hidden_states, max_length=base.max_length)
+
+
+def finetune_encoder(settings, base, table, label_names, saved_as):
+    """(the encoder fine-tuned on all training rows, named saved_as (where extract_features.py saves it),
+    dataset.json's record of the fine-tuning, and with cross-fitting (training rows, their (4, n, D) text
+    features from the fold encoders) else None)."""
+    check_labels(table, label_names)
+    started = time.perf_counter()
+    index = {name: i for i, name in enumerate(label_names)}
+    labels = table['label'].map(index).fillna(-1).astype(np.int64).to_numpy()
+    inputs = features.encoder_inputs(table, features.text_input(settings))
+    train_rows, select_rows, selection = selection_split(table, settings.finetune_seed)
+    train_rows = train_rows[labels[train_rows] >= 0]
+    print(f"fine-tuning {base.name} on {len(train_rows)} training utterances; {selection}", file=sys.stderr)
+    n = len(label_names)
+    model, history, epoch = fine_tune(settings, base, inputs, labels, train_rows, select_rows, n, 'fine-tune')
+    record = {'base_text_model': features.encoder_description(base)['text_model'], 'base_sha256': base.sha256,
+              'settings': settings_record(settings), 'classifier': 'mean of the last hidden states, dropout 0.1, '
+              'linear', 'selection': selection, 'history': history, 'selected_epoch': epoch,
+              'dev_f1': history[epoch - 1]['select_f1'], 'dev_acc': history[epoch - 1]['select_acc']}
+    test = np.flatnonzero(((table['split'] == 'test') & table['label'].notna()).to_numpy())
+    if len(test):
+        preds = predict_rows(model, base, inputs, test, settings.finetune_batch_size, settings.device)
+        record.update(test_f1=round(utils.weighted_f1(labels[test], preds), 2),
+                      test_acc=round(utils.accuracy(labels[test], preds), 2))
+    encoder = as_encoder(base, model.encoder, saved_as)
+    record['sha256'] = encoder.sha256
+    crossfit, record['folds'] = None, []
+    if settings.finetune_folds > 1:
+        crossfit = (train_rows, np.zeros((4, len(train_rows), base.model.config.hidden_size), dtype=np.float32))
+        position = {row: i for i, row in enumerate(train_rows)}
+        for k, fold in enumerate(folds_of(table, train_rows, settings.finetune_folds, settings.finetune_seed)):
+            others = np.setdiff1d(train_rows, fold)
+            fold_model, fold_history, fold_epoch = fine_tune(settings, base, inputs, labels, others, select_rows, n,
+                                                             f'fold {k + 1}/{settings.finetune_folds}')
+            crossfit[1][:, [position[r] for r in fold]] = features.extract_text(
+                settings, as_encoder(base, fold_model.encoder, 'fold'), table.iloc[fold])[0]
+            record['folds'].append({'utterances': len(fold), 'selected_epoch': fold_epoch,
+                                    'select_f1': fold_history[fold_epoch - 1]['select_f1']})
+    record['seconds'] = round(time.perf_counter() - started, 1)
+    return encoder, record, crossfit
+
+
+def save_encoder(encoder, folder):
+    """The fine-tuned encoder as a Hugging Face model folder: safetensors weights, config, tokenizer."""
+    encoder.model.save_pretrained(folder, safe_serialization=True)
+    encoder.tokenizer.save_pretrained(folder)

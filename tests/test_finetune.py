@@ -1,0 +1,150 @@
+"""extract_features.py --finetune with the packaged encoder (all-MiniLM-L6-v2) on small generated conversations:
+the encoder saved in the feature folder differs from the base, the recipe is recorded, cross-fitting gives the
+training rows their folds' features, a rerun is up to date, predict.py uses the folder's encoder by itself (and
+gives --testing's predictions), a different encoder and unlabelled training rows are refused.
+"""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import extract_features
+import features
+import finetune
+import predict
+from helpers import conversation_rows, ok, run_script, write_csv
+from utils import UserError, run_cli
+
+LABELS = ('anger', 'joy', 'neutral')
+SPLITS = {'train': 8, 'dev': 3, 'test': 3}        # dialogues per split
+FLAGS = ['--finetune', '--finetune-epochs', '2', '--finetune-batch-size', '8', '--finetune-folds', '2',
+         '--device', 'cpu']
+
+
+@pytest.fixture(scope='module')
+def tuned(tmp_path_factory):
+    """train/dev/test CSVs, their fine-tuned features (feats/), a 1-epoch run on them (run/) and its --testing
+    outputs (testing/)."""
+    root = tmp_path_factory.mktemp('finetune')
+    csvs = [write_csv(root / f'{split}.csv', conversation_rows(n, seed, LABELS))
+            for seed, (split, n) in enumerate(SPLITS.items())]
+    extract_features.main([*map(str, csvs), '--out', str(root / 'feats'), *FLAGS])
+    common = ['--Dataset', 'custom', '--data-dir', 'feats', '--batch-size', 2]
+    ok(run_script('train.py', *common, '--epochs', 1, '--valid', 'dev', '--out-dir', 'run', cwd=root))
+    ok(run_script('train.py', *common, '--testing', '--checkpoint', 'run/best_model_custom.pth',
+                  '--out-dir', 'testing', cwd=root))
+    return root
+
+
+def meta_of(root):
+    return json.loads((root / 'feats' / 'dataset.json').read_text())
+
+
+@pytest.mark.slow
+def test_the_fine_tuned_encoder_is_saved_and_its_recipe_recorded(tuned):
+    base = features.load_encoder(features.DEFAULT_TEXT_MODEL, 'cpu')
+    saved = features.load_encoder(str(tuned / 'feats' / 'encoder'), 'cpu')
+    assert (tuned / 'feats' / 'encoder' / 'model.safetensors').is_file()
+    weights, base_weights = saved.model.state_dict(), base.model.state_dict()
+    assert weights.keys() == base_weights.keys()
+    assert not torch.equal(weights['encoder.layer.5.output.dense.weight'],
+                           base_weights['encoder.layer.5.output.dense.weight'])
+    meta = meta_of(tuned)
+    record = meta['finetune']
+    assert record['base_sha256'] == base.sha256 and record['sha256'] == saved.sha256 != base.sha256
+    assert record['settings'] == {'epochs': 2, 'lr': 5e-5, 'batch_size': 8, 'warmup': 0.1, 'weight_decay': 0.01,
+                                  'class_weight': False, 'seed': 0, 'folds': 2}
+    assert [h['epoch'] for h in record['history']] == [1, 2] and record['selected_epoch'] in (1, 2)
+    assert record['dev_f1'] == max(h['select_f1'] for h in record['history'])
+    assert 'dev split' in record['selection'] and 0 <= record['test_f1'] <= 100
+    assert meta['recipe']['modalities']['text']['encoder_sha256'] == saved.sha256
+    assert meta['modalities']['text']['encoder']['text_model'] == str(tuned / 'feats' / 'encoder')
+    train = meta['counts']['train']['utterances']
+    assert sum(fold['utterances'] for fold in record['folds']) == train and len(record['folds']) == 2
+
+
+@pytest.mark.slow
+def test_cross_fitting_gives_only_the_training_rows_other_features(tuned):
+    """dev and test rows carry the saved encoder's features; training rows their fold encoder's."""
+    table = pd.read_csv(tuned / 'feats' / 'utterances.csv', keep_default_na=False)
+    with np.load(tuned / 'feats' / 'features.npz') as z:
+        text = z['text']
+    saved = features.load_encoder(str(tuned / 'feats' / 'encoder'), 'cpu')
+    settings = extract_features.parse_args(['x.csv', '--out', 'x'])
+    again = features.extract_text(settings, saved, table)[0]
+    train = (table['split'] == 'train').to_numpy()
+    np.testing.assert_allclose(text[:, ~train], again[:, ~train], atol=1e-5)
+    assert np.abs(text[:, train] - again[:, train]).max() > 1e-3
+
+
+@pytest.mark.slow
+def test_a_rerun_is_up_to_date_and_predict_uses_the_folders_encoder(tuned, monkeypatch, capsys):
+    csvs = [str(tuned / f'{split}.csv') for split in SPLITS]
+    before = (tuned / 'feats' / 'dataset.json').read_bytes()
+    capsys.readouterr()
+    extract_features.main([*csvs, '--out', str(tuned / 'feats'), *FLAGS])
+    assert 'is up to date' in capsys.readouterr().out
+    assert (tuned / 'feats' / 'dataset.json').read_bytes() == before
+    out = predict.predict(tuned / 'run', tuned / 'test.csv')            # no --text-model: the folder's encoder
+    testing = pd.read_csv(tuned / 'testing' / 'saved_outputs' / 'utterances_custom.csv')
+    assert out['predicted'].tolist() == [LABELS[p] for p in testing['pred']]
+
+
+@pytest.mark.slow
+def test_predict_refuses_another_encoder(tuned, capsys):
+    with pytest.raises(SystemExit) as stop:
+        run_cli(predict.main, [str(tuned / 'run'), str(tuned / 'test.csv'), '--out', str(tuned / 'p.csv'),
+                               '--text-model', features.DEFAULT_TEXT_MODEL])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and 'is not the one the run' in err and 'Traceback' not in err
+    assert not (tuned / 'p.csv').exists()
+
+
+def test_training_rows_without_labels_are_refused_before_any_work(tmp_path, capsys):
+    rows = conversation_rows(2, 0, LABELS)
+    train = write_csv(tmp_path / 'train.csv', [row[:4] for row in rows], columns=('dialogue', 'turn', 'speaker',
+                                                                                    'text'))
+    test = write_csv(tmp_path / 'test.csv', [row[:4] for row in rows], columns=('dialogue', 'turn', 'speaker',
+                                                                                  'text'))
+    with pytest.raises(SystemExit) as stop:
+        run_cli(extract_features.main, [str(train), str(test), '--out', str(tmp_path / 'feats'), '--finetune'])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and 'Traceback' not in err
+    assert "--finetune trains the text encoder on the training split's emotion labels" in err
+    assert 'train.csv' in err and not (tmp_path / 'feats').exists()
+
+
+def test_without_a_dev_split_the_epoch_is_chosen_on_held_out_training_dialogues():
+    table = pd.DataFrame({'key': [f'd{i // 3}' for i in range(60)], 'split': 'train', 'label': 'joy'})
+    train, held, sentence = finetune.selection_split(table, seed=3)
+    assert len(set(table['key'][held])) == 2 and not set(table['key'][held]) & set(table['key'][train])
+    assert sorted([*train, *held]) == list(range(60)) and 'held out at random (seed 3, 10%)' in sentence
+    again = finetune.selection_split(table, seed=3)
+    assert np.array_equal(again[1], held)
+
+
+def test_folds_split_dialogues_whole():
+    table = pd.DataFrame({'key': [f'd{i // 4}' for i in range(40)]})
+    rows = np.arange(40)
+    folds = finetune.folds_of(table, rows, 3, seed=1)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(40))
+    assert all(not set(table['key'][a]) & set(table['key'][b]) for a in folds for b in folds if a is not b)
+
+
+def test_check_labels_needs_two_emotions():
+    table = pd.DataFrame({'split': ['train'], 'label': ['joy'], 'file': ['train.csv']})
+    with pytest.raises(UserError, match='at least two emotions'):
+        finetune.check_labels(table, ['joy'])
+
+
+def test_custom_data_trains_with_the_measured_recipe_by_default():
+    """train.py --Dataset custom takes docs/own-data.md's MoED flags, with or without --paper; given flags win."""
+    import config
+    for extra in ([], ['--paper']):
+        args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', *extra])
+        assert (args.num_L, args.num_K, args.window_spk, args.window_dir_f, args.use_speaker, args.dropout,
+                args.epochs) == (1, 1, 3, 6, 'i', 0.4, 12)
+    assert config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', '--num_L', '2']).num_L == 2
+    assert config.parse_args([]).num_L == 6                                    # IEMOCAP keeps the paper's
