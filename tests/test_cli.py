@@ -1,4 +1,10 @@
-"""train.py, train_MOSEI.py and bench.py as a user runs them: subprocesses on tiny synthetic datasets."""
+"""train.py, train_MOSEI.py and bench.py as a user runs them, on tiny synthetic datasets.
+
+Trainings of a few epochs and the real command line (subprocesses: exit status, signals) are marked slow;
+the error tables call train.py's main in this process (train_cli: the same parsing, checks and exit status 2,
+without a process and its seconds of imports each) and check the status, the message and that nothing was
+written.
+"""
 import json
 import os
 import pickle
@@ -9,7 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import GOLDEN_DIR, REPO, assert_png, ok, popen_script, run_script
+import train
+import utils
+from helpers import GOLDEN_DIR, assert_png, ok, popen_script, run_script
 
 GOLDEN_SHAPES = GOLDEN_DIR / 'checkpoint_shapes.json'
 SCALE = {'IEMOCAP': 0.05, 'MELD': 0.006, 'MOSEI': 0.003}   # 6 / 7 / 8 training and 2 test dialogues
@@ -43,6 +51,24 @@ def trained(tmp_path_factory, data_dir):
     return get
 
 
+@pytest.fixture(scope='module')
+def one_epoch_run(tmp_path_factory, data_dir):
+    """The run folder of a 1-epoch IEMOCAP paper run trained in this process (a checkpoint and its config.json)."""
+    out = tmp_path_factory.mktemp('one-epoch') / 'run'
+    train.main([str(a) for a in [*data_args('IEMOCAP', data_dir), '--epochs', 1, '--out-dir', out, '--quiet']])
+    return out
+
+
+def train_cli(argv, cwd, monkeypatch):
+    """train.py's command line in this process, in cwd: its exit status (utils.run_cli: a UserError is exit 2)."""
+    monkeypatch.chdir(cwd)
+    try:
+        utils.run_cli(train.main, [str(a) for a in argv])
+    except SystemExit as stop:
+        return stop.code
+    return 0
+
+
 def report_scores(text, title_start):
     """(accuracy, weighted F1) strings of the block of report text whose title starts with title_start."""
     block = text[text.index(f'== {title_start}'):]
@@ -51,6 +77,7 @@ def report_scores(text, title_start):
 
 # ----------------------------------------------------------------------------- training
 
+@pytest.mark.slow
 @pytest.mark.parametrize('dataset', ['IEMOCAP', 'MELD', 'MOSEI'])
 def test_training_writes_a_complete_run_folder(trained, dataset):
     out, proc = trained(dataset)
@@ -92,15 +119,17 @@ def test_training_writes_a_complete_run_folder(trained, dataset):
         assert_png(out / picture)
 
 
-def test_a_finished_run_folder_is_never_overwritten(trained, data_dir, tmp_path):
-    out, _ = trained('MELD')
-    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
-    proc = run_script('train.py', *data_args('MELD', data_dir), '--epochs', 1, '--out-dir', out, cwd=tmp_path)
-    assert proc.returncode == 2 and 'already holds a finished training run' in proc.stderr
-    assert 'Traceback' not in proc.stderr
-    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+def test_a_finished_run_folder_is_never_overwritten(one_epoch_run, data_dir, tmp_path, monkeypatch, capsys):
+    before = {name: (one_epoch_run / name).read_bytes() for name in os.listdir(one_epoch_run)}
+    status = train_cli([*data_args('IEMOCAP', data_dir), '--epochs', 1, '--out-dir', one_epoch_run], tmp_path,
+                       monkeypatch)
+    err = capsys.readouterr().err
+    assert status == 2 and 'already holds a finished training run' in err and 'Traceback' not in err
+    assert {name: (one_epoch_run / name).read_bytes() for name in os.listdir(one_epoch_run)} == before
+    assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_for_a_seed(trained, data_dir, tmp_path):
     """MELD shuffles its training dialogues: a second run with the same seed repeats every number."""
     first, _ = trained('MELD')
@@ -109,6 +138,7 @@ def test_training_is_deterministic_for_a_seed(trained, data_dir, tmp_path):
     assert (tmp_path / 'again' / 'metrics.csv').read_text() == (first / 'metrics.csv').read_text()
 
 
+@pytest.mark.slow
 def test_textbook_protocol_is_recorded_and_flagged_as_a_deviation(trained, data_dir, tmp_path):
     original, _ = trained('MELD')
     assert json.loads((original / 'config.json').read_text())['flags']['protocol'] == 'original'
@@ -123,6 +153,7 @@ def test_textbook_protocol_is_recorded_and_flagged_as_a_deviation(trained, data_
     assert (out / 'metrics.csv').read_text() != (original / 'metrics.csv').read_text()
 
 
+@pytest.mark.slow
 def test_valid_reports_test_at_the_best_validation_epoch(data_dir, tmp_path):
     out = tmp_path / 'run'
     ok(run_script('train.py', *data_args('MELD', data_dir), '--epochs', 2, '--valid', 0.3, '--out-dir', out,
@@ -138,6 +169,7 @@ def test_valid_reports_test_at_the_best_validation_epoch(data_dir, tmp_path):
     assert 'validation' in json.loads((out / 'config.json').read_text())['checkpoint_selection']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('signum, status', [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=['ctrl-c', 'sigterm'])
 def test_a_stopped_run_keeps_the_best_checkpoint_and_writes_the_report(data_dir, tmp_path, signum, status):
     out = tmp_path / 'run'
@@ -163,6 +195,7 @@ def test_a_stopped_run_keeps_the_best_checkpoint_and_writes_the_report(data_dir,
 
 # ----------------------------------------------------------------------------- --testing
 
+@pytest.mark.slow
 @pytest.mark.parametrize('dataset', ['IEMOCAP', 'MELD', 'MOSEI'])
 def test_testing_the_checkpoint_reproduces_the_report(trained, data_dir, dataset, tmp_path):
     out, _ = trained(dataset)
@@ -186,6 +219,7 @@ def test_testing_the_checkpoint_reproduces_the_report(trained, data_dir, dataset
     assert_png(tmp_path / 'exports' / 'saved_outputs' / f'confusion_{dataset}.png')
 
 
+@pytest.mark.slow
 def test_overhead_reports_flops_parameters_memory_latency(trained, data_dir, tmp_path):
     out, _ = trained('IEMOCAP')
     checkpoint = out / 'best_model_IEMOCAP.pth'
@@ -203,6 +237,7 @@ def test_overhead_reports_flops_parameters_memory_latency(trained, data_dir, tmp
     assert f'trainable parameters: {n_params:,}' in proc.stdout
 
 
+@pytest.mark.slow
 def test_features_before_are_skipped_without_three_modalities(data_dir, tmp_path):
     run_dir = tmp_path / 'run'
     flags = [*data_args('MELD', data_dir), '--modals', 'la', '--directed_edge', 'la']
@@ -241,14 +276,27 @@ ERRORS = {  # name -> (dataset, extra flags, words the message must contain); {c
 
 
 @pytest.mark.parametrize('name', list(ERRORS))
-def test_errors_exit_2_with_one_clear_sentence_and_write_nothing(trained, data_dir, tmp_path, name):
+def test_errors_exit_2_with_one_clear_sentence_and_write_nothing(one_epoch_run, data_dir, tmp_path, name,
+                                                                  monkeypatch, capsys):
     dataset, extra, words = ERRORS[name]
-    checkpoint = trained('IEMOCAP')[0] / 'best_model_IEMOCAP.pth' if '{ckpt}' in extra else None
-    proc = run_script('train.py', *data_args(dataset, data_dir), '--epochs', 1, '--out-dir', tmp_path / 'out',
-               *[checkpoint if a == '{ckpt}' else a for a in extra], cwd=tmp_path)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert 'error: ' in proc.stderr and words in proc.stderr and 'Traceback' not in proc.stderr
+    checkpoint = one_epoch_run / 'best_model_IEMOCAP.pth'
+    status = train_cli([*data_args(dataset, data_dir), '--epochs', 1, '--out-dir', tmp_path / 'out',
+                        *[checkpoint if a == '{ckpt}' else a for a in extra]], tmp_path, monkeypatch)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert 'error: ' in err and words in err and 'Traceback' not in err
     assert os.listdir(tmp_path) == [], "nothing may be written on an error"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('extra, words', [(['--base-model', 'RNN'], 'invalid choice'),
+                                          (['--testing'], 'no checkpoint at best_model_IEMOCAP.pth')],
+                         ids=['bad flag', 'missing checkpoint'])
+def test_the_command_line_exits_2_without_a_traceback(data_dir, tmp_path, extra, words):
+    """The real command line (a process): a flag error and a UserError each exit 2 with the message, nothing else."""
+    proc = run_script('train.py', *data_args('IEMOCAP', data_dir), '--epochs', 1, *extra, cwd=tmp_path)
+    assert proc.returncode == 2 and words in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
+    assert os.listdir(tmp_path) == []
 
 
 def nan_weights(good):
@@ -273,24 +321,27 @@ BAD_CHECKPOINTS = {  # name -> (writes the file at path from a good checkpoint, 
 
 
 @pytest.mark.parametrize('name', list(BAD_CHECKPOINTS))
-def test_a_bad_checkpoint_is_one_line_exit_2_and_nothing_written(trained, data_dir, tmp_path, name):
+def test_a_bad_checkpoint_is_one_line_exit_2_and_nothing_written(one_epoch_run, data_dir, tmp_path, name,
+                                                                 monkeypatch, capsys):
     write, words = BAD_CHECKPOINTS[name]
     path = tmp_path / 'model.pth'
-    write(path, trained('IEMOCAP')[0] / 'best_model_IEMOCAP.pth')
-    proc = run_script('train.py', *data_args('IEMOCAP', data_dir), '--testing', '--checkpoint', path, cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stderr.startswith(f'error: {path}') and words in proc.stderr, proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    write(path, one_epoch_run / 'best_model_IEMOCAP.pth')
+    status = train_cli([*data_args('IEMOCAP', data_dir), '--testing', '--checkpoint', path], tmp_path, monkeypatch)
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith(f'error: {path}') and words in err, err
+    assert len(err.strip().splitlines()) == 1, err
     assert os.listdir(tmp_path) == ['model.pth']
 
 
-def test_a_run_folder_checkpoint_needs_the_flags_of_its_run(trained, data_dir, tmp_path):
+def test_a_run_folder_checkpoint_needs_the_flags_of_its_run(one_epoch_run, data_dir, tmp_path, monkeypatch, capsys):
     """--norm and --use_speaker leave the state_dict's shapes alone: the run's config.json tells them apart."""
-    checkpoint = trained('IEMOCAP')[0] / 'best_model_IEMOCAP.pth'
-    proc = run_script('train.py', *data_args('IEMOCAP', data_dir), '--testing', '--checkpoint', checkpoint,
-                      '--norm', 'LN', '--use_speaker', 'b', '--dropout', 0.1, cwd=tmp_path)
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "--norm 'BN' there, 'LN' here; --use_speaker 'bh' there, 'b' here" in proc.stderr
-    assert '--dropout' not in proc.stderr, 'evaluation has no dropout: it may differ'
+    checkpoint = one_epoch_run / 'best_model_IEMOCAP.pth'
+    status = train_cli([*data_args('IEMOCAP', data_dir), '--testing', '--checkpoint', checkpoint, '--norm', 'LN',
+                        '--use_speaker', 'b', '--dropout', 0.1], tmp_path, monkeypatch)
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--norm 'BN' there, 'LN' here; --use_speaker 'bh' there, 'b' here" in err
+    assert '--dropout' not in err, 'evaluation has no dropout: it may differ'
     assert os.listdir(tmp_path) == []
 
 
@@ -298,34 +349,40 @@ def test_a_run_folder_checkpoint_needs_the_flags_of_its_run(trained, data_dir, t
                                               (True, None)],
                          ids=['training, a file', 'training, under a file', 'testing, a file',
                               'testing, saved_features a file'])
-def test_an_out_dir_blocked_by_a_file_exits_2_and_writes_nothing(data_dir, tmp_path, testing, out_dir):
+def test_an_out_dir_blocked_by_a_file_exits_2_and_writes_nothing(data_dir, tmp_path, testing, out_dir, monkeypatch,
+                                                                capsys):
     taken = tmp_path / ('saved_features' if out_dir is None else 'taken')
     taken.write_text('my notes')
     flags = ['--testing'] * testing + (['--out-dir', tmp_path / out_dir] if out_dir else [])
-    proc = run_script('train.py', *data_args('IEMOCAP', data_dir), '--epochs', 1, *flags, cwd=tmp_path)
-    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
-    assert proc.stderr.startswith('error: cannot write into') and f'{taken} is a file, not a folder' in proc.stderr
-    assert '--out-dir' in proc.stderr
+    status = train_cli([*data_args('IEMOCAP', data_dir), '--epochs', 1, *flags], tmp_path, monkeypatch)
+    err = capsys.readouterr().err
+    assert status == 2 and 'Traceback' not in err, err
+    assert err.startswith('error: cannot write into') and f'{taken} is a file, not a folder' in err
+    assert '--out-dir' in err
     assert os.listdir(tmp_path) == [taken.name] and taken.read_text() == 'my notes'
 
 
-def test_missing_feature_file_is_named(tmp_path):
-    proc = run_script('train.py', '--Dataset', 'MELD', '--data-dir', tmp_path / 'features', cwd=tmp_path)
-    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
-    assert 'MELD_features.pkl' in proc.stderr or 'MELD_features_raw1.pkl' in proc.stderr
+def test_missing_feature_file_is_named(tmp_path, monkeypatch, capsys):
+    status = train_cli(['--Dataset', 'MELD', '--data-dir', tmp_path / 'features'], tmp_path, monkeypatch)
+    err = capsys.readouterr().err
+    assert status == 2 and 'Traceback' not in err
+    assert 'MELD_features.pkl' in err or 'MELD_features_raw1.pkl' in err
     assert os.listdir(tmp_path) == []
 
 
-def test_help_lists_the_original_flags():
-    proc = ok(run_script('train.py', '--help', cwd=REPO))
+def test_help_lists_the_original_flags(tmp_path, monkeypatch, capsys):
+    assert train_cli(['--help'], tmp_path, monkeypatch) == 0
+    shown = capsys.readouterr().out
     for flag in ('--base-model', '--batch-size', '--Dataset', '--num_L', '--window_spk_f', '--multi_modal',
                  '--mm_fusion_mthd', '--use_speaker', '--testing', '--overhead', '--l2', '--class-weight',
                  '--use_residue', '--av_using_lstm', '--use_modal', '--no-cuda', '--direcred_edge', '--paper'):
-        assert flag in proc.stdout
+        assert flag in shown
+    assert os.listdir(tmp_path) == []
 
 
 # ----------------------------------------------------------------------------- bench.py
 
+@pytest.mark.slow
 def test_bench_prints_one_json_line(tmp_path):
     proc = ok(run_script('bench.py', '--Dataset', 'MELD', '--epochs', 1, '--threads', 1, '--data-dir', tmp_path,
                   '--synthetic-scale', 0.006, cwd=tmp_path))

@@ -28,6 +28,7 @@ import tsne_IEMOCAP
 from helpers import assert_png, conversation_rows, ok, run_script, write_csv
 from utils import UserError, run_cli
 
+pytestmark = pytest.mark.slow      # every test here stands on an extraction and trainings run as processes
 LABELS = ('anger', 'joy', 'neutral')
 SPLITS = {'train': 8, 'dev': 2, 'test': 3}        # dialogues per split
 BATCH = 2

@@ -458,6 +458,7 @@ def test_synthetic_never_touches_real_feature_folders(tmp_path):
     assert snapshot(tmp_path / 'other') == by_hand
 
 
+@pytest.mark.slow
 def test_synthetic_has_emotional_inertia_and_graded_modalities(tmp_path):
     fs = D.load_features('IEMOCAP', S.ensure_synthetic('IEMOCAP', str(tmp_path), scale=0.3))
     keep, prior = [], np.zeros(6)

@@ -1,9 +1,9 @@
-"""experiments.py as a user runs it: tiny grids of tiny synthetic MELD runs under an embedded Ray."""
+"""experiments.py as a user runs it: tiny grids of tiny synthetic MELD runs under an embedded Ray (slow), and
+its planning, summaries and bad input in this process (no Ray).
+"""
 import json
 import os
 import statistics
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -43,6 +43,7 @@ def mean_std(values):
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)})"
 
 
+@pytest.mark.slow
 def test_a_grid_writes_trial_folders_results_and_summary(grid):
     out, _, proc = grid
     for run_dir in run_folders(out).values():
@@ -70,17 +71,18 @@ def test_a_grid_writes_trial_folders_results_and_summary(grid):
     assert_png(out / 'summary.png')
 
 
+@pytest.mark.slow
 def test_a_grid_trial_equals_a_lone_train_run_of_its_command(grid, tmp_path):
     """config.json holds the exact train.py command: run alone with the same thread count, the same numbers."""
     run_dir = run_folders(grid[0])['no_speaker/seed2']
     command = json.loads((run_dir / 'config.json').read_text())['command']
     assert command[0] == 'train.py' and command[command.index('--out-dir') + 1] == str(run_dir)
     command[command.index('--out-dir') + 1] = str(tmp_path / 'lone')
-    ok(subprocess.run([sys.executable, *command], cwd=REPO, capture_output=True, text=True,
-                      env=dict(os.environ, OMP_NUM_THREADS='1')))
+    ok(run_script(command[0], *command[1:], cwd=REPO, env=dict(OMP_NUM_THREADS='1')))
     assert (tmp_path / 'lone' / 'metrics.csv').read_bytes() == (run_dir / 'metrics.csv').read_bytes()
 
 
+@pytest.mark.slow
 def test_a_rerun_keeps_finished_trials_and_reruns_a_trial_without_report(grid, data_dir):
     out, args, _ = grid
     folders = run_folders(out)
@@ -102,6 +104,7 @@ def test_a_rerun_keeps_finished_trials_and_reruns_a_trial_without_report(grid, d
     assert set(pd.read_csv(out / 'results.csv')['status']) == {'finished'}
 
 
+@pytest.mark.slow
 def test_a_failing_row_fails_alone(data_dir, tmp_path):
     """EIG reads the multimodal node of EIGNN, which --multimodal_node=ECG leaves out: that row fails, exit 1."""
     proc = experiments('--seeds', 1, '--out-dir', tmp_path / 'exp', '--grid', 'graph_type=both,EIG',
@@ -133,6 +136,7 @@ def test_list_prints_the_tables_and_their_rows(tmp_path, monkeypatch, capsys):
         "  full                     (the paper's command)",
         "  no_speaker               --use_speaker=''"]
     assert os.listdir(tmp_path) == []
+
 
 def test_tables_follow_the_readme_rules():
     import experiments
@@ -227,12 +231,26 @@ def test_an_out_dir_that_is_a_file_is_refused_before_ray_starts(tmp_path, monkey
     assert os.listdir(tmp_path) == ['exp']
 
 
-def test_a_finished_trial_of_other_flags_is_never_overwritten(grid, tmp_path):
+def finished_trials(args, table, out_dir):
+    """Finished run folders (made up: config.json, report.txt, result.json) of the trials the arguments plan."""
     import experiments
     import utils
-    out, args, _ = grid
-    changed = [str(a) for a in [*TINY, '--data-dir', tmp_path, *args]]
+    plan = experiments.build_parser().parse_args(map(str, args))
+    for trial in experiments.plan_trials(plan, experiments.table_rows(table, []), [], str(out_dir)):
+        utils.save_json(os.path.join(trial.run_dir, 'config.json'), dict(flags=trial.flags))
+        utils.save_text(os.path.join(trial.run_dir, 'report.txt'), 'report')
+        utils.save_json(os.path.join(trial.run_dir, 'result.json'), dict(status='finished', seconds=1.5))
+
+
+def test_a_finished_trial_of_other_flags_is_never_overwritten(tmp_path):
+    import experiments
+    import utils
+    args = [*TINY, '--data-dir', tmp_path / 'data', 'speaker', '--seeds', 2, '--out-dir', tmp_path / 'exp']
+    finished_trials(args, 'speaker', tmp_path / 'exp')
+    before = {path: path.read_bytes() for path in (tmp_path / 'exp').rglob('*') if path.is_file()}
+    changed = [str(a) for a in args]
     changed[changed.index('--epochs') + 1] = '2'
     with pytest.raises(utils.UserError, match=r'holds a finished run with other flags \(--epochs\)'):
         experiments.main(changed)
-    assert os.listdir(tmp_path) == []
+    assert {path: path.read_bytes() for path in (tmp_path / 'exp').rglob('*') if path.is_file()} == before
+    assert os.listdir(tmp_path) == ['exp'], 'no data generated, nothing written'

@@ -71,6 +71,7 @@ def direct_pooling(encoder_dir, texts, layers):
     return np.stack(pooled, axis=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('layers, expected', [(None, [2, 3, 4, 5]), ('0,-1,3,3', [0, 5, 3, 3])])
 def test_pooled_layers_equal_a_direct_computation(tmp_path, csv, encoder_dir, layers, expected):
     out = tmp_path / 'feats'
@@ -82,6 +83,7 @@ def test_pooled_layers_equal_a_direct_computation(tmp_path, csv, encoder_dir, la
     np.testing.assert_allclose(text, direct_pooling(encoder_dir, utterances['text'], expected), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_folder_format_and_dataset_json(tmp_path, csv, encoder_dir, capsys):
     out = tmp_path / 'feats'
     extract(encoder_dir, csv, '--out', out)
@@ -116,12 +118,14 @@ def speaker_index(folder):
     return pd.read_csv(Path(folder) / 'utterances.csv').groupby('dialogue', sort=False)['speaker_index'].apply(list)
 
 
+@pytest.mark.slow
 def test_a_relative_text_model_is_recorded_by_its_absolute_path(tmp_path, csv, encoder_dir, monkeypatch):
     monkeypatch.chdir(encoder_dir.parent)            # predict.py, run from elsewhere, must still find it
     extract(encoder_dir.name, csv, '--out', tmp_path / 'feats')
     assert meta(tmp_path / 'feats')['modalities']['text']['encoder']['text_model'] == str(encoder_dir)
 
 
+@pytest.mark.slow
 def test_party_speakers_and_their_cap(tmp_path, csv, encoder_dir):
     extract(encoder_dir, csv, '--out', tmp_path / 'all')
     assert meta(tmp_path / 'all')['n_speakers'] == 4
@@ -132,6 +136,7 @@ def test_party_speakers_and_their_cap(tmp_path, csv, encoder_dir):
     assert speaker_index(tmp_path / 'capped')['a'] == [0, 1, 0, 2, 2, 1]
 
 
+@pytest.mark.slow
 def test_top_k_speakers(tmp_path, csv, encoder_dir):
     extract(encoder_dir, csv, '--out', tmp_path / 'top', '--speakers', 'top-2')
     m = meta(tmp_path / 'top')
@@ -141,6 +146,7 @@ def test_top_k_speakers(tmp_path, csv, encoder_dir):
                                                          'd': [2, 1]}
 
 
+@pytest.mark.slow
 def test_rerun_is_idempotent_and_a_change_rewrites(tmp_path, csv, encoder_dir, capsys):
     out = tmp_path / 'feats'
     extract(encoder_dir, csv, '--out', out)
@@ -159,6 +165,7 @@ def test_rerun_is_idempotent_and_a_change_rewrites(tmp_path, csv, encoder_dir, c
     assert sum(meta(out)['counts'][s]['utterances'] for s in ('train', 'dev', 'test')) == len(ROWS) - 1
 
 
+@pytest.mark.slow
 def test_a_failed_rewrite_leaves_the_old_folder(tmp_path, csv, encoder_dir, monkeypatch):
     out = tmp_path / 'feats'
     extract(encoder_dir, csv, '--out', out)
@@ -173,6 +180,7 @@ def test_a_failed_rewrite_leaves_the_old_folder(tmp_path, csv, encoder_dir, monk
     assert sorted(os.listdir(tmp_path)) == ['feats', 'talks.csv']
 
 
+@pytest.mark.slow
 def test_audio_and_visual(tmp_path, encoder_dir):
     rng = np.random.default_rng(0)
     (tmp_path / 'media').mkdir()
@@ -198,6 +206,7 @@ def test_audio_and_visual(tmp_path, encoder_dir):
     np.testing.assert_array_equal(fs.dialogues['av.csv:b'].audio, arrays['audio'][2:])
 
 
+@pytest.mark.slow
 def test_load(tmp_path, csv, encoder_dir):
     out = tmp_path / 'feats'
     extract(encoder_dir, csv, '--out', out)
@@ -219,6 +228,7 @@ def test_load(tmp_path, csv, encoder_dir):
         feature_folder.check_modals(fs, 'avl')
 
 
+@pytest.mark.slow
 def test_load_refuses_bad_folders(tmp_path, csv, encoder_dir):
     with pytest.raises(UserError, match='is not a feature folder written by extract_features.py'):
         feature_folder.load(tmp_path)
@@ -265,6 +275,7 @@ def test_bad_csv_rows_exit_2_and_write_nothing(tmp_path, capsys, problem):
     assert not (tmp_path / 'feats').exists()
 
 
+@pytest.mark.slow
 def test_bad_files_exit_2_and_write_nothing(tmp_path, capsys, encoder_dir):
     out = tmp_path / 'feats'
     misnamed = write_csv(tmp_path / 'train.csv', [('a', 0, 'Ann', 'Hi.')], columns=('dialogue', 'turn', 'who', 'text'))
@@ -329,6 +340,7 @@ def test_bad_visual_vectors_exit_2_and_write_nothing(tmp_path, capsys, encoder_d
     assert not (tmp_path / 'feats').exists()
 
 
+@pytest.mark.slow
 def test_visual_vectors_of_one_value_and_row_vectors(tmp_path, encoder_dir):
     for i, (dim, shape) in enumerate([(1, (1,)), (1, (1, 1)), (3, (1, 3)), (3, (3, 1))]):
         np.save(tmp_path / f'v{i}.npy', np.arange(dim, dtype=np.float32).reshape(shape))
@@ -373,6 +385,7 @@ def run_script(*args, env=None):
                           text=True, timeout=300, env=dict(os.environ, **(env or {})))
 
 
+@pytest.mark.slow
 def test_cli_subprocess_reports_a_bad_row(tmp_path):
     csv = write_csv(tmp_path / 'talks.csv', [ROWS[0], CSV_PROBLEMS['empty text'][0], *ROWS[2:]])
     proc = run_script(csv, '--out', tmp_path / 'feats')
@@ -381,6 +394,7 @@ def test_cli_subprocess_reports_a_bad_row(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['talks.csv']
 
 
+@pytest.mark.slow
 def test_cli_subprocess_hub_id_not_available_offline(tmp_path, csv):
     proc = run_script(csv, '--out', tmp_path / 'feats', '--text-model', 'no-such-org/no-such-model',
                       env={'HF_HUB_OFFLINE': '1'})

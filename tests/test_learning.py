@@ -16,6 +16,7 @@ import synthetic
 import training
 import utils
 
+pytestmark = pytest.mark.slow           # trainings of several epochs
 SCALE, EPOCHS, LR = 0.5, 6, '0.001'
 
 

@@ -61,6 +61,7 @@ def test_traces_are_present():
     assert TRACES, f"no */trace.json under {GOLDEN_DIR / 'train'}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('backend', list(BACKEND_RTOL))
 @pytest.mark.parametrize('trace_path', TRACES, ids=[p.parent.name for p in TRACES])
 def test_training_run_reproduces_the_original(trace_path, backend):
@@ -79,6 +80,7 @@ def test_training_run_reproduces_the_original(trace_path, backend):
     assert_sums_close(param_abs_sums(net), trace['final_param_abs_sums'], 'after the last epoch', rtol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('trace_path', TRACES[:1], ids=[p.parent.name for p in TRACES[:1]])
 def test_textbook_protocol_differs_from_the_trace(trace_path):
     trace, _, epochs, _ = replay(trace_path, protocol='textbook')
@@ -86,9 +88,12 @@ def test_textbook_protocol_differs_from_the_trace(trace_path):
     later = [passes['train'].batch_losses for passes in epochs[1:]]
     expected_later = [e['train_batch_losses'] for e in trace['epochs_trace'][1:]]
     assert not np.allclose(np.concatenate(later), np.concatenate(expected_later), rtol=1e-3)
-    assert epochs[0]['train'].batch_losses != pytest.approx(first, rel=RTOL) or trace['dataset'] == 'IEMOCAP'
+    # The first epoch differs too, even in IEMOCAP's file order: its dropout masks come from the generator as the
+    # seeded initialisation left it, not reseeded at the start of the pass (measured: 0.0096 at most on IEMOCAP).
+    assert epochs[0]['train'].batch_losses != pytest.approx(first, rel=RTOL)
 
 
+@pytest.mark.slow
 def test_cli_metrics_match_a_trace(tmp_path):
     """train.py run as a user runs it writes the trace's per-epoch test scores into metrics.csv."""
     trace_path = TRACES[0]
