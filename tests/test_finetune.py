@@ -140,11 +140,14 @@ def test_check_labels_needs_two_emotions():
 
 
 def test_custom_data_trains_with_the_measured_recipe_by_default():
-    """train.py --Dataset custom takes docs/own-data.md's MoED flags, with or without --paper; given flags win."""
+    """train.py --Dataset custom takes docs/own-data.md's MoED flags and protocol, with or without --paper;
+    given flags win."""
     import config
     for extra in ([], ['--paper']):
         args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', *extra])
         assert (args.num_L, args.num_K, args.window_spk, args.window_dir_f, args.use_speaker, args.dropout,
-                args.epochs) == (1, 1, 3, 6, 'i', 0.4, 12)
-    assert config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', '--num_L', '2']).num_L == 2
-    assert config.parse_args([]).num_L == 6                                    # IEMOCAP keeps the paper's
+                args.epochs, args.protocol) == (1, 1, 3, 6, 'i', 0.4, 12, 'textbook')
+    given = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', '--num_L', '2', '--protocol', 'original'])
+    assert (given.num_L, given.protocol) == (2, 'original')
+    iemocap = config.parse_args([])
+    assert (iemocap.num_L, iemocap.protocol) == (6, 'original')          # IEMOCAP keeps the paper's and the authors'
