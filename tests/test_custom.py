@@ -149,10 +149,10 @@ def test_the_run_records_the_feature_recipe_and_validates_on_dev(workspace):
 def test_modals_default_to_the_extracted_ones_and_a_missing_one_is_refused(workspace, capsys, monkeypatch):
     monkeypatch.chdir(workspace)
     args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'nowhere'])     # parsing reads no file
-    assert (args.modals, args.directed_edge, args.lr, args.num_L) == (None, None, 0.0001, 6)
+    assert (args.modals, args.directed_edge, args.lr, args.num_L) == (None, None, 0.0001, 1)   # custom defaults
     args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats'])
     training.load_data(args)
-    assert (args.modals, args.directed_edge, args.lr, args.num_L) == ('l', 'l', 0.0001, 6)
+    assert (args.modals, args.directed_edge, args.lr, args.num_L) == ('l', 'l', 0.0001, 1)
     args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', '--modals', 'l', '--directed_edge', ''])
     training.load_data(args)
     assert (args.modals, args.directed_edge) == ('l', '')
