@@ -54,6 +54,9 @@ import overhead
 import training
 import utils
 
+# a --compare worker runs this file over an older tree, whose config.py may know the dense path only
+BACKENDS = getattr(config, 'GRAPH_BACKENDS', ('dense',))
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -77,7 +80,7 @@ def parse_args(argv=None):
                    help='profile one training epoch after the warm-up and print the top operators')
     p.add_argument('--roofline', action='store_true',
                    help="FLOPs of a training epoch, achieved GFLOP/s of both graph backends, the matmul peak")
-    p.add_argument('--graph-backend', default='dense', choices=list(config.GRAPH_BACKENDS),
+    p.add_argument('--graph-backend', default='dense', choices=list(BACKENDS),
                    help='the model\'s --graph-backend (default dense)')
     p.add_argument('--serve', action='store_true', help=argparse.SUPPRESS)   # a --compare worker
     args = p.parse_args(argv)
@@ -186,7 +189,7 @@ def roofline(bench):
     """One line per backend and one JSON line: FLOPs of a training epoch, achieved GFLOP/s, the matmul peak."""
     result = dict(dataset=bench.Dataset)
     peaks = []
-    for backend in config.GRAPH_BACKENDS:
+    for backend in BACKENDS:
         work = Workload(bench, backend)
         print(work.describe() + f", --graph-backend {backend}", file=sys.stderr)
         work.timed_epoch()                                                   # warm-up
@@ -201,7 +204,7 @@ def roofline(bench):
     peak = max(peaks)
     result.update(device=device, threads=torch.get_num_threads(), matmul_peak_gflop_per_s=round(peak / 1e9, 1))
     parts = [f"{b} {result[b]['train_epoch_s']:.2f} s = {result[b]['gflop_per_s']:.1f} GFLOP/s "
-             f"({result[b]['gflop_per_s'] * 1e9 / peak:.1%} of peak)" for b in config.GRAPH_BACKENDS]
+             f"({result[b]['gflop_per_s'] * 1e9 / peak:.1%} of peak)" for b in BACKENDS]
     print(f"{bench.Dataset}: {result['epoch_gflop']:.1f} GFLOP per training epoch (forward + backward); "
           + '; '.join(parts) + f"; matmul peak {peak / 1e9:.1f} GFLOP/s at {result['threads']} threads "
           f"({device})")
