@@ -119,11 +119,16 @@ def resolve_layers(layers, encoder):
     return [layer % n for layer in layers]
 
 
+def masked_mean(hidden, mask):
+    """(B, D): hidden (B, L, D) averaged over the tokens of mask (B, L)."""
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1)
+
+
 def pooled_layers(model, batch, layers, mask):
     """(len(layers), B, D): each layer's hidden states averaged over the tokens of mask (B, L)."""
     hidden_states = model(**batch, output_hidden_states=True).hidden_states
-    mask = mask.unsqueeze(-1).to(hidden_states[0].dtype)
-    return torch.stack([(hidden_states[layer] * mask).sum(1) / mask.sum(1) for layer in layers])
+    return torch.stack([masked_mean(hidden_states[layer], mask) for layer in layers])
 
 
 def text_input(settings):

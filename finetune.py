@@ -47,9 +47,7 @@ class Classifier(nn.Module):
         self.head = nn.Linear(encoder_model.config.hidden_size, n_classes)
 
     def forward(self, batch, mask):
-        hidden = self.encoder(**batch).last_hidden_state
-        mask = mask.unsqueeze(-1).to(hidden.dtype)
-        return self.head(self.dropout((hidden * mask).sum(1) / mask.sum(1)))
+        return self.head(self.dropout(features.masked_mean(self.encoder(**batch).last_hidden_state, mask)))
 
 
 def settings_record(settings):

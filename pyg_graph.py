@@ -153,6 +153,13 @@ def node_rows(g, blocks, lengths):
 
 # ----------------------------------------------------------------------------- the convolutions
 
+def symmetric_norm(edge_index, num_nodes, counted_at):
+    """c(j)^-1/2 c(i)^-1/2 of every edge j -> i (E,), c each node's degree counted at edge_index[counted_at]
+    (0: out-degree, 1: in-degree; duplicate edges counted, 0^-1/2 := 0)."""
+    scale = graph.inv_sqrt(degree(edge_index[counted_at], num_nodes))
+    return scale[edge_index[0]] * scale[edge_index[1]]
+
+
 class GatedConv(MessagePassing):
     r"""ECGNN layer as a MessagePassing: graph.MultiConv over an edge_index,
 
@@ -172,8 +179,7 @@ class GatedConv(MessagePassing):
     @staticmethod
     def coefficients(edge_index, num_nodes):
         """c(j)^-1/2 c(i)^-1/2 of every edge j -> i, c the out-degree: (E,)."""
-        scale = graph.inv_sqrt(degree(edge_index[0], num_nodes))
-        return scale[edge_index[0]] * scale[edge_index[1]]
+        return symmetric_norm(edge_index, num_nodes, counted_at=0)
 
     def forward(self, x, edge_index, norm):
         h = x.shape[-1]
@@ -202,8 +208,7 @@ class NormConv(MessagePassing):
     @staticmethod
     def coefficients(edge_index, num_nodes):
         """c(j)^-1/2 c(i)^-1/2 of every edge j -> i, c the in-degree: (E,)."""
-        scale = graph.inv_sqrt(degree(edge_index[1], num_nodes))
-        return scale[edge_index[0]] * scale[edge_index[1]]
+        return symmetric_norm(edge_index, num_nodes, counted_at=1)
 
     def forward(self, x, edge_index, norm):
         return self.propagate(edge_index, x=x, norm=norm)
