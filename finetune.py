@@ -53,7 +53,8 @@ class Classifier(nn.Module):
 def settings_record(settings):
     """The fine-tuning flags as dataset.json records them (part of the recipe)."""
     return {name: getattr(settings, f'finetune_{name}') for name in
-            ('epochs', 'lr', 'batch_size', 'warmup', 'weight_decay', 'class_weight', 'seed', 'folds')}
+            ('epochs', 'lr', 'batch_size', 'warmup', 'weight_decay', 'class_weight', 'label_smoothing', 'seed',
+             'folds')}
 
 
 def check_labels(table, label_names):
@@ -152,7 +153,7 @@ def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes
     if settings.finetune_class_weight:
         counts = np.maximum(np.bincount(labels[train_rows], minlength=n_classes), 1)
         weight = torch.tensor(len(train_rows) / (n_classes * counts), dtype=torch.float32, device=device)
-    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=settings.finetune_label_smoothing)
     per_epoch = -(-len(train_rows) // settings.finetune_batch_size)
     optimizer, schedule = optimizer_and_schedule(model, settings, per_epoch * settings.finetune_epochs)
     history, best = [], (-1.0, None, 0)
