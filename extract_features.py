@@ -111,8 +111,9 @@ def build_parser():
     g.add_argument('--finetune-weight-decay', type=non_negative_float, default=0.01, help='default 0.01')
     g.add_argument('--finetune-class-weight', action='store_true',
                    help='weight the loss by inverse class frequency in the training split')
-    g.add_argument('--finetune-label-smoothing', type=probability, default=0.0,
-                   help='label smoothing of the loss (default 0: none)')
+    g.add_argument('--finetune-label-smoothing', type=probability, default=0.1,
+                   help='label smoothing of the loss: less confident features of the training rows, which the '
+                        'encoder has seen (default 0.1; 0: none)')
     g.add_argument('--finetune-seed', type=seed_value, default=0, help='default 0')
     g.add_argument('--finetune-folds', type=positive_int, default=1,
                    help='K >= 2: cross-fitting, each training fold\'s features from an encoder fine-tuned on the '

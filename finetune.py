@@ -184,10 +184,12 @@ def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes
     return model, history, best[2]
 
 
-def as_encoder(base, model, name):
-    """A features.Encoder around a fine-tuned encoder model (its sha256 recomputed)."""
-    return features.Encoder(name=name, tokenizer=base.tokenizer, model=model, sha256=features.encoder_sha256(
-        base.tokenizer, model), n_hidden_states=base.n_hidden_states, max_length=base.max_length)
+def as_encoder(base, model, name, hashed=True):
+    """A features.Encoder around a fine-tuned encoder model: its sha256 recomputed, or None where nothing
+    records it (a cross-fitting fold's encoder, used once and dropped)."""
+    sha256 = features.encoder_sha256(base.tokenizer, model) if hashed else None
+    return features.Encoder(name=name, tokenizer=base.tokenizer, model=model, sha256=sha256,
+                            n_hidden_states=base.n_hidden_states, max_length=base.max_length)
 
 
 def finetune_encoder(settings, base, table, label_names, saved_as):
@@ -224,7 +226,7 @@ def finetune_encoder(settings, base, table, label_names, saved_as):
             fold_model, fold_history, fold_epoch = fine_tune(settings, base, inputs, labels, others, select_rows, n,
                                                              f'fold {k + 1}/{settings.finetune_folds}')
             crossfit[1][:, [position[r] for r in fold]] = features.extract_text(
-                settings, as_encoder(base, fold_model.encoder, 'fold'), table.iloc[fold])[0]
+                settings, as_encoder(base, fold_model.encoder, 'fold', hashed=False), table.iloc[fold])[0]
             record['folds'].append({'utterances': len(fold), 'selected_epoch': fold_epoch,
                                     'select_f1': fold_history[fold_epoch - 1]['select_f1']})
     record['seconds'] = round(time.perf_counter() - started, 1)

@@ -14,8 +14,6 @@ import tempfile
 import time
 from typing import NamedTuple
 
-import ray
-
 import config
 import dataloader
 import synthetic
@@ -82,6 +80,7 @@ class SigtermAsCtrlC:
 
 def start_ray(address):
     """Connect to the cluster at address, or start Ray inside this process; the seconds it took."""
+    import ray  # imported when a grid runs: the rest of experiments.py starts without it
     os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
     started = time.time()
     if address:
@@ -93,6 +92,7 @@ def start_ray(address):
 
 def trial_slots(args):
     """How many trials the cluster runs at once."""
+    import ray
     resources = ray.cluster_resources()
     slots = resources.get('CPU', 0) // args.cpus_per_trial
     if args.gpus_per_trial:
@@ -117,6 +117,7 @@ def error_text(returncode, stderr):
 
 
 def trial_outcome(ref, trial):
+    import ray
     try:
         done = ray.get(ref)
     except ray.exceptions.TaskCancelledError:
@@ -166,6 +167,7 @@ class Progress:
 
 def run_grid(trials, args, out_dir, slots):
     """Run the trials as Ray tasks; (trial -> Outcome, whether Ctrl-C stopped it)."""
+    import ray
     # run_train travels by value (as from a __main__): a node needs the standard library and train.py, not this module
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     task = ray.remote(run_train).options(num_cpus=args.cpus_per_trial, num_gpus=args.gpus_per_trial, max_retries=0)
@@ -195,6 +197,7 @@ def run_grid(trials, args, out_dir, slots):
 
 def run_on_ray(trials, args, out_dir):
     """Start or join Ray, run the trials, leave Ray; (trial -> Outcome, stop status or None, timing line)."""
+    import ray
     init_seconds = start_ray(args.address)
     sigterm = SigtermAsCtrlC()
     previous = signal.signal(signal.SIGTERM, sigterm)

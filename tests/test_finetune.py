@@ -55,7 +55,7 @@ def test_the_fine_tuned_encoder_is_saved_and_its_recipe_recorded(tuned):
     record = meta['finetune']
     assert record['base_sha256'] == base.sha256 and record['sha256'] == saved.sha256 != base.sha256
     assert record['settings'] == {'epochs': 2, 'lr': 5e-5, 'batch_size': 8, 'warmup': 0.1, 'weight_decay': 0.01,
-                                  'class_weight': False, 'label_smoothing': 0.0, 'seed': 0, 'folds': 2}
+                                  'class_weight': False, 'label_smoothing': 0.1, 'seed': 0, 'folds': 2}
     assert [h['epoch'] for h in record['history']] == [1, 2] and record['selected_epoch'] in (1, 2)
     assert record['dev_f1'] == max(h['select_f1'] for h in record['history'])
     assert 'dev split' in record['selection'] and 0 <= record['test_f1'] <= 100
