@@ -267,8 +267,11 @@ def resolved_flags(argv, extracted=None):
 
 def plan_trials(args, rows, train_flags, out_dir):
     """Every (row, seed) as a Trial, rows in the table's order. --Dataset custom: the feature folder is read here,
-    once (dataset.json and its files' hashes), not once per trial; each trial's train.py loads it again."""
-    extracted = feature_folder.read_meta(args.data_dir)[0]['modals'] if args.Dataset == config.CUSTOM else None
+    once (dataset.json and the hashes of the files training reads), not once per trial; each trial's train.py
+    loads it again."""
+    extracted = None
+    if args.Dataset == config.CUSTOM:
+        extracted = feature_folder.read_meta(args.data_dir, feature_folder.TRAINING_READS)[0]['modals']
     trials = []
     for row, row_flags in rows.items():
         for seed in range(1, args.seeds + 1):

@@ -44,7 +44,9 @@ dataset.json's fields (format version 1; * = read back by the loader, the others
 Validated once. A folder whose meta_sha256 and `files` hashes all match was written by this module and not
 touched since: it is trusted, read without a second check of its fields, rows and arrays (only what a run
 needs of any folder is checked: labels on every utterance, a train and a test split). A feature file whose
-sha256 differs from the recorded one is refused. When dataset.json itself was edited, or comes from
+sha256 differs from the recorded one is refused; a reader hashes the files it reads (training:
+TRAINING_READS; encoder/ is checked by its own weights' hash where predict.py loads it, so a large
+encoder is not hashed on every run). When dataset.json itself was edited, or comes from
 elsewhere (no or another meta_sha256), every field, row and array is checked before use.
 """
 import hashlib
@@ -60,6 +62,7 @@ from utils import UserError, replace_folder, save_csv, save_json
 
 FORMAT = ('moed-conversation-features', 1)          # dataset.json's format and format_version
 META, FEATURES, UTTERANCES = 'dataset.json', 'features.npz', 'utterances.csv'
+TRAINING_READS = (FEATURES, UTTERANCES)     # the files train.py reads (encoder/ is predict.py's)
 SPLITS = ('train', 'dev', 'test')
 MODALITIES = {'text': 'l', 'audio': 'a', 'visual': 'v'}     # modality -> its --modals letter
 UTTERANCE_COLUMNS = ('dialogue_key', 'file', 'dialogue', 'turn', 'speaker', 'speaker_index', 'text', 'label',
@@ -142,9 +145,11 @@ def trusted_meta(folder):
 
 # ----------------------------------------------------------------------------- reading dataset.json
 
-def read_meta(folder):
+def read_meta(folder, files=None):
     """(dataset.json, trusted): its format checked, its fields too unless meta_sha256 matches, then the sha256 of
-    every recorded file. trusted: written here and unchanged since, so its rows and arrays need no checks."""
+    the recorded files a reader reads (files; None: every one). trusted: written here and unchanged since, so
+    its rows and arrays need no checks. train.py reads features.npz and utterances.csv, never encoder/
+    (predict.py checks the encoder's own hash when it loads it), so a large encoder is not hashed per run."""
     path = os.path.join(folder, META)
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist: {folder} is not a feature folder written by extract_features.py "
@@ -160,7 +165,7 @@ def read_meta(folder):
     trusted = meta.get('meta_sha256') == meta_sha256(meta)
     if not trusted:
         _check_fields(path, meta)
-    _check_file_hashes(folder, meta)
+    _check_file_hashes(folder, meta, files)
     return meta, trusted
 
 
@@ -211,9 +216,12 @@ def _check_fields(path, meta):
                             "re-run extract_features.py.")
 
 
-def _check_file_hashes(folder, meta):
-    """The recorded files are those dataset.json was written with (not edited, truncated or swapped)."""
+def _check_file_hashes(folder, meta, files=None):
+    """The recorded files (those named in files, None: all) are those dataset.json was written with (not
+    edited, truncated or swapped)."""
     for name, sha256 in meta['files'].items():
+        if files is not None and name not in files:
+            continue
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             raise UserError(f"{path} is missing; the feature folder is incomplete: re-run extract_features.py.")
@@ -239,7 +247,7 @@ def load(folder):
     dialogues of all three splits are in fs.dialogues; a modality that was not extracted has (n, 0) arrays and a
     dimension of 0. Every utterance must have a label, and there must be train and test dialogues.
     """
-    meta, trusted = read_meta(folder)
+    meta, trusted = read_meta(folder, TRAINING_READS)
     path = os.path.join(folder, UTTERANCES)
     table = _read_utterances(path, meta, trusted)
     arrays = _read_arrays(os.path.join(folder, FEATURES), meta, len(table), trusted)

@@ -76,6 +76,10 @@ def test_extra_files_are_written_and_hashed_with_the_rest(tmp_path):
     (folder / 'encoder' / 'model.safetensors').write_bytes(b'other weights')
     assert F.trusted_meta(folder) is None
     with pytest.raises(UserError, match=r'encoder/model.safetensors is not the file that .* was written with'):
+        F.read_meta(folder)
+    assert F.load(folder).meta == meta          # training reads features.npz and utterances.csv, not encoder/
+    (folder / 'features.npz').write_bytes(b'other features')
+    with pytest.raises(UserError, match=r'features.npz is not the file that .* was written with'):
         F.load(folder)
 
 
