@@ -2,9 +2,11 @@
 
 Every `*.pt` fixture and every case of every `edges*.json` in that folder is a test: a new
 fixture dropped into the folder is picked up with no code change. The network's tests run under both
---graph-backend values (dense, the default, and pyg: torch_geometric's MessagePassing).
+--graph-backend values (dense, the default, and pyg: torch_geometric's MessagePassing), on the CPU, or on
+the device $MOED_TEST_DEVICE names (cuda: .ci/gpu-checks; TF32 off, the GRU as nn.GRU, cuDNN's).
 """
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -20,6 +22,9 @@ EDGE_CASES = [(f.name, i, case) for f in sorted(GOLDEN_DIR.glob('edges*.json'))
               for i, case in enumerate(json.loads(f.read_text()))]
 ATOL = 1e-5
 BACKENDS = ['dense', 'pyg']
+DEVICE = torch.device(os.environ.get('MOED_TEST_DEVICE', 'cpu'))
+if DEVICE.type == 'cuda':                   # float32 products as float32, as on the CPU
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 
 
 def load_fixture(path):
@@ -32,11 +37,15 @@ def load_fixture(path):
 def build(cfg, dims, state_dict, training, backend):
     net = M.MoED(ModelConfig.from_dict({**cfg, **dims, 'graph_backend': backend}))
     net.load_state_dict(state_dict, strict=True)
-    return net.train(training)
+    return net.to(DEVICE).train(training)
 
 
 def run(net, inputs):
-    return net(inputs['text'], inputs['audio'], inputs['visual'], inputs['qmask'], inputs['lengths'])
+    """The fixture's batch through the network on DEVICE; the outputs back on the CPU."""
+    def moved(x):
+        return [moved(t) for t in x] if isinstance(x, list) else x.to(DEVICE) if torch.is_tensor(x) else x
+    out = net(*(moved(inputs[k]) for k in ('text', 'audio', 'visual', 'qmask', 'lengths')))
+    return {k: v.cpu() if torch.is_tensor(v) else v for k, v in out.items()}
 
 
 def assert_close(got, expected, what):
@@ -89,7 +98,7 @@ def test_train_mode_matches_reference(path, backend):
             continue
         tol = max(1e-4 * abs(ref.item()), 1e-6)
         assert abs(got - ref.item()) <= tol, f"gradient norm of {name}: {got:.6g} vs {ref.item():.6g}"
-    state = net.state_dict()
+    state = {k: v.cpu() for k, v in net.state_dict().items()}
     for name, ref in expected['train_running_stats'].items():
         assert_close(state[name], ref, name)
 

@@ -40,6 +40,7 @@ SCALE = {'IEMOCAP': 0.02, 'MELD': 0.004, 'MOSEI': 0.002}   # 2 / 5 / 5 training 
 COMMAND = re.compile(r'^python3? (?:-u )?(train(?:_MOSEI)?\.py)( .*)?$')
 PYTHON = ('python', 'python3')
 NOT_RUN = {  # a command's first word (or python -m module) -> why this file does not run it
+    '.ci/gpu-checks': 'needs a CUDA device (its golden tests run here on the CPU)',
     'pip': 'installs the requirements',
     'pytest': 'is this test suite',
     'ray': 'starts or stops a Ray cluster (tests/test_experiments.py runs Ray embedded)',
