@@ -149,20 +149,31 @@ def edge_list(g, blocks):
 
 # ----------------------------------------------------------------------------- groups of similar length
 
-def length_groups(lengths, min_fill=0.7):
+GROUP_OVERHEAD = 4096   # a group's fixed cost, in (utterance x utterance) pairs of padded work: see length_groups
+
+
+def length_groups(lengths, overhead=GROUP_OVERHEAD):
     """Dialogue indices grouped by similar length, longest first, with each group's length.
 
-    A dialogue joins the current group while its (length^2) is at least `min_fill` of the
-    group's longest: the graphs' cost per dialogue grows with the square of the padded length.
+    A group of n dialogues padded to length T costs about n * T^2 (its (T x T) products and gates) plus a
+    fixed `overhead` in the same units (the operations every group runs, whatever its size). The groups
+    are runs of the dialogues sorted by length, chosen for the least total cost (dynamic programming over
+    where each group starts): short dialogues (MELD's) end up in one group, where padding is cheap; long
+    ones of different lengths (IEMOCAP's) in several, where it is not.
     """
     order = sorted(range(len(lengths)), key=lambda b: -lengths[b])
-    groups = []
-    for b in order:
-        if groups and lengths[b] ** 2 >= min_fill * groups[-1][1] ** 2:
-            groups[-1][0].append(b)
-        else:
-            groups.append(([b], lengths[b]))
-    return groups
+    longest = [lengths[b] for b in order]
+    best, start = [0.0] + [float('inf')] * len(order), [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):            # the first `end` dialogues, the last group from start[end]
+        for first in range(end):
+            cost = best[first] + overhead + (end - first) * longest[first] ** 2
+            if cost < best[end]:
+                best[end], start[end] = cost, first
+    groups, end = [], len(order)
+    while end:
+        groups.append((order[start[end]:end], longest[start[end]]))
+        end = start[end]
+    return groups[::-1]
 
 
 class GroupLayout:
@@ -172,11 +183,11 @@ class GroupLayout:
     its dialogue's first row. valid[g] (B_g, T_g): the real slots.
     """
 
-    def __init__(self, lengths, device=None, min_fill=0.7):
+    def __init__(self, lengths, device=None, overhead=GROUP_OVERHEAD):
         self.n_rows, self.lengths = sum(lengths), list(lengths)
         first_row = list(accumulate([0] + list(lengths[:-1])))
         self._slots, self._valid = [], []
-        for members, T in length_groups(lengths, min_fill):
+        for members, T in length_groups(lengths, overhead):
             t = torch.arange(T)
             valid = t[None, :] < torch.tensor([lengths[b] for b in members])[:, None]      # (B_g, T_g)
             self._slots.append(torch.tensor([first_row[b] for b in members])[:, None] + t * valid)

@@ -275,9 +275,9 @@ def test_fast_paths_agree_with_plain_ones_over_random_configurations(seed, monke
     net = build(flags, dims)
     batch = random_batch(rng.sample([7, 1, 4, 7, 2, 5, 3], rng.randint(2, 7)), dims, flags['n_speakers'], seed)
     fast, fast_grads = output_and_gradients(net, batch)
-    plain_paths = {'one group': (graph, 'length_groups', lambda lengths, min_fill=0: [
+    plain_paths = {'one group': (graph, 'length_groups', lambda lengths, overhead=0: [
                        (sorted(range(len(lengths)), key=lambda b: -lengths[b]), max(lengths))]),
-                   'a group per dialogue': (graph, 'length_groups', lambda lengths, min_fill=0: [
+                   'a group per dialogue': (graph, 'length_groups', lambda lengths, overhead=0: [
                        ([b], n) for b, n in enumerate(lengths)]),
                    'nn.GRU': (recurrent, 'bidirectional_gru', padded_reference_gru)}
     for name, (module, function, plain_version) in plain_paths.items():
