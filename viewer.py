@@ -47,7 +47,7 @@ def graph_connections(speakers, flags):
     cfg = dict(flags, modals=''.join(TEXT_BLOCK), multimodal_node='', directed_edge='')
     out = {}
     for name, stage in (('ei', 'EIG'), ('ec', 'ECG')):
-        src, dst = pyg_graph.dialogue_graph(stage, cfg, np.asarray(speakers, dtype=np.int64)).edge_index
+        src, dst = pyg_graph.dialogue_graph(stage, cfg, np.array(speakers, dtype=np.int64)).edge_index
         counts = torch.zeros(n * n, dtype=torch.long).index_add_(0, dst * n + src, torch.ones_like(src))
         out[name] = ''.join(map(str, counts.clamp(max=9).tolist()))
     return out
