@@ -7,6 +7,11 @@ computes the same outputs at the real utterances:
     position of a batch holds the same row (padding is zeros, and what runs before the GRU acts row by
     row with statistics shared by the batch: BatchNorm, LayerNorm, Linear), so it is computed once
     and read at every padded position (PaddedBatch.source);
+  - the first layer's reverse direction runs the padding once per batch, not once per dialogue: it
+    starts from zero at the last step and reads the same padded row at every padded position, so at a
+    given step every dialogue still in its padding holds the same state. One extra row, the padding's
+    chain, runs every step; a dialogue's real utterances start from the chain's state where its padding
+    ends, and every padded position reads the chain's output at its step;
   - the last layer's forward direction runs over the real utterances only (a packed sequence): its
     outputs at padded positions are never read, and those at real positions do not depend on them;
   - a direction's recurrence is one autograd Function (GRURecurrence) that keeps per step only what
@@ -30,6 +35,10 @@ class PaddedBatch:
                      sequence), with batch_sizes[t] of them at step t
     unpack   (N,)    for every real utterance (dialogue order), its index in `packed`
     place    (T*B,)  for every position, its index in [real rows in dialogue order, padded positions] (see spread)
+    chain    (N+T,)  the first layer's reverse direction with its padding shared: step by step, the padded row
+                     (index N of `distinct`, the chain) then the real rows of the dialogues still running, the
+                     longest first, as indices into `distinct`; chain_sizes[t] = 1 + batch_sizes[t] of them at step t
+    chain_place (T*B,) for every position, its index in `chain` (a padded position: its step's chain row)
     """
 
     def __init__(self, lengths, T, device=None):
@@ -49,8 +58,18 @@ class PaddedBatch:
         row_of = {p: i for i, p in enumerate(rows)}
         unpack = torch.empty(len(rows), dtype=torch.long)
         unpack[torch.as_tensor([row_of[p] for p in packed], dtype=torch.long)] = torch.arange(len(rows))
-        self.rows, self.distinct, self.source, self.packed, self.unpack, self.place = (
-            torch.as_tensor(x, dtype=torch.long).to(device) for x in (rows, distinct, source, packed, unpack, place))
+        self.chain_sizes = [1 + size for size in self.batch_sizes]
+        chain, chain_place, start = [], [0] * (T * B), 0
+        for t, size in enumerate(self.batch_sizes):
+            chain.append(len(rows))
+            chain_place[t * B:(t + 1) * B] = [start] * B
+            for k, b in enumerate(longest_first[:size], 1):
+                chain.append(row_of[t * B + b])
+                chain_place[t * B + b] = start + k
+            start += 1 + size
+        self.rows, self.distinct, self.source, self.packed, self.unpack, self.place, self.chain, self.chain_place = (
+            torch.as_tensor(x, dtype=torch.long).to(device)
+            for x in (rows, distinct, source, packed, unpack, place, chain, chain_place))
 
     def spread(self, x):
         """The rows of `distinct` (R, D) -> a row per position (T*B, D). The padded positions' row is expanded,
@@ -63,9 +82,10 @@ class GRURecurrence(torch.autograd.Function):
     """The hidden states of one GRU direction, h_t = cell(gi_t, h_{t-1}) from h_0 = 0, over precomputed input gates.
 
     gi (n, 3H): the input gates W_ih x_t + b_ih of every step, step after step; step t has batch_sizes[t]
-    rows (non-increasing: the sequences still running, always the first ones). reverse: the steps run
-    from the last to the first (then every step has the same rows). Returns the hidden states (n, H),
-    laid out as gi.
+    rows (non-increasing: the sequences running at step t, always the first ones). reverse: the steps run
+    from the last to the first; a sequence that starts at a later step (one of the rows added since the
+    step before) starts from the state of the first row, not from zero (see PaddedBatch.chain). Returns
+    the hidden states (n, H), laid out as gi.
 
     The step is aten's GRU cell, operation for operation:
         r, z = sigmoid(gh_rz + gi_rz), n = tanh(gi_n + gh_n * r), h_t = (h_{t-1} - n) * z + n
@@ -86,7 +106,7 @@ class GRURecurrence(torch.autograd.Function):
         h = gi.new_zeros(batch_sizes[order[0]], H)
         for t in order:
             gi_rz, gi_n, rz_t, r, z, n, gh_n_t, h_t = (s[t] for s in steps)
-            h = h[:batch_sizes[t]]
+            h = carry_rows(h, batch_sizes[t])
             gh = torch.addmm(b_hh, h, w_hh_t)
             torch.add(gh[:, :2 * H], gi_rz, out=rz_t).sigmoid_()
             gh_n_t.copy_(gh[:, 2 * H:])
@@ -128,22 +148,36 @@ def step_order(T, reverse):
     return list(range(T - 1, -1, -1)) if reverse else list(range(T))
 
 
+def carry_rows(h, n):
+    """The states (n, H) a step starts from, given the previous step's h (m, H): its first n rows (n <= m: the
+    sequences still running), or all of them and the first row's for the n - m sequences starting now."""
+    if n <= h.shape[0]:
+        return h[:n]
+    return torch.cat([h, h[:1].expand(n - h.shape[0], -1)])
+
+
 def previous_states(out, batch_sizes, order):
     """(n, H): for every row, the hidden state its step started from (the previous step's, zeros at the first)."""
     parts = out.split(batch_sizes)
     before = dict(zip(order[1:], order))
-    return torch.cat([parts[before[t]][:b] if t in before else out.new_zeros(b, out.shape[1])
+    return torch.cat([carry_rows(parts[before[t]], b) if t in before else out.new_zeros(b, out.shape[1])
                       for t, b in enumerate(batch_sizes)])
 
 
 def accumulate_rows(grad, carried):
-    """grad (b, H) plus the gradient carried from the next step on its first rows (the sequences still running then)."""
+    """grad (b, H) of a step's states plus the gradient carried back from the next step's starting states
+    (the transpose of carry_rows: to the first rows, and a started sequence's to the first row)."""
     if carried is None:
         return grad
-    if carried.shape[0] == grad.shape[0]:
+    b, m = grad.shape[0], carried.shape[0]
+    if m == b:
         return grad + carried
-    total = grad.clone()
-    total[:carried.shape[0]] += carried
+    if m < b:
+        total = grad.clone()
+        total[:m] += carried
+        return total
+    total = grad + carried[:b]
+    total[0] += carried[b:].sum(0)
     return total
 
 
@@ -168,7 +202,12 @@ def bidirectional_gru(gru, x, index, batch):
         params = [[getattr(gru, f'{name}_l{layer}{suffix}') for name in names] for suffix in ('', '_reverse')]
         (w_ih, w_hh, b_ih, b_hh), (w_ih_r, w_hh_r, b_ih_r, b_hh_r) = params
         last = layer == gru.num_layers - 1
-        backward = GRURecurrence.apply(input_gates(x, index, w_ih_r, b_ih_r), w_hh_r, b_hh_r, [B] * T, True)
+        if index is not None and batch.n_padded:         # one padded row: the padding runs once (batch.chain)
+            backward = GRURecurrence.apply(input_gates(x, batch.chain, w_ih_r, b_ih_r), w_hh_r, b_hh_r,
+                                           batch.chain_sizes, True)                          # (N+T, H)
+            backward = backward.index_select(0, batch.chain_place)                           # (T*B, H)
+        else:
+            backward = GRURecurrence.apply(input_gates(x, index, w_ih_r, b_ih_r), w_hh_r, b_hh_r, [B] * T, True)
         if last:
             forward = GRURecurrence.apply(input_gates(x, index, w_ih, b_ih, batch.packed), w_hh, b_hh,
                                           batch.batch_sizes, False)                      # (N, H) packed
