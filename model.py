@@ -57,10 +57,11 @@ class Stage(NamedTuple):
     n_layers: str     # ModelConfig field: number of layers
     epsilon: str      # ModelConfig field: residual scaling
     conv_type: type   # graph.MultiConv (ECGNN) or graph.DirectConv (EIGNN)
+    linear: bool      # fc and the layers are linear in the graph's input (no gate): see GraphModel.forward
 
 
-STAGES = {'ECG': Stage('fc2', 'conv', 'num_K', 'epsilon', graph.MultiConv),
-          'EIG': Stage('fc1', 'directconv', 'num_L', 'epsilon2', graph.DirectConv)}
+STAGES = {'ECG': Stage('fc2', 'conv', 'num_K', 'epsilon', graph.MultiConv, False),
+          'EIG': Stage('fc1', 'directconv', 'num_L', 'epsilon2', graph.DirectConv, True)}
 
 
 def conv_types(backend):
@@ -141,15 +142,14 @@ class GraphModel(nn.Module):
                                  cfg.single_edge, cfg.directed_edge)
 
     def run_stage(self, stage, x0, blocks, wanted, layout, spk):
-        """fc, then the layers `x = conv_k(x) + epsilon * x0` of one graph over each group of the layout.
+        """The layers `x = conv_k(x) + epsilon * x0` of one graph over each group of the layout.
 
-        x0: (nb, N, D_g) the graph's input rows. Returns (k, N, h): the blocks blocks[wanted] after
-        the last layer (which computes only those), rows in dialogue order.
+        x0: (nb, N, h) the graph's input rows after fc. Returns (k, N, h): the blocks blocks[wanted]
+        after the last layer (which computes only those), rows in dialogue order.
         """
         layers = STAGES[stage]
         epsilon, n_layers = getattr(self.cfg, layers.epsilon), getattr(self.cfg, layers.n_layers)
         convs = [getattr(self, f'{layers.conv}{k}') for k in range(1, n_layers + 1)]
-        x0 = getattr(self, layers.fc)(x0)                                             # (nb, N, h)
         if self.cfg.graph_backend == 'pyg':
             import pyg_graph
             return pyg_graph.run_stage(stage, self.cfg, convs, epsilon, x0, blocks, layout.lengths, spk)[wanted]
@@ -162,12 +162,18 @@ class GraphModel(nn.Module):
             outputs.append(x if n_layers else x[wanted])
         return layout.to_rows(outputs)
 
-    def forward(self, nodes, spk, lengths):
+    def forward(self, nodes, spk, lengths, projections=None):
         """nodes: block -> (N, D_g) rows of the real utterances in dialogue order; spk: (N,) speaker index.
         Returns graph -> block -> (N, h) for the blocks the readout reads, rows in dialogue order.
 
         Dialogues are independent in both graphs, so they run in groups of similar length
         (graph.GroupLayout): the same arithmetic with far less padding than the batch's.
+
+        projections: (graph, block) -> W (C, h), for blocks wanted only as W x (the readout's share of the
+        class scores, in training). Those of a linear graph (EIGNN) come back as (N, C), W x computed in
+        class space: the graph's layers are one linear map Q over its nodes (no gate, no weights), so
+        W Q(fc(X)) = Q((W fc)(X)): fc composed with W, then the layers over C features per block of
+        the readout, not h (the same numbers to float rounding, a tenth of the work).
         """
         inputs = self.stage_inputs(nodes, spk)
         layout = graph.GroupLayout(lengths, spk.device)
@@ -177,8 +183,17 @@ class GraphModel(nn.Module):
             blocks = graph_blocks(self.cfg, stage)
             read = [blocks.index(b) for g, b in parts if g == stage]
             wanted = slice(min(read), max(read) + 1)                  # the span of blocks the readout reads
-            rows = self.run_stage(stage, torch.stack([inputs[stage][b] for b in blocks]), blocks, wanted, layout, spk)
-            outputs[stage] = dict(zip(blocks[wanted], rows))
+            fc, x0 = getattr(self, STAGES[stage].fc), torch.stack([inputs[stage][b] for b in blocks])
+            projected = [(b, w) for (g, b), w in (projections or {}).items() if g == stage and STAGES[g].linear]
+            if not projected:
+                rows = self.run_stage(stage, fc(x0), blocks, wanted, layout, spk)
+                outputs[stage] = dict(zip(blocks[wanted], rows))
+                continue
+            w = torch.cat([w for _, w in projected])                 # (k*C, h), one W per block read
+            rows = self.run_stage(stage, F.linear(x0, w @ fc.weight, w @ fc.bias), blocks, wanted, layout, spk)
+            C = len(w) // len(projected)
+            outputs[stage] = {b: rows[blocks[wanted].index(b), :, k * C:(k + 1) * C]
+                              for k, (b, _) in enumerate(projected)}
         return outputs
 
 
@@ -274,12 +289,21 @@ class MoED(nn.Module):
                 nodes[m] = self.encode(m, raw[m], batch)
         nodes['u'] = self.linear_u(torch.cat([nodes[m] for m in self.modals], -1))
         spk = real_rows(qmask.argmax(-1), batch.rows)                                 # (N,)
-        outputs = self.graph_model(nodes, spk, batch.lengths)
-        features = torch.cat([outputs[g][b] for g, b in readout_parts(self.cfg)], -1)
+        parts = readout_parts(self.cfg)
+        if self.training:           # only the class scores are needed: EIGNN's share computed in class space
+            weights = dict(zip(parts, self.smax_fc.weight.split(self.cfg.graph_h, 1)))
+            outputs = self.graph_model(nodes, spk, batch.lengths, projections=weights)
+            scores, features = self.smax_fc.bias, None
+            for (g, b), w in weights.items():
+                scores = scores + (outputs[g][b] if STAGES[g].linear else outputs[g][b] @ w.t())
+        else:
+            outputs = self.graph_model(nodes, spk, batch.lengths)
+            features = torch.cat([outputs[g][b] for g, b in parts], -1)
+            scores = self.smax_fc(features)
         before = None
         if len(self.modals) == 3 and not self.training:    # exported by --testing only
             before = real_rows(torch.cat([r2, audio, visual], -1), batch.rows)
-        return {'log_prob': F.log_softmax(self.smax_fc(features), -1),
+        return {'log_prob': F.log_softmax(scores, -1),
                 'features_after': features,
                 'features_before': before,
                 'spk_idx': spk}

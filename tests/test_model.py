@@ -266,7 +266,8 @@ def padded_reference_gru(gru, x, index, batch):
 @pytest.mark.parametrize('seed', [*range(8), *(pytest.param(seed, marks=pytest.mark.slow) for seed in range(8, 24))])
 def test_fast_paths_agree_with_plain_ones_over_random_configurations(seed, monkeypatch):
     """The hot path's shortcuts change no number in any configuration: the graphs run over every grouping of
-    the dialogues by length (one group, one per dialogue), and the GRU encoders as nn.GRU over the padded batch."""
+    the dialogues by length (one group, one per dialogue), the GRU encoders as nn.GRU over the padded batch,
+    and EIGNN in hidden space (as in eval mode) rather than in class space."""
     import random
     rng = random.Random(seed)
     flags = random_configuration(rng)
@@ -279,7 +280,8 @@ def test_fast_paths_agree_with_plain_ones_over_random_configurations(seed, monke
                        (sorted(range(len(lengths)), key=lambda b: -lengths[b]), max(lengths))]),
                    'a group per dialogue': (graph, 'length_groups', lambda lengths, overhead=0: [
                        ([b], n) for b, n in enumerate(lengths)]),
-                   'nn.GRU': (recurrent, 'bidirectional_gru', padded_reference_gru)}
+                   'nn.GRU': (recurrent, 'bidirectional_gru', padded_reference_gru),
+                   'EIGNN in hidden space': (M, 'STAGES', dict(M.STAGES, EIG=M.STAGES['EIG']._replace(linear=False)))}
     for name, (module, function, plain_version) in plain_paths.items():
         with monkeypatch.context() as m:
             m.setattr(module, function, plain_version)
