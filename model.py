@@ -277,7 +277,9 @@ class MoED(nn.Module):
 
     def forward(self, text, audio, visual, qmask, lengths):
         """One padded, time-major batch (zeros at padded positions, as dataloader.make_batch pads):
-        text four (T, B, D_text), audio (T, B, D_audio), visual (T, B, D_visual), qmask (T, B, n_speakers)."""
+        text four (T, B, D_text), audio (T, B, D_audio), visual (T, B, D_visual), qmask (T, B, n_speakers).
+        Returns log_prob (N, C), features_after (N, readout size; None in training mode, where EIGNN's
+        share of the scores runs in class space: GraphModel.forward), features_before, spk_idx."""
         T = qmask.shape[0]
         batch = recurrent.PaddedBatch([int(n) for n in lengths], T, qmask.device)
         raw = {'a': audio, 'v': visual}
