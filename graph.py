@@ -294,7 +294,8 @@ class DirectConv(nn.Module):
     i.e. x'_t = sum_{s->t} c(s)^-1/2 c(t)^-1/2 x_s: the sum runs over the edges s -> t into node t,
     counted with multiplicity; c(n) is the number of edges entering node n (its in-degree, duplicates
     counted; 0^-1/2 := 0). Computed as x'_t = c(t)^-1/2 (A y)_t with y_s = c(s)^-1/2 x_s and A the
-    edge counts. self.gate exists in the reference's checkpoints and is unused.
+    edge counts. self.gate exists in the reference's checkpoints and is unused. The layer is linear in x
+    with no weights (`linear = True`): in training, model.GraphModel runs it in class space.
 
     Args:
         h (int): node feature size.
@@ -306,6 +307,7 @@ class DirectConv(nn.Module):
         - **blocks:** a slice of the blocks to compute (default: all)
         - **output:** k tensors (B, T, h), x' + residual of those k blocks
     """
+    linear = True
 
     def __init__(self, h):
         super().__init__()

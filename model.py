@@ -57,11 +57,10 @@ class Stage(NamedTuple):
     n_layers: str     # ModelConfig field: number of layers
     epsilon: str      # ModelConfig field: residual scaling
     conv_type: type   # graph.MultiConv (ECGNN) or graph.DirectConv (EIGNN)
-    linear: bool      # fc and the layers are linear in the graph's input (no gate): see GraphModel.forward
 
 
-STAGES = {'ECG': Stage('fc2', 'conv', 'num_K', 'epsilon', graph.MultiConv, False),
-          'EIG': Stage('fc1', 'directconv', 'num_L', 'epsilon2', graph.DirectConv, True)}
+STAGES = {'ECG': Stage('fc2', 'conv', 'num_K', 'epsilon', graph.MultiConv),
+          'EIG': Stage('fc1', 'directconv', 'num_L', 'epsilon2', graph.DirectConv)}
 
 
 def conv_types(backend):
@@ -141,15 +140,24 @@ class GraphModel(nn.Module):
         return graph.eignn_graph(blocks, speakers, valid, cfg.window_spk, cfg.window_spk_f,
                                  cfg.single_edge, cfg.directed_edge)
 
+    def convs(self, stage):
+        """The layers of one graph, first to last."""
+        layers = STAGES[stage]
+        return [getattr(self, f'{layers.conv}{k}') for k in range(1, getattr(self.cfg, layers.n_layers) + 1)]
+
+    def is_linear(self, stage):
+        """Whether a graph's layers are all linear maps over its nodes (their class says so: `linear = True`,
+        no gate and no weights), so that it can run in class space (forward's projections)."""
+        return all(getattr(conv, 'linear', False) for conv in self.convs(stage))
+
     def run_stage(self, stage, x0, blocks, wanted, layout, spk):
         """The layers `x = conv_k(x) + epsilon * x0` of one graph over each group of the layout.
 
         x0: (nb, N, h) the graph's input rows after fc. Returns (k, N, h): the blocks blocks[wanted]
         after the last layer (which computes only those), rows in dialogue order.
         """
-        layers = STAGES[stage]
-        epsilon, n_layers = getattr(self.cfg, layers.epsilon), getattr(self.cfg, layers.n_layers)
-        convs = [getattr(self, f'{layers.conv}{k}') for k in range(1, n_layers + 1)]
+        layers, convs = STAGES[stage], self.convs(stage)
+        epsilon, n_layers = getattr(self.cfg, layers.epsilon), len(convs)
         if self.cfg.graph_backend == 'pyg':
             import pyg_graph
             return pyg_graph.run_stage(stage, self.cfg, convs, epsilon, x0, blocks, layout.lengths, spk)[wanted]
@@ -170,10 +178,10 @@ class GraphModel(nn.Module):
         (graph.GroupLayout): the same arithmetic with far less padding than the batch's.
 
         projections: (graph, block) -> W (C, h), for blocks wanted only as W x (the readout's share of the
-        class scores, in training). Those of a linear graph (EIGNN) come back as (N, C), W x computed in
-        class space: the graph's layers are one linear map Q over its nodes (no gate, no weights), so
+        class scores, in training). Those of a linear graph (is_linear: EIGNN) come back as (N, C), W x
+        computed in class space: the graph's layers are one linear map Q over its nodes, so
         W Q(fc(X)) = Q((W fc)(X)): fc composed with W, then the layers over C features per block of
-        the readout, not h (the same numbers to float rounding, a tenth of the work).
+        the readout, not h (the same numbers to float rounding, a fraction of the work).
         """
         inputs = self.stage_inputs(nodes, spk)
         layout = graph.GroupLayout(lengths, spk.device)
@@ -184,7 +192,7 @@ class GraphModel(nn.Module):
             read = [blocks.index(b) for g, b in parts if g == stage]
             wanted = slice(min(read), max(read) + 1)                  # the span of blocks the readout reads
             fc, x0 = getattr(self, STAGES[stage].fc), torch.stack([inputs[stage][b] for b in blocks])
-            projected = [(b, w) for (g, b), w in (projections or {}).items() if g == stage and STAGES[g].linear]
+            projected = [(b, w) for (g, b), w in (projections or {}).items() if g == stage and self.is_linear(g)]
             if not projected:
                 rows = self.run_stage(stage, fc(x0), blocks, wanted, layout, spk)
                 outputs[stage] = dict(zip(blocks[wanted], rows))
@@ -297,7 +305,7 @@ class MoED(nn.Module):
             outputs = self.graph_model(nodes, spk, batch.lengths, projections=weights)
             scores, features = self.smax_fc.bias, None
             for (g, b), w in weights.items():
-                scores = scores + (outputs[g][b] if STAGES[g].linear else outputs[g][b] @ w.t())
+                scores = scores + (outputs[g][b] if self.graph_model.is_linear(g) else outputs[g][b] @ w.t())
         else:
             outputs = self.graph_model(nodes, spk, batch.lengths)
             features = torch.cat([outputs[g][b] for g, b in parts], -1)

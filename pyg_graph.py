@@ -198,8 +198,10 @@ class NormConv(MessagePassing):
         \mathbf{x}^{\prime}_i = \sum_{j \rightarrow i} c(j)^{-1/2} \, c(i)^{-1/2} \, \mathbf{x}_j
 
     with c the in-degree counted over the edges of edge_index (duplicates included, 0^-1/2 := 0).
-    self.gate exists in the reference's checkpoints and is unused. Shapes as GatedConv's.
+    self.gate exists in the reference's checkpoints and is unused. Linear in x with no weights (`linear = True`,
+    as graph.DirectConv: in training the model runs it in class space). Shapes as GatedConv's.
     """
+    linear = True
 
     def __init__(self, h):
         super().__init__(aggr='add')

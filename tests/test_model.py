@@ -281,7 +281,7 @@ def test_fast_paths_agree_with_plain_ones_over_random_configurations(seed, monke
                    'a group per dialogue': (graph, 'length_groups', lambda lengths, overhead=0: [
                        ([b], n) for b, n in enumerate(lengths)]),
                    'nn.GRU': (recurrent, 'bidirectional_gru', padded_reference_gru),
-                   'EIGNN in hidden space': (M, 'STAGES', dict(M.STAGES, EIG=M.STAGES['EIG']._replace(linear=False)))}
+                   'EIGNN in hidden space': (graph.DirectConv, 'linear', False)}
     for name, (module, function, plain_version) in plain_paths.items():
         with monkeypatch.context() as m:
             m.setattr(module, function, plain_version)
