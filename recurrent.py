@@ -96,24 +96,25 @@ class GRURecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gi, w_hh, b_hh, batch_sizes, reverse):
         H = w_hh.shape[1]
+        gh = gi.new_empty(gi.shape[0], 3 * H)                # W_hh h + b_hh: r, z, n
         rz = gi.new_empty(gi.shape[0], 2 * H)                # reset and update gates
         new = gi.new_empty(gi.shape[0], H)                   # the new gate n
-        gh_n = gi.new_empty(gi.shape[0], H)                  # W_hn h + b_hn
         out = gi.new_empty(gi.shape[0], H)
-        steps = [t.split(batch_sizes) for t in (gi[:, :2 * H], gi[:, 2 * H:], rz, rz[:, :H], rz[:, H:], new, gh_n, out)]
+        steps = list(zip(*[t.split(batch_sizes) for t in (gi[:, :2 * H], gi[:, 2 * H:], gh, gh[:, :2 * H],
+                                                           gh[:, 2 * H:], rz, rz[:, :H], rz[:, H:], new, out)]))
         w_hh_t = w_hh.t()
         order = step_order(len(batch_sizes), reverse)
         h = gi.new_zeros(batch_sizes[order[0]], H)
         for t in order:
-            gi_rz, gi_n, rz_t, r, z, n, gh_n_t, h_t = (s[t] for s in steps)
-            h = carry_rows(h, batch_sizes[t])
-            gh = torch.addmm(b_hh, h, w_hh_t)
-            torch.add(gh[:, :2 * H], gi_rz, out=rz_t).sigmoid_()
-            gh_n_t.copy_(gh[:, 2 * H:])
-            torch.add(gi_n, gh[:, 2 * H:].mul_(r), out=n).tanh_()
+            gi_rz, gi_n, gh_t, gh_rz, gh_n, rz_t, r, z, n, h_t = steps[t]
+            if h.shape[0] != batch_sizes[t]:
+                h = carry_rows(h, batch_sizes[t])
+            torch.addmm(b_hh, h, w_hh_t, out=gh_t)
+            torch.add(gh_rz, gi_rz, out=rz_t).sigmoid_()
+            torch.mul(gh_n, r, out=n).add_(gi_n).tanh_()               # gi_n + gh_n * r
             torch.sub(h, n, out=h_t).mul_(z).add_(n)
             h = h_t
-        ctx.save_for_backward(w_hh, rz, new, gh_n, out)
+        ctx.save_for_backward(w_hh, rz, new, gh[:, 2 * H:].clone(), out)     # W_hn h + b_hn, without r, z
         ctx.batch_sizes, ctx.reverse = batch_sizes, reverse
         return out
 
@@ -129,19 +130,20 @@ class GRURecurrence(torch.autograd.Function):
         d_r = gh_n * (r * (1 - r))                           # d pre_r / d pre_n
         d_gh = rz.new_empty(rz.shape[0], 3 * H)              # d (W_hh h + b_hh): r, z, n
         d_gi_n = torch.empty_like(new)                       # d pre_n
-        steps = [t.split(batch_sizes) for t in (grad_out, z, r, d_n, d_z, d_r, d_gh, d_gh[:, :H], d_gh[:, H:2 * H],
-                                                d_gh[:, 2 * H:], d_gi_n)]
+        steps = list(zip(*[t.split(batch_sizes) for t in (grad_out, z, r, d_n, d_z, d_r, d_gh, d_gh[:, :H],
+                                                           d_gh[:, H:2 * H], d_gh[:, 2 * H:], d_gi_n)]))
         dh = None                                            # gradient of the hidden state a step gives
         for t in reversed(order):
-            g, z_t, r_t, d_n_t, d_z_t, d_r_t, d_gh_t, d_pre_r, d_pre_z, d_gh_n, d_pre_n = (s[t] for s in steps)
+            g, z_t, r_t, d_n_t, d_z_t, d_r_t, d_gh_t, d_pre_r, d_pre_z, d_gh_n, d_pre_n = steps[t]
             dh = accumulate_rows(g, dh)
             torch.mul(dh, d_n_t, out=d_pre_n)
             torch.mul(dh, d_z_t, out=d_pre_z)
             torch.mul(d_pre_n, d_r_t, out=d_pre_r)
             torch.mul(d_pre_n, r_t, out=d_gh_n)
             dh = torch.addmm(dh * z_t, d_gh_t, w_hh)
-        d_gi = torch.cat([d_gh[:, :2 * H], d_gi_n], 1)
-        return d_gi, d_gh.t() @ h_prev, d_gh.sum(0), None, None
+        d_w_hh, d_b_hh = d_gh.t() @ h_prev, d_gh.sum(0)
+        d_gh[:, 2 * H:] = d_gi_n                            # d_gi: d pre_r, d pre_z as d_gh's, then d pre_n
+        return d_gh, d_w_hh, d_b_hh, None, None
 
 
 def step_order(T, reverse):
