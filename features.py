@@ -159,18 +159,46 @@ def tokenize(encoder, texts, contexts=None):
         batch = encoder.tokenizer(texts, padding=True, truncation=True, max_length=encoder.max_length,
                                   return_tensors='pt')
         return batch, batch['attention_mask']
-    contexts = [context or ' ' for context in contexts]
-    batch = encoder.tokenizer(texts, contexts, padding=True, truncation='only_second',
-                              max_length=encoder.max_length, return_tensors='pt')
-    own = torch.tensor([[sequence != 1 for sequence in batch.sequence_ids(i)] for i in range(len(texts))])
-    return batch, batch['attention_mask'] * own
+    rows = encode_with_contexts(encoder, texts, contexts)
+    batch = encoder.tokenizer.pad([row for row, _ in rows], return_tensors='pt')
+    width, left = batch['input_ids'].shape[1], encoder.tokenizer.padding_side == 'left'
+    own = [[0] * (width - len(mask)) + mask if left else mask + [0] * (width - len(mask)) for _, mask in rows]
+    return batch, batch['attention_mask'] * torch.tensor(own)
+
+
+def encode_with_contexts(encoder, texts, contexts):
+    """Per utterance, (its tokenizer inputs, its pooling mask as a list): the utterance with its context as a
+    second segment, the context truncated to fit; an utterance that leaves no room for a context token is
+    shown alone, truncated to the encoder's maximum."""
+    tokenizer, limit = encoder.tokenizer, encoder.max_length
+    room = utterance_token_counts(encoder, texts) + tokenizer.num_special_tokens_to_add(pair=True) < limit
+    rows = [None] * len(texts)
+    paired, alone = np.flatnonzero(room), np.flatnonzero(~room)
+    if len(paired):
+        encoded = tokenizer([texts[i] for i in paired], [contexts[i] or ' ' for i in paired],
+                            truncation='only_second', max_length=limit)
+        for k, i in enumerate(paired):
+            rows[i] = ({key: encoded[key][k] for key in encoded.keys()},
+                       [int(sequence != 1) for sequence in encoded.sequence_ids(k)])
+    if len(alone):
+        encoded = tokenizer([texts[i] for i in alone], truncation=True, max_length=limit)
+        for k, i in enumerate(alone):
+            rows[i] = ({key: encoded[key][k] for key in encoded.keys()}, encoded['attention_mask'][k])
+    return rows
+
+
+def utterance_token_counts(encoder, texts):
+    """Each utterance's own number of tokens, special tokens not counted, untruncated: (N,)."""
+    encoded = encoder.tokenizer(list(texts), add_special_tokens=False, verbose=False)   # no warning: not run
+    return np.array([len(ids) for ids in encoded['input_ids']])
 
 
 def token_lengths(encoder, texts, contexts=None):
     """Each input's number of tokens, truncated as tokenize truncates."""
-    pairs = (texts,) if contexts is None else (texts, [context or ' ' for context in contexts])
-    return np.array([len(ids) for ids in encoder.tokenizer(*pairs, truncation=True if contexts is None else
-                                                           'only_second', max_length=encoder.max_length)['input_ids']])
+    if contexts is not None:
+        return np.array([len(row['input_ids']) for row, _ in encode_with_contexts(encoder, texts, contexts)])
+    return np.array([len(ids) for ids in encoder.tokenizer(texts, truncation=True,
+                                                           max_length=encoder.max_length)['input_ids']])
 
 
 def text_recipe(settings, encoder, table):
@@ -194,7 +222,8 @@ def extract_text(settings, encoder, table):
             features[:, rows] = pooled_layers(encoder.model, batch.to(settings.device), layers,
                                               mask.to(settings.device)).float().cpu().numpy()
             bar.update(len(rows))
-    truncated = int((lengths >= encoder.max_length).sum()) if contexts is None else 0
+    single = utterance_token_counts(encoder, texts) + encoder.tokenizer.num_special_tokens_to_add(pair=False)
+    truncated = int((single > encoder.max_length).sum())             # the utterance's own tokens cut short
     return features, {'encoder': encoder_description(encoder), 'truncated_utterances': truncated}
 
 

@@ -114,6 +114,20 @@ def test_folder_format_and_dataset_json(tmp_path, csv, encoder_dir, capsys):
     assert utterances['dialogue_key'].unique().tolist() == ['talks.csv:a', 'talks.csv:b', 'talks.csv:c', 'talks.csv:d']
 
 
+def test_context_turns_keep_an_utterance_too_long_for_any_context(tmp_path, csv, encoder_dir):
+    """--context-turns: the previous turns change what the encoder sees; an utterance longer than the encoder's
+    window (LONG, 24 positions here) leaves no room for them and is shown alone, truncated, and counted."""
+    extract(encoder_dir, csv, '--out', tmp_path / 'plain')
+    extract(encoder_dir, csv, '--out', tmp_path / 'past', '--context-turns', 2)
+    plain, past = npz(tmp_path / 'plain')['text'], npz(tmp_path / 'past')['text']
+    texts = pd.read_csv(tmp_path / 'past' / 'utterances.csv', keep_default_na=False)['text'].tolist()
+    long_row, short_row = texts.index(LONG), texts.index('Is the dog ok?')
+    assert meta(tmp_path / 'past')['modalities']['text']['truncated_utterances'] == 1
+    assert meta(tmp_path / 'past')['settings']['context_turns'] == 2
+    np.testing.assert_allclose(past[:, long_row], plain[:, long_row], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(past[:, short_row], plain[:, short_row], atol=1e-3)
+
+
 def speaker_index(folder):
     return pd.read_csv(Path(folder) / 'utterances.csv').groupby('dialogue', sort=False)['speaker_index'].apply(list)
 
