@@ -178,8 +178,8 @@ class GraphModel(nn.Module):
         (graph.GroupLayout): the same arithmetic with far less padding than the batch's.
 
         projections: (graph, block) -> W (C, h), for blocks wanted only as W x (the readout's share of the
-        class scores, in training). Those of a linear graph (is_linear: EIGNN) come back as (N, C), W x
-        computed in class space: the graph's layers are one linear map Q over its nodes, so
+        class scores, in training): those come back as W x, (N, C). A linear graph's (is_linear: EIGNN)
+        are computed in class space: its layers are one linear map Q over its nodes, so
         W Q(fc(X)) = Q((W fc)(X)): fc composed with W, then the layers over C features per block of
         the readout, not h (the same numbers to float rounding, a fraction of the work).
         """
@@ -192,16 +192,16 @@ class GraphModel(nn.Module):
             read = [blocks.index(b) for g, b in parts if g == stage]
             wanted = slice(min(read), max(read) + 1)                  # the span of blocks the readout reads
             fc, x0 = getattr(self, STAGES[stage].fc), torch.stack([inputs[stage][b] for b in blocks])
-            projected = [(b, w) for (g, b), w in (projections or {}).items() if g == stage and self.is_linear(g)]
-            if not projected:
-                rows = self.run_stage(stage, fc(x0), blocks, wanted, layout, spk)
-                outputs[stage] = dict(zip(blocks[wanted], rows))
+            projected = {b: w for (g, b), w in (projections or {}).items() if g == stage}
+            if projected and self.is_linear(stage):
+                w = torch.cat(list(projected.values()))                # (k*C, h), one W per block read
+                rows = self.run_stage(stage, F.linear(x0, w @ fc.weight, w @ fc.bias), blocks, wanted, layout, spk)
+                C = len(w) // len(projected)
+                outputs[stage] = {b: rows[blocks[wanted].index(b), :, k * C:(k + 1) * C]
+                                  for k, b in enumerate(projected)}
                 continue
-            w = torch.cat([w for _, w in projected])                 # (k*C, h), one W per block read
-            rows = self.run_stage(stage, F.linear(x0, w @ fc.weight, w @ fc.bias), blocks, wanted, layout, spk)
-            C = len(w) // len(projected)
-            outputs[stage] = {b: rows[blocks[wanted].index(b), :, k * C:(k + 1) * C]
-                              for k, (b, _) in enumerate(projected)}
+            rows = dict(zip(blocks[wanted], self.run_stage(stage, fc(x0), blocks, wanted, layout, spk)))
+            outputs[stage] = {b: x @ projected[b].t() if b in projected else x for b, x in rows.items()}
         return outputs
 
 
@@ -304,8 +304,8 @@ class MoED(nn.Module):
             weights = dict(zip(parts, self.smax_fc.weight.split(self.cfg.graph_h, 1)))
             outputs = self.graph_model(nodes, spk, batch.lengths, projections=weights)
             scores, features = self.smax_fc.bias, None
-            for (g, b), w in weights.items():
-                scores = scores + (outputs[g][b] if self.graph_model.is_linear(g) else outputs[g][b] @ w.t())
+            for g, b in parts:
+                scores = scores + outputs[g][b]
         else:
             outputs = self.graph_model(nodes, spk, batch.lengths)
             features = torch.cat([outputs[g][b] for g, b in parts], -1)
