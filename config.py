@@ -12,9 +12,7 @@ import argparse
 import math
 from dataclasses import asdict, dataclass, fields
 
-import torch
-
-from utils import UserError
+from utils import UserError, resolve_device
 
 # The original README's command for each dataset. Without --paper, a flag not given takes the
 # IEMOCAP value (the original's defaults); with --paper it takes the value of --Dataset's row.
@@ -376,8 +374,6 @@ def check_run_flags(args):
                         "checkpoint into its run folder (--out-dir)")
     if args.no_cuda and args.device == 'cuda':
         raise UserError("--no-cuda contradicts --device cuda")
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        raise UserError("--device cuda: this PyTorch sees no CUDA device (torch.cuda.is_available() is False)")
     check_model_flags(vars(args))
 
 
@@ -389,8 +385,7 @@ def parse_args(argv=None, default_dataset='IEMOCAP', description=None):
         check_data_flags(args)
         resolve_hyperparameters(args)
         check_run_flags(args)
+        args.device = resolve_device(args.device, args.no_cuda)
     except UserError as err:
         parser.error(str(err))
-    if args.device == 'auto':
-        args.device = 'cuda' if torch.cuda.is_available() and not args.no_cuda else 'cpu'
     return args

@@ -46,8 +46,9 @@ import feature_folder
 import features
 import finetune
 from config import non_negative_float, non_negative_int, positive_float, positive_int, probability, seed_value
-from features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, MODALITIES
-from utils import UserError, check_output_folder, run_cli
+from features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, EXTRACTORS
+from speaker_scheme import assign_speakers
+from utils import UserError, check_output_folder, resolve_device, run_cli
 
 ENCODER = 'encoder'      # the fine-tuned text encoder's subfolder in the feature folder
 REAL_FEATURES = {name for info in dataloader.DATASETS.values() for name in (info.folder, *info.file_names)}
@@ -127,10 +128,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.max_speakers and args.speakers != 'party':
         parser.error("--max-speakers caps the per-dialogue party indices: it applies to --speakers party only")
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.error("--device cuda: this PyTorch sees no CUDA device (torch.cuda.is_available() is False)")
-    if args.device == 'auto':
-        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    try:
+        args.device = resolve_device(args.device)
+    except UserError as err:
+        parser.error(str(err))
     return args
 
 
@@ -168,9 +169,9 @@ def comparable(recipe):
 # ----------------------------------------------------------------------------- modalities and labels
 
 def present_modalities(conv, args):
-    """The modalities to extract (MODALITIES order): text, and audio / visual when every input file has their column."""
+    """The modalities to extract (EXTRACTORS order): text, and audio / visual when every input file has their column."""
     present = []
-    for modality in MODALITIES:
+    for modality in EXTRACTORS:
         has = [modality == 'text' or f.columns[modality] is not None for f in conv.files]
         if any(has) and not all(has):
             without = conv.files[has.index(False)].path
@@ -200,7 +201,7 @@ def make_recipe(args, conv, encoder, modalities, speakers):
     """Everything the features depend on: equal recipes mean equal features (re-running is skipped)."""
     recipe = {'inputs': [{'name': f.name, 'sha256': f.sha256, 'columns': f.columns} for f in conv.files],
               'speakers': speakers,
-              'modalities': {m: MODALITIES[m][0](args, encoder, conv.table) for m in modalities},
+              'modalities': {m: EXTRACTORS[m][0](args, encoder, conv.table) for m in modalities},
               'versions': features.versions()}
     return json.loads(json.dumps(recipe))       # tuples as lists, as they come back from dataset.json
 
@@ -220,7 +221,7 @@ def main(argv=None):
     modalities = present_modalities(conv, args)
     previous = previous_meta(args.out)
     encoder = features.load_encoder(args.text_model, args.device)
-    speaker_index, n_speakers, speakers = features.assign_speakers(table, args.speakers, args.max_speakers)
+    speaker_index, n_speakers, speakers = assign_speakers(table, args.speakers, args.max_speakers)
     recipe = make_recipe(args, conv, encoder, modalities, speakers)
     if args.finetune:
         recipe['finetune'] = {'base_sha256': encoder.sha256, **finetune.settings_record(args)}
@@ -233,7 +234,7 @@ def main(argv=None):
     if args.finetune:
         saved_as = os.path.join(os.path.abspath(args.out), ENCODER)
         encoder, finetuned, crossfit = finetune.finetune_encoder(args, encoder, table, names, saved_as)
-        recipe['modalities']['text'] = json.loads(json.dumps(MODALITIES['text'][0](args, encoder, conv.table)))
+        recipe['modalities']['text'] = json.loads(json.dumps(EXTRACTORS['text'][0](args, encoder, conv.table)))
     arrays, details, seconds = features.extract_modalities(args, encoder, table, recipe['modalities'])
     if crossfit is not None:
         arrays['text'][:, crossfit[0]] = crossfit[1]

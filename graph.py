@@ -25,6 +25,19 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
+MODALITIES = 'lav'          # the modality letters of --modals, in the canonical order of blocks and of cat(l, a, v)
+
+
+def used_modalities(cfg):
+    """Modalities of --modals in canonical l, a, v order."""
+    return [m for m in MODALITIES if m in cfg.modals]
+
+
+def graph_blocks(cfg, stage):
+    """Node blocks of one graph ('ECG' or 'EIG'): the modalities, plus u where it belongs."""
+    has_u = cfg.multimodal_node in ('both', stage)
+    return used_modalities(cfg) + (['u'] if has_u else [])
+
 
 def within_window(distance, window):
     """[distance <= window] where window -1 means unbounded and 0 means none."""
@@ -136,6 +149,15 @@ def eignn_graph(blocks, speakers, valid, window_spk, window_spk_f, single_edge, 
     return block_graph(within, blocks, valid, directed_edge, single_edge)
 
 
+def stage_graph(stage, cfg, blocks, valid, speakers):
+    """The BlockGraph of one graph, ECGNN ('ECG') or EIGNN ('EIG'), of a padded batch under the model flags cfg
+    (window_*, single_edge, directed_edge): valid (B, T) the real utterances, speakers (B, T) their speaker index."""
+    if stage == 'ECG':
+        return ecgnn_graph(blocks, valid, cfg.window_dir, cfg.window_dir_f, cfg.single_edge, cfg.directed_edge)
+    return eignn_graph(blocks, speakers, valid, cfg.window_spk, cfg.window_spk_f, cfg.single_edge,
+                       cfg.directed_edge)
+
+
 def edge_list(g, blocks):
     """Edge multiset as sorted rows [dialogue, src_node, src_utt, dst_node, dst_utt, count]."""
     counts = g.dense()
@@ -219,21 +241,21 @@ class GroupLayout:
 
 # ----------------------------------------------------------------------------- the convolutions
 
-class MultiConvCoefficients(NamedTuple):
-    """What MultiConv.forward needs of a group's BlockGraph, computed once for all its layers."""
+class GatedConvCoefficients(NamedTuple):
+    """What GatedConv.forward needs of a group's BlockGraph, computed once for all its layers."""
     within: torch.Tensor    # (nb, B, T, T) count(s->t) c(s)^-1/2 c(t)^-1/2 of the edges inside each block
     cross: torch.Tensor     # (nb, nb, B, T) [dst block, src block] the same for the edges inside each utterance
     sources: tuple          # BlockGraph.sources: per dst block, (src block, count) of the cross edges
 
 
-class DirectConvCoefficients(NamedTuple):
-    """What DirectConv.forward needs of a group's BlockGraph, computed once for all its layers."""
+class NormConvCoefficients(NamedTuple):
+    """What NormConv.forward needs of a group's BlockGraph, computed once for all its layers."""
     within: torch.Tensor    # (B, T, T) edge counts inside a block (the same for every block)
     sources: tuple          # BlockGraph.sources: per dst block, (src block, count) of the cross edges
     scale: torch.Tensor     # (nb, B, T, 1) c^-1/2 of every node, c its in-degree
 
 
-class MultiConv(nn.Module):
+class GatedConv(nn.Module):
     r"""ECGNN layer (emotional contagion): a gated graph convolution normalised by out-degrees,
 
     .. math::
@@ -251,7 +273,7 @@ class MultiConv(nn.Module):
 
     Shapes (forward(x, coef, residual, blocks)):
         - **x:** nb tensors (B, T, h), the node features of a group of dialogues, one per block
-        - **coef:** MultiConv.coefficients(g) of the group's BlockGraph g
+        - **coef:** GatedConv.coefficients(g) of the group's BlockGraph g
         - **residual:** nb tensors (B, T, h), added to x'
         - **blocks:** a slice of the blocks to compute (default: all)
         - **output:** k tensors (B, T, h), x' + residual of those k blocks
@@ -263,11 +285,11 @@ class MultiConv(nn.Module):
 
     @staticmethod
     def coefficients(g):
-        """count(s->t) c(s)^-1/2 c(t)^-1/2 of every edge, a MultiConvCoefficients."""
+        """count(s->t) c(s)^-1/2 c(t)^-1/2 of every edge, a GatedConvCoefficients."""
         scale = inv_sqrt(g.degrees('out'))                                          # (nb, B, T)
         within = g.within[None] * scale[..., :, None] * scale[..., None, :]
         cross = g.cross[:, :, None, None] * g.valid[None, None] * scale[:, None] * scale[None, :]
-        return MultiConvCoefficients(within, cross, g.sources)
+        return GatedConvCoefficients(within, cross, g.sources)
 
     def forward(self, x, coef, residual, blocks=slice(None)):
         within, cross, sources = coef
@@ -285,7 +307,7 @@ class MultiConv(nn.Module):
         return out
 
 
-class DirectConv(nn.Module):
+class NormConv(nn.Module):
     r"""EIGNN layer (emotional inertia): a graph convolution normalised by in-degrees,
 
     .. math::
@@ -302,7 +324,7 @@ class DirectConv(nn.Module):
 
     Shapes (forward(x, coef, residual, blocks)):
         - **x:** nb tensors (B, T, h), the node features of a group of dialogues, one per block
-        - **coef:** DirectConv.coefficients(g) of the group's BlockGraph g
+        - **coef:** NormConv.coefficients(g) of the group's BlockGraph g
         - **residual:** nb tensors (B, T, h), added to x'
         - **blocks:** a slice of the blocks to compute (default: all)
         - **output:** k tensors (B, T, h), x' + residual of those k blocks
@@ -315,8 +337,8 @@ class DirectConv(nn.Module):
 
     @staticmethod
     def coefficients(g):
-        """Edge counts within a block, the cross-block counts and c^-1/2 of every node: a DirectConvCoefficients."""
-        return DirectConvCoefficients(g.within, g.sources, inv_sqrt(g.degrees('in'))[..., None])
+        """Edge counts within a block, the cross-block counts and c^-1/2 of every node: a NormConvCoefficients."""
+        return NormConvCoefficients(g.within, g.sources, inv_sqrt(g.degrees('in'))[..., None])
 
     def forward(self, x, coef, residual, blocks=slice(None)):
         within, sources, scale = coef

@@ -11,13 +11,13 @@ The paper in the code (flags as train.py spells them; state_dict keys of MoED.st
                                                          that have it)
   EIGNN            emotional inertia: same-speaker       --graph_type, --use_speaker  graph_model.fc1,
                    edges (graph.eignn_graph,             f-i                          graph_model.directconv{1..L}
-                   graph.DirectConv)
+                   graph.NormConv)
   L                EIGNN layers                          --num_L                      directconv1 .. directconvL
   epsilon_I        EIGNN residual scaling x0             --epsilon2                   (none)
   EIGNN windows    same-speaker past / future turns      --window_spk / --window_spk_f (none)
   ECGNN            emotional contagion: anyone's         --graph_type, --use_speaker  graph_model.fc2,
                    nearby turns (graph.ecgnn_graph,      b-e, --directed_edge,        graph_model.conv{1..K}.gate
-                   graph.MultiConv, gate g)              --single_edge
+                   graph.GatedConv, gate g)              --single_edge
   K                ECGNN layers                          --num_K                      conv1 .. convK
   epsilon_C        ECGNN residual scaling x0             --epsilon                    (none)
   ECGNN windows    past / future turns                   --window_dir / --window_dir_f (none)
@@ -43,7 +43,6 @@ import graph
 import recurrent
 from config import ModelConfig
 
-MODALITIES = 'lav'                       # canonical order of modality blocks and of cat(l, a, v)
 MODAL_EMBEDDING_ROW = {'a': 0, 'v': 1, 'l': 2}
 SPEAKER_LETTERS = {'ECG': {'b': 'l', 'c': 'a', 'd': 'v', 'e': 'u'},
                    'EIG': {'f': 'l', 'g': 'a', 'h': 'v', 'i': 'u'}}
@@ -56,11 +55,11 @@ class Stage(NamedTuple):
     conv: str         # convolution module prefix (conv1, conv2, ... or directconv1, ...)
     n_layers: str     # ModelConfig field: number of layers
     epsilon: str      # ModelConfig field: residual scaling
-    conv_type: type   # graph.MultiConv (ECGNN) or graph.DirectConv (EIGNN)
+    conv_type: type   # graph.GatedConv (ECGNN) or graph.NormConv (EIGNN)
 
 
-STAGES = {'ECG': Stage('fc2', 'conv', 'num_K', 'epsilon', graph.MultiConv),
-          'EIG': Stage('fc1', 'directconv', 'num_L', 'epsilon2', graph.DirectConv)}
+STAGES = {'ECG': Stage('fc2', 'conv', 'num_K', 'epsilon', graph.GatedConv),
+          'EIG': Stage('fc1', 'directconv', 'num_L', 'epsilon2', graph.NormConv)}
 
 
 def conv_types(backend):
@@ -72,17 +71,6 @@ def conv_types(backend):
     return {stage: layers.conv_type for stage, layers in STAGES.items()}
 
 
-def used_modalities(cfg):
-    """Modalities of --modals in canonical l, a, v order."""
-    return [m for m in MODALITIES if m in cfg.modals]
-
-
-def graph_blocks(cfg, stage):
-    """Node blocks of one graph ('ECG' or 'EIG'): the modalities, plus u where it belongs."""
-    has_u = cfg.multimodal_node in ('both', stage)
-    return used_modalities(cfg) + (['u'] if has_u else [])
-
-
 def run_graphs(cfg):
     """Which graphs must be computed."""
     return [g for g in ('ECG', 'EIG') if cfg.graph_type in ('both', g)]
@@ -90,7 +78,7 @@ def run_graphs(cfg):
 
 def readout_parts(cfg):
     """(graph, block) pairs concatenated into the readout vector, the features after the graphs."""
-    node, mods = cfg.multimodal_node, used_modalities(cfg)
+    node, mods = cfg.multimodal_node, graph.used_modalities(cfg)
     if cfg.graph_type != 'both':
         return [(cfg.graph_type, 'u')]
     if node == 'both':
@@ -103,7 +91,7 @@ def readout_parts(cfg):
 
 
 class GraphModel(nn.Module):
-    """Embeddings, EIGNN (fc1 + DirectConv layers) and ECGNN (fc2 + MultiConv layers)."""
+    """Embeddings, EIGNN (fc1 + NormConv layers) and ECGNN (fc2 + GatedConv layers)."""
 
     def __init__(self, cfg, D_g, h):
         super().__init__()
@@ -131,15 +119,6 @@ class GraphModel(nn.Module):
             inputs[stage] = nodes
         return inputs
 
-    def stage_graph(self, stage, blocks, valid, speakers):
-        """Edges of one graph for a padded group of dialogues."""
-        cfg = self.cfg
-        if stage == 'ECG':
-            return graph.ecgnn_graph(blocks, valid, cfg.window_dir, cfg.window_dir_f,
-                                     cfg.single_edge, cfg.directed_edge)
-        return graph.eignn_graph(blocks, speakers, valid, cfg.window_spk, cfg.window_spk_f,
-                                 cfg.single_edge, cfg.directed_edge)
-
     def convs(self, stage):
         """The layers of one graph, first to last."""
         layers = STAGES[stage]
@@ -163,7 +142,7 @@ class GraphModel(nn.Module):
             return pyg_graph.run_stage(stage, self.cfg, convs, epsilon, x0, blocks, layout.lengths, spk)[wanted]
         outputs = []
         for x, slots, valid in zip(layout.to_groups(x0), layout.slots, layout.valid):   # x: nb x (B_g, T_g, h)
-            coef = layers.conv_type.coefficients(self.stage_graph(stage, blocks, valid, spk[slots] * valid))
+            coef = layers.conv_type.coefficients(graph.stage_graph(stage, self.cfg, blocks, valid, spk[slots] * valid))
             residual = [epsilon * xi for xi in x]
             for k, conv in enumerate(convs, 1):
                 x = conv(x, coef, residual, wanted if k == n_layers else slice(None))
@@ -188,7 +167,7 @@ class GraphModel(nn.Module):
         parts = readout_parts(self.cfg)
         outputs = {}
         for stage in run_graphs(self.cfg):
-            blocks = graph_blocks(self.cfg, stage)
+            blocks = graph.graph_blocks(self.cfg, stage)
             read = [blocks.index(b) for g, b in parts if g == stage]
             wanted = slice(min(read), max(read) + 1)                  # the span of blocks the readout reads
             fc, x0 = getattr(self, STAGES[stage].fc), torch.stack([inputs[stage][b] for b in blocks])
@@ -212,7 +191,7 @@ class MoED(nn.Module):
         super().__init__()
         self.cfg = cfg
         D_g, h = cfg.D_g, cfg.graph_h
-        self.modals = used_modalities(cfg)
+        self.modals = graph.used_modalities(cfg)
         self.rnn = 'gru' if cfg.base_model == 'GRU' else 'lstm'
         for s in 'abcd':
             self.add_module(f'normBN{s}', nn.BatchNorm1d(cfg.D_text))

@@ -30,7 +30,6 @@ from argparse import Namespace
 
 import numpy as np
 import pandas as pd
-import torch
 
 import checkpoints
 import config
@@ -38,6 +37,7 @@ import conversations
 import feature_folder
 import features
 import model
+import speaker_scheme
 import training
 import utils
 import viewer
@@ -63,8 +63,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.split_col:
         p.error("--split-col: predict.py predicts every utterance, whatever its split")
-    if args.device == 'auto':
-        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    try:
+        args.device = utils.resolve_device(args.device)
+    except UserError as err:
+        p.error(str(err))
     return args
 
 
@@ -149,7 +151,7 @@ def repeat_recipe(meta, table, modalities, text_model, device):
                          audio_features=recorded.get('audio', {}).get('feature_set'),
                          speaker_in_text=shown.get('speaker', False), context_turns=shown.get('past_turns', 0))
     encoder = load_same_encoder(meta, text_model, device) if 'text' in modalities else None
-    recipes = {m: features.MODALITIES[m][0](settings, encoder, table) for m in modalities}
+    recipes = {m: features.EXTRACTORS[m][0](settings, encoder, table) for m in modalities}
     for modality, recipe in recipes.items():
         for key, value in recipe.items():
             if key not in SKIPPED_IN_RECIPE and recorded[modality].get(key) != value:
@@ -183,8 +185,8 @@ def feature_set(run, conv, device, text_model):
     meta, cfg = run['features'], run['model_config']
     table = conv.table.assign(path=conv.table['file'].map({f.name: f.path for f in conv.files}))
     labels = label_indices(table, meta['label_names'])
-    # in features.MODALITIES order, as extract_features.py goes: a bad .npy or wav stops it before the text pass
-    modalities = [m for m in features.MODALITIES if feature_folder.MODALITIES[m] in cfg['modals']]
+    # in features.EXTRACTORS order, as extract_features.py goes: a bad .npy or wav stops it before the text pass
+    modalities = [m for m in features.EXTRACTORS if feature_folder.MODALITY_LETTERS[m] in cfg['modals']]
     for modality in modalities:
         if modality != 'text' and conv.files[0].columns[modality] is None:
             raise UserError(f"{conv.files[0].path} has no {modality} column, but the model uses {modality}: give "
@@ -192,7 +194,7 @@ def feature_set(run, conv, device, text_model):
     settings, encoder, recipes = repeat_recipe(meta, table, modalities, text_model, device)
     dims = {m: cfg[f'D_{m}'] for m in recipes}
     arrays, _, _ = features.extract_modalities(settings, encoder, table, recipes, dims)
-    speakers = features.speaker_indices(table, meta['speakers'], cfg['n_speakers']).astype(np.int64)
+    speakers = speaker_scheme.speaker_indices(table, meta['speakers'], cfg['n_speakers']).astype(np.int64)
     fs = feature_folder.conversation_set(table['key'].to_numpy(), speakers, np.maximum(labels, 0), arrays,
                                          meta['label_names'], cfg['n_classes'], cfg['n_speakers'],
                                          [f.path for f in conv.files])

@@ -8,7 +8,7 @@
 The edges are graph.py's (graph.ecgnn_graph / graph.eignn_graph: the window rules exist once), the
 original's multiset exactly: a duplicated edge is repeated in edge_index (it counts twice in the degrees).
 
-Nodes. A dialogue of n utterances in a graph with the blocks model.graph_blocks(cfg, stage) (its
+Nodes. A dialogue of n utterances in a graph with the blocks graph.graph_blocks(cfg, stage) (its
 modalities in l, a, v order, then u where the graph has the multimodal node) has nb*n nodes, block
 after block: node k*n + t is utterance t's node of block k. A Batch holds its dialogues one after the
 other (Batch.ptr: each dialogue's first node; Batch.batch: each node's dialogue). Per node:
@@ -21,8 +21,8 @@ Per edge, sorted by destination node, then source node:
                           (a later turn to an earlier one, same block) or 'same_turn' (another block of
                           the same utterance)
 
---graph-backend pyg runs the graphs with GatedConv (ECGNN, graph.MultiConv's twin) and NormConv (EIGNN,
-graph.DirectConv's twin) over these objects: the same formulas, the same parameter names (a `gate`
+--graph-backend pyg runs the graphs with GatedConv (ECGNN, graph.GatedConv's twin) and NormConv (EIGNN,
+graph.NormConv's twin) over these objects: the same formulas, the same parameter names (a `gate`
 Linear(2h, 1)), so a checkpoint moves between the backends.
 """
 from types import SimpleNamespace
@@ -34,7 +34,6 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import degree
 
 import graph
-import model
 
 NODE_TYPES = ('text', 'audio', 'visual', 'multimodal')
 BLOCK_TYPE = {'l': 0, 'a': 1, 'v': 2, 'u': 3}            # a block letter -> its index in NODE_TYPES
@@ -52,24 +51,13 @@ def as_flags(cfg):
     return SimpleNamespace(**cfg) if isinstance(cfg, dict) else cfg
 
 
-def block_graph(stage, cfg, speakers):
-    """graph.py's BlockGraph of one dialogue (speakers (n,) long) and the graph's blocks."""
-    blocks = model.graph_blocks(cfg, stage)
-    valid = torch.ones(1, len(speakers), dtype=torch.bool)
-    if stage == 'ECG':
-        g = graph.ecgnn_graph(blocks, valid, cfg.window_dir, cfg.window_dir_f, cfg.single_edge, cfg.directed_edge)
-    else:
-        g = graph.eignn_graph(blocks, speakers[None], valid, cfg.window_spk, cfg.window_spk_f, cfg.single_edge,
-                              cfg.directed_edge)
-    return g, blocks
-
-
 def dialogue_graph(stage, cfg, speakers):
     """One dialogue's EIGNN ('EIG') or ECGNN ('ECG') graph as a Data (see the module docstring).
 
     speakers: (n,) long, the speaker index of each turn; cfg: the model flags (as_flags)."""
     cfg, speakers = as_flags(cfg), torch.as_tensor(speakers, dtype=torch.long).cpu()
-    g, blocks = block_graph(stage, cfg, speakers)
+    blocks = graph.graph_blocks(cfg, stage)
+    g = graph.stage_graph(stage, cfg, blocks, torch.ones(1, len(speakers), dtype=torch.bool), speakers[None])
     n, nb = len(speakers), len(blocks)
     types = torch.tensor([BLOCK_TYPE[b] for b in blocks])
     # inside a block: the same turn pairs in every block
@@ -161,7 +149,7 @@ def symmetric_norm(edge_index, num_nodes, counted_at):
 
 
 class GatedConv(MessagePassing):
-    r"""ECGNN layer as a MessagePassing: graph.MultiConv over an edge_index,
+    r"""ECGNN layer as a MessagePassing: graph.GatedConv over an edge_index,
 
     .. math::
         \mathbf{x}^{\prime}_i = \sum_{j \rightarrow i} c(j)^{-1/2} \, c(i)^{-1/2} \, \mathbf{x}_j
@@ -192,14 +180,14 @@ class GatedConv(MessagePassing):
 
 
 class NormConv(MessagePassing):
-    r"""EIGNN layer as a MessagePassing: graph.DirectConv over an edge_index,
+    r"""EIGNN layer as a MessagePassing: graph.NormConv over an edge_index,
 
     .. math::
         \mathbf{x}^{\prime}_i = \sum_{j \rightarrow i} c(j)^{-1/2} \, c(i)^{-1/2} \, \mathbf{x}_j
 
     with c the in-degree counted over the edges of edge_index (duplicates included, 0^-1/2 := 0).
     self.gate exists in the reference's checkpoints and is unused. Linear in x with no weights (`linear = True`,
-    as graph.DirectConv: in training the model runs it in class space). Shapes as GatedConv's.
+    as graph.NormConv: in training the model runs it in class space). Shapes as GatedConv's.
     """
     linear = True
 

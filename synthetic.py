@@ -7,7 +7,6 @@ It simulates emotional inertia and contagion: text is most informative, then aud
 share of utterances is faint in every modality (only context resolves them), and each modality is
 independently confusable with a partner class (the modalities complement each other).
 """
-import json
 import os
 import zlib
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dataloader import dataset_info
-from utils import UserError, save_json, save_pickle
+from utils import UserError, read_json, save_json, save_pickle
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def ensure_synthetic(name, data_dir, scale=1.0, seed=0):
     stamp_path = os.path.join(folder, 'synthetic.json')
     stamp = {'dataset': name, 'scale': scale, 'seed': seed, 'version': SYNTHETIC_VERSION}
     paths = [os.path.join(folder, file_name) for file_name in info.file_names]
-    if _read_stamp(stamp_path) == dict(stamp, complete=True) and all(map(os.path.isfile, paths)):
+    if read_json(stamp_path) == dict(stamp, complete=True) and all(map(os.path.isfile, paths)):
         return root
     _refuse_foreign_folder(folder, stamp_path, paths, os.path.join(data_dir, info.folder))
     save_json(stamp_path, dict(stamp, complete=False))
@@ -87,14 +86,6 @@ def ensure_synthetic(name, data_dir, scale=1.0, seed=0):
         save_pickle(path, content)
     save_json(stamp_path, dict(stamp, complete=True))
     return root
-
-
-def _read_stamp(stamp_path):
-    try:
-        with open(stamp_path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def _refuse_foreign_folder(folder, stamp_path, paths, real_folder):

@@ -64,14 +64,9 @@ def data_description(args, fs):
     return f"real {args.Dataset} features from {', '.join(map(str, fs.source))}"
 
 
-def model_config(args, fs):
-    """The ModelConfig of the resolved flags and the data's sizes."""
-    return config.model_config(args, fs.dims, fs.n_classes, fs.n_speakers)
-
-
 def build_model(args, fs):
     """MoED for the flags and the data, on args.device, with the seeded initialisation of the original."""
-    cfg = model_config(args, fs)
+    cfg = config.model_config(args, fs.dims, fs.n_classes, fs.n_speakers)
     utils.seed_everything(args.seed)
     return model.MoED(cfg).to(args.device)
 
@@ -92,8 +87,7 @@ def class_weights(fs):
     """Inverse class frequency in the training split (every train dialogue, --valid or not):
     n_train / (n_classes * n_c), with n_c at least 1 for a class that never occurs in it."""
     labels = np.concatenate([fs.dialogues[key].labels for key in fs.train_keys])
-    counts = np.maximum(np.bincount(labels, minlength=fs.n_classes), 1)
-    return len(labels) / (fs.n_classes * counts)
+    return utils.inverse_class_frequency(labels, fs.n_classes)
 
 
 # ----------------------------------------------------------------------------- one pass over the data

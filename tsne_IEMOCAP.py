@@ -40,7 +40,7 @@ def class_names(dataset, features_dir):
 
 SAVED = {"emotion": "emotion_labels", "speaker": "speaker_index",  # --testing wrote <stem>_<dataset>.pkl
          "before": "multimodal_emotions_before", "after": "multimodal_emotions_after"}
-STAGES = {"before": "multimodal features before the graphs", "after": "features after the graphs"}
+FEATURE_SETS = {"before": "multimodal features before the graphs", "after": "features after the graphs"}
 OPTIONAL = {"before": "--testing saves them only when all three modalities are used"}
 MIN_UTTERANCES = 10
 
@@ -107,7 +107,7 @@ def load_features(features_dir, dataset):
                               f"{MIN_UTTERANCES}.")
     columns = {name: check_indices(*saved[name], class_names(dataset, features_dir)[name])
                for name in ("emotion", "speaker")}
-    features = {stage: check_features(*saved[stage]) for stage in STAGES if stage in saved}
+    features = {stage: check_features(*saved[stage]) for stage in FEATURE_SETS if stage in saved}
     return features, columns
 
 
@@ -186,9 +186,9 @@ def main(argv=None, dataset="IEMOCAP"):
     keep = subsample(len(columns["emotion"]), args.max_points, args.seed)
     for stage, why in OPTIONAL.items():
         if stage not in features:
-            print(f"no t-SNE of the {STAGES[stage]}: {args.features_dir} has none ({why})")
+            print(f"no t-SNE of the {FEATURE_SETS[stage]}: {args.features_dir} has none ({why})")
     for stage, features_of_stage in features.items():
-        description = STAGES[stage]
+        description = FEATURE_SETS[stage]
         print(f"t-SNE of {len(keep)} {dataset} test utterances, {description} "
               f"({features_of_stage.shape[1]} dims)...", flush=True)
         points, perplexity = tsne_2d(features_of_stage[keep], args.perplexity, args.max_iter, args.seed)

@@ -1,4 +1,5 @@
 """Seeding, metrics, reports and safe I/O shared by every script."""
+import hashlib
 import json
 import os
 import pickle
@@ -33,6 +34,16 @@ def seed_everything(seed):
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(device, no_cuda=False):
+    """--device as a torch device name: 'auto' is cuda when PyTorch sees a CUDA device (and no_cuda is not set),
+    else cpu; 'cuda' without a CUDA device is a UserError."""
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise UserError("--device cuda: this PyTorch sees no CUDA device (torch.cuda.is_available() is False)")
+    if device == 'auto':
+        return 'cuda' if torch.cuda.is_available() and not no_cuda else 'cpu'
+    return device
 
 
 def synchronize(device):
@@ -92,6 +103,13 @@ def report_block(title, labels, preds, label_names):
         format_confusion(matrix, label_names),
         "",
     ])
+
+
+def inverse_class_frequency(labels, n_classes):
+    """Per-class weights n / (n_classes * n_c) of n labels, n_c each class's count (at least 1: a class that never
+    occurs gets weight n / n_classes), as a float64 array."""
+    counts = np.maximum(np.bincount(labels, minlength=n_classes), 1)
+    return len(labels) / (n_classes * counts)
 
 
 def inertia_split(labels, speakers, dialogue_ids):
@@ -237,13 +255,27 @@ def check_output_folder(path, flag, folder=True):
                         f"away or give another {flag}.")
 
 
+def load_json(path):
+    """A JSON file's content; OSError or ValueError (json.JSONDecodeError) when it cannot be read."""
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
 def read_json(path):
     """A JSON file's content, or None when it is missing or unreadable."""
     try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
+        return load_json(path)
     except (OSError, ValueError):
         return None
+
+
+def file_sha256(path):
+    """sha256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def finished_run(run_dir):

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 import config
+import speaker_scheme
 import utils
 
 GRAPH_FLAGS = ('window_spk', 'window_spk_f', 'window_dir', 'window_dir_f', 'single_edge')
@@ -84,11 +85,10 @@ def speaker_names(dataset, index):
 
 def predictions_speakers(predictions, run):
     """predict.py's table with the model's speaker_index, under the run's recorded speaker scheme."""
-    import features
     meta = run['features']
     keyed = predictions.assign(key=predictions['dialogue'].astype(str))
-    return predictions.assign(speaker_index=features.speaker_indices(keyed, meta['speakers'],
-                                                                     run['model_config']['n_speakers']))
+    return predictions.assign(speaker_index=speaker_scheme.speaker_indices(keyed, meta['speakers'],
+                                                                           run['model_config']['n_speakers']))
 
 
 # ----------------------------------------------------------------------------- the page's data
@@ -145,7 +145,7 @@ def page_data(table, label_names, flags, title):
     if 'speaker_index' in table.columns:
         spk_index = table['speaker_index'].to_numpy()
     else:
-        spk_index = table.groupby(dialogue, sort=False)['speaker'].transform(lambda s: pd.factorize(s)[0]).to_numpy()
+        spk_index = speaker_scheme.parties(dialogue, table['speaker'])
     preds = table['predicted'].map(index).to_numpy()
     labels = table['label'].map(index).to_numpy() if has_labels else None
     marks = turn_marks(dialogue, spk_index, labels if has_labels else preds)

@@ -1,7 +1,8 @@
 """Fixtures shared by the test files (helpers.py holds the functions): the repository on sys.path, a folder
-for synthetic data per session, a tiny text encoder.
+for synthetic data per session, a tiny text encoder, a tiny custom run.
 
     def test_x(encoder_dir): ...        # a tiny random BERT saved like a hub model (fixture)
+    def test_y(workspace): ...          # conversation CSVs, their features, a trained run and its --testing
 """
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import MAX_POSITIONS, N_LAYERS, WORDS  # noqa: E402
+from helpers import BATCH, MAX_POSITIONS, N_LAYERS, SPLITS, WORDS, conversation_rows, ok, run_script, write_csv  # noqa: E402
 
 
 @pytest.fixture(scope='session')
@@ -36,3 +37,21 @@ def encoder_dir(tmp_path_factory):
     transformers.BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope='session')
+def workspace(tmp_path_factory, encoder_dir):
+    """A folder with train.csv, dev.csv, test.csv, their features (feats/), a 2-epoch run (run/) trained with
+    --valid dev, and that run's --testing outputs (testing/). Tests may add files to it, never change these."""
+    import extract_features
+    root = tmp_path_factory.mktemp('custom')
+    csvs = [write_csv(root / f'{split}.csv', conversation_rows(n, seed))
+            for seed, (split, n) in enumerate(SPLITS.items())]
+    extract_features.main([*map(str, csvs), '--out', str(root / 'feats'), '--text-model', str(encoder_dir),
+                           '--device', 'cpu'])
+    common = ['--Dataset', 'custom', '--data-dir', 'feats', '--batch-size', BATCH]
+    ok(run_script('train.py', *common, '--epochs', 2, '--valid', 'dev', '--out-dir', 'run', '--seed', 1, cwd=root))
+    testing = ok(run_script('train.py', *common, '--testing', '--checkpoint', 'run/best_model_custom.pth',
+                            '--out-dir', 'testing', cwd=root))
+    (root / 'testing' / 'stdout.txt').write_text(testing.stdout)
+    return root

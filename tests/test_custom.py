@@ -25,38 +25,10 @@ import predict
 import train
 import training
 import tsne_IEMOCAP
-from helpers import assert_png, conversation_rows, ok, run_script, write_csv
+from helpers import BATCH, LABELS, assert_png, conversation_rows, in_process, ok, run_script, write_csv
 from utils import UserError, run_cli
 
 pytestmark = pytest.mark.slow      # every test here stands on an extraction and trainings run as processes
-LABELS = ('anger', 'joy', 'neutral')
-SPLITS = {'train': 8, 'dev': 2, 'test': 3}        # dialogues per split
-BATCH = 2
-
-
-@pytest.fixture(scope='module')
-def workspace(tmp_path_factory, encoder_dir):
-    """A folder with train.csv, dev.csv, test.csv, their features (feats/), a 2-epoch run (run/) trained with
-    --valid dev, and that run's --testing outputs (testing/)."""
-    root = tmp_path_factory.mktemp('custom')
-    csvs = [write_csv(root / f'{split}.csv', conversation_rows(n, seed))
-            for seed, (split, n) in enumerate(SPLITS.items())]
-    extract_features.main([*map(str, csvs), '--out', str(root / 'feats'), '--text-model', str(encoder_dir),
-                           '--device', 'cpu'])
-    common = ['--Dataset', 'custom', '--data-dir', 'feats', '--batch-size', BATCH]
-    ok(run_script('train.py', *common, '--epochs', 2, '--valid', 'dev', '--out-dir', 'run', '--seed', 1, cwd=root))
-    testing = ok(run_script('train.py', *common, '--testing', '--checkpoint', 'run/best_model_custom.pth',
-                            '--out-dir', 'testing', cwd=root))
-    (root / 'testing' / 'stdout.txt').write_text(testing.stdout)
-    return root
-
-
-def in_process(main, argv, cwd, monkeypatch, capsys):
-    """Run a script's main as its command line would, in cwd; its stdout."""
-    monkeypatch.chdir(cwd)
-    capsys.readouterr()
-    run_cli(main, list(map(str, argv)))
-    return capsys.readouterr().out
 
 
 def cli_error(capsys, main, argv):

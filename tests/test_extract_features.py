@@ -18,6 +18,7 @@ import transformers
 import dataloader
 import extract_features as X
 import feature_folder
+import utils
 from helpers import MAX_POSITIONS, N_LAYERS
 from utils import UserError, run_cli
 
@@ -102,9 +103,9 @@ def test_folder_format_and_dataset_json(tmp_path, csv, encoder_dir, capsys):
     assert text['encoder']['text_model'] == str(encoder_dir) and len(text['encoder']['sha256']) == 64
     assert text['encoder']['class'] == 'BertModel' and text['encoder']['hidden_states'] == N_LAYERS + 1
     assert 'non-padding tokens' in text['pooling']
-    assert m['inputs'][0]['sha256'] == feature_folder.file_sha256(csv) and m['inputs'][0]['schema'] == 'plain'
+    assert m['inputs'][0]['sha256'] == utils.file_sha256(csv) and m['inputs'][0]['schema'] == 'plain'
     assert set(m['versions']) >= {'torch', 'transformers', 'opensmile'}
-    assert m['files'] == {name: feature_folder.file_sha256(out / name) for name in ('features.npz', 'utterances.csv')}
+    assert m['files'] == {name: utils.file_sha256(out / name) for name in ('features.npz', 'utterances.csv')}
     rest = json.dumps({key: value for key, value in m.items() if key != 'meta_sha256'}, sort_keys=True,
                       separators=(',', ':'))
     assert m['meta_sha256'] == hashlib.sha256(rest.encode()).hexdigest()

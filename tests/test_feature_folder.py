@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import feature_folder as F
+import utils
 from utils import UserError
 
 # three dialogues: a (train, 3 utterances), b (dev, 1), c (test, 2)
@@ -43,7 +44,7 @@ def edit_json(folder, edit, rehash=False):
 def replace_file(folder, name, write_fn):
     """Replace one of the folder's files and record its new sha256 (a consistent but hand-made folder)."""
     write_fn(folder / name)
-    edit_json(folder, lambda meta: meta['files'].__setitem__(name, F.file_sha256(folder / name)))
+    edit_json(folder, lambda meta: meta['files'].__setitem__(name, utils.file_sha256(folder / name)))
 
 
 def test_written_and_read_back(tmp_path):
@@ -71,7 +72,7 @@ def test_extra_files_are_written_and_hashed_with_the_rest(tmp_path):
     meta = write(folder, extras={'encoder': encoder})
     assert sorted(meta['files']) == ['encoder/config.json', 'encoder/model.safetensors', 'features.npz',
                                      'utterances.csv']
-    assert meta['files']['encoder/model.safetensors'] == F.file_sha256(folder / 'encoder' / 'model.safetensors')
+    assert meta['files']['encoder/model.safetensors'] == utils.file_sha256(folder / 'encoder' / 'model.safetensors')
     assert F.trusted_meta(folder) == meta
     (folder / 'encoder' / 'model.safetensors').write_bytes(b'other weights')
     assert F.trusted_meta(folder) is None

@@ -111,13 +111,8 @@ def test_edge_multisets_match_reference(source, index, case):
     speakers = torch.zeros(len(lengths), T, dtype=torch.long)
     for b, spk in enumerate(case['speakers']):
         speakers[b, :len(spk)] = torch.tensor(spk)
-    cfg = SimpleNamespace(modals=case['modals'], multimodal_node=case['multimodal_node'])
+    cfg = SimpleNamespace(**case)
     for stage, name in (('ECG', 'ecgnn_edges'), ('EIG', 'eignn_edges')):
-        blocks = M.graph_blocks(cfg, stage)
-        if stage == 'ECG':
-            g = graph.ecgnn_graph(blocks, valid, case['window_dir'], case['window_dir_f'],
-                                  case['single_edge'], case['directed_edge'])
-        else:
-            g = graph.eignn_graph(blocks, speakers, valid, case['window_spk'], case['window_spk_f'],
-                                  case['single_edge'], case['directed_edge'])
+        blocks = graph.graph_blocks(cfg, stage)
+        g = graph.stage_graph(stage, cfg, blocks, valid, speakers)
         assert graph.edge_list(g, blocks) == sorted(case[name]), f"{name} differ"

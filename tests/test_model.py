@@ -13,36 +13,9 @@ import dataloader
 import graph
 import model as M
 import recurrent
-from config import GRAPH_H, MODEL_FLAGS, PAPER_D_G, ModelConfig, parse_args
-from helpers import GOLDEN_DIR
+from config import GRAPH_H, PAPER_D_G
+from helpers import GOLDEN_DIR, SMALL_DIMS, build, paper_config, random_batch
 from utils import UserError
-
-SMALL_DIMS = {'D_text': 16, 'D_audio': 12, 'D_visual': 10, 'D_g': 8, 'graph_h': 6}
-
-
-def paper_config(dataset, *flags):
-    """The model flags train.py resolves for the paper command of `dataset` (plus extra flags), with the
-    dataset's class and speaker counts: a dict, so that tests can change one field."""
-    args = parse_args(['--paper', '--Dataset', dataset, *flags])
-    info = dataloader.DATASETS[dataset]
-    return dict(dataset=dataset, n_classes=info.n_classes, n_speakers=info.n_speakers,
-                **{name: getattr(args, name) for name in MODEL_FLAGS})
-
-
-def build(flags, dims):
-    return M.MoED(ModelConfig(**flags, **dims))
-
-
-def random_batch(lengths, dims, n_speakers, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    T, B = max(lengths), len(lengths)
-    valid = (torch.arange(T)[:, None] < torch.tensor(lengths)[None, :]).float()[..., None]
-    text = [torch.randn(T, B, dims['D_text'], generator=g) * valid for _ in range(4)]
-    audio = torch.randn(T, B, dims['D_audio'], generator=g) * valid
-    visual = torch.randn(T, B, dims['D_visual'], generator=g) * valid
-    spk = torch.randint(0, n_speakers, (T, B), generator=g)
-    qmask = torch.nn.functional.one_hot(spk, n_speakers).float() * valid
-    return text, audio, visual, qmask, lengths
 
 
 @pytest.mark.parametrize('dataset', ['IEMOCAP', 'MELD', 'MOSEI'])
@@ -78,7 +51,7 @@ def test_readout_uses_each_dialogues_own_nodes(node):
 def test_directed_edge_l_means_the_text_node(modals):
     """The reference indexed --directed_edge by position in --modals against a fixed l, a, v order."""
     cfg = SimpleNamespace(modals=modals, multimodal_node='both')
-    blocks = M.graph_blocks(cfg, 'ECG')
+    blocks = graph.graph_blocks(cfg, 'ECG')
     valid = torch.ones(1, 3, dtype=torch.bool)
     g = graph.ecgnn_graph(blocks, valid, 0, 0, '', 'l')
     into_u = {(src, dst) for _, src, _, dst, _, _ in graph.edge_list(g, blocks) if dst == 'u'}
@@ -130,7 +103,7 @@ def test_meld_text_must_match_hidden_size():
         build(cfg, dict(SMALL_DIMS, D_g=8))
 
 
-class ReferenceMultiConv(MessagePassing):
+class ReferenceGatedConv(MessagePassing):
     """The reference formula over an explicit edge list, with torch-geometric's message passing."""
 
     def __init__(self, gate, normalise_by):
@@ -158,10 +131,10 @@ def test_block_convolutions_match_message_passing_on_the_edge_list(stage):
     speakers = torch.randint(0, 3, (3, T)) * valid
     if stage == 'ECG':
         g, by = graph.ecgnn_graph(blocks, valid, 2, -1, '', 'av'), 'out'
-        conv = graph.MultiConv(h)
+        conv = graph.GatedConv(h)
     else:
         g, by = graph.eignn_graph(blocks, speakers, valid, 1, -1, 'intra', 'lv'), 'in'
-        conv = graph.DirectConv(h)
+        conv = graph.NormConv(h)
     x = torch.randn(len(blocks), 3, T, h)                     # block-major (nb, B, T, h)
     residual = torch.randn_like(x)
     out = torch.stack(conv(x.unbind(0), conv.coefficients(g), residual.unbind(0))) - residual
@@ -177,7 +150,7 @@ def test_block_convolutions_match_message_passing_on_the_edge_list(stage):
     edges = [(index[(b, sb, st)], index[(b, db, dt)]) for b, sb, st, db, dt, c in graph.edge_list(g, blocks)
              for _ in range(c)]
     flat = torch.stack([x[i, b, t] for (b, _, t), i in zip(index, [blocks.index(k[1]) for k in index])])
-    reference = ReferenceMultiConv(conv.gate if stage == 'ECG' else None, by)(flat, torch.tensor(edges).t())
+    reference = ReferenceGatedConv(conv.gate if stage == 'ECG' else None, by)(flat, torch.tensor(edges).t())
     for i, blk in enumerate(blocks):
         rows = [n for (b, k, t), n in index.items() if k == blk]
         torch.testing.assert_close(ours[i], reference[rows], rtol=1e-5, atol=1e-6)
@@ -281,7 +254,7 @@ def test_fast_paths_agree_with_plain_ones_over_random_configurations(seed, monke
                    'a group per dialogue': (graph, 'length_groups', lambda lengths, overhead=0: [
                        ([b], n) for b, n in enumerate(lengths)]),
                    'nn.GRU': (recurrent, 'bidirectional_gru', padded_reference_gru),
-                   'EIGNN in hidden space': (graph.DirectConv, 'linear', False)}
+                   'EIGNN in hidden space': (graph.NormConv, 'linear', False)}
     for name, (module, function, plain_version) in plain_paths.items():
         with monkeypatch.context() as m:
             m.setattr(module, function, plain_version)

@@ -7,14 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_model import SMALL_DIMS, build, paper_config, random_batch
 from torch_geometric.data import HeteroData
 
 import checkpoints
 import graph
 import model as M
 import pyg_graph
-from helpers import REPO
+from helpers import REPO, SMALL_DIMS, build, paper_config, random_batch
 
 WINDOWS = (-1, 0, 1, 2, 3)
 
@@ -36,14 +35,8 @@ def dense_graph(stage, flags, lengths, speakers):
     padded = torch.zeros(len(lengths), T, dtype=torch.long)
     for b, spk in enumerate(speakers):
         padded[b, :len(spk)] = torch.tensor(spk)
-    blocks = M.graph_blocks(flags, stage)
-    if stage == 'ECG':
-        g = graph.ecgnn_graph(blocks, valid, flags.window_dir, flags.window_dir_f, flags.single_edge,
-                              flags.directed_edge)
-    else:
-        g = graph.eignn_graph(blocks, padded, valid, flags.window_spk, flags.window_spk_f, flags.single_edge,
-                              flags.directed_edge)
-    return g, blocks
+    blocks = graph.graph_blocks(flags, stage)
+    return graph.stage_graph(stage, flags, blocks, valid, padded), blocks
 
 
 def pyg_rows(g, blocks):

@@ -15,7 +15,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from test_custom import LABELS, in_process, workspace  # noqa: F401  (the custom run: features, training, --testing)
 
 import config
 import dataloader
@@ -23,7 +22,7 @@ import predict
 import synthetic
 import utils
 import viewer
-from helpers import assert_png, ok, run_script
+from helpers import LABELS, assert_png, in_process, ok, run_script
 
 CHROMIUM = shutil.which('chromium')
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
@@ -264,7 +263,7 @@ TEXTS = """[...document.querySelectorAll('#chat .turn')].map(t => [t.querySelect
 
 @pytest.mark.slow
 @needs_chromium
-def test_custom_pages_show_the_texts(workspace, tmp_path, browser, monkeypatch, capsys):  # noqa: F811
+def test_custom_pages_show_the_texts(workspace, tmp_path, browser, monkeypatch, capsys):
     """train.py --testing on custom data (the feature folder's texts) and predict.py --html show each turn's
     speaker and text."""
     test = pd.read_csv(workspace / 'test.csv', dtype=str)
