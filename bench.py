@@ -17,8 +17,8 @@ warm-up epoch each, the workers take turns, one training epoch and one test pass
 order A B, B A, A B, ... so that a change in the machine's load falls on both alike. Printed: both
 times of every pair, and per pass kind the median of the per-pair ratios (time of the first version /
 time of the second, so > 1 means the second is faster) with their min-max spread, and each worker's
-peak RSS; then one JSON line. A version needs training.load_data / build_model / training_objects /
-run_pass (every commit since the restructure of issue 9).
+peak RSS; then one JSON line. A version needs training.load_data / build_model and either training.Run /
+make_optimizer / run_pass(run, ...) or the earlier training_objects / run_pass(net, fs, ...).
 
     python bench.py --Dataset IEMOCAP --threads 2 --profile
 
@@ -28,15 +28,16 @@ CPU time with their share of the epoch.
     python bench.py --Dataset IEMOCAP --threads 2 --roofline
 
 how far a training epoch is from the machine's limit, for both --graph-backend values: the FLOPs of one
-training epoch (overhead.training_flops: the matrix products, forward and backward, as executed by the
+training epoch (training_flops: the matrix products, forward and backward, as executed by the
 dense backend; 2 FLOPs per multiply-add), each backend's timed epoch (after a warm-up one) and so its
 achieved GFLOP/s, and the matrix-multiply peak this machine reaches at the same thread count
-(overhead.matmul_peak, the best of its runs before and after each timing); then one JSON line. The pyg
+(matmul_peak, the best of its runs before and after each timing); then one JSON line. The pyg
 backend is measured against the dense backend's count: the same model, so the same useful work.
 """
 import argparse
 import io
 import json
+import math
 import os
 import resource
 import statistics
@@ -50,7 +51,6 @@ from pathlib import Path
 import torch
 
 import config
-import overhead
 import training
 import utils
 
@@ -119,7 +119,14 @@ class Workload:
                                       + (['--graph-backend', backend] if backend != 'dense' else []))
         self.fs = training.load_data(self.args)
         self.net = training.build_model(self.args, self.fs)
-        self.optimizer, self.loss_fn, self.protocol = training.training_objects(self.args, self.net)
+        if hasattr(training, 'Run'):
+            run, optimizer = training.Run.of(self.args, self.net, self.fs), training.make_optimizer(self.args, self.net)
+            self.run_pass = lambda keys, optimizer=None: training.run_pass(run, keys, optimizer)
+        else:                                      # a version before training.Run (a --compare worker)
+            optimizer, loss_fn, protocol = training.training_objects(self.args, self.net)
+            self.run_pass = lambda keys, optimizer=None: training.run_pass(
+                self.net, self.fs, keys, loss_fn, self.args.device, self.args.batch_size, protocol, optimizer)
+        self.optimizer = optimizer
         self.n_train = sum(len(self.fs.dialogues[k].labels) for k in self.fs.train_keys)
 
     def describe(self):
@@ -129,13 +136,10 @@ class Workload:
                 f"{torch.get_num_threads()} threads")
 
     def train_epoch(self):
-        a = self.args
-        training.run_pass(self.net, self.fs, self.fs.train_keys, self.loss_fn, a.device, a.batch_size,
-                          self.protocol, self.optimizer)
+        self.run_pass(self.fs.train_keys, self.optimizer)
 
     def test_pass(self):
-        a = self.args
-        training.run_pass(self.net, self.fs, self.fs.test_keys, self.loss_fn, a.device, a.batch_size, self.protocol)
+        self.run_pass(self.fs.test_keys)
 
     def timed_epoch(self):
         """(training epoch seconds, test pass seconds)."""
@@ -185,22 +189,41 @@ def profile(bench, top=15):
         print(f"{e.key:<40} {e.self_cpu_time_total / 1e6:>12.3f} {e.self_cpu_time_total / total:>7.1%} {e.count:>8}")
 
 
+def training_flops(train_epoch):
+    """FLOPs of the matrix products (mm, bmm, addmm, ...) that train_epoch() runs, forward and backward, as
+    torch dispatches them (torch.utils.flop_counter): 2 per multiply-add; elementwise ops are not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_epoch()
+    return counter.get_total_flops()
+
+
+def matmul_peak(device, n=1024, repeats=40):
+    """FLOP/s of the fastest of `repeats` float32 (n x n) @ (n x n) products at torch's thread count: 2 n^3 / s.
+    Short products and the fastest of many, so that a shared machine's busy moments do not lower it."""
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        best = min(best, timed(lambda: a @ b, device))
+    return 2 * n ** 3 / best
+
+
 def roofline(bench):
     """One line per backend and one JSON line: FLOPs of a training epoch, achieved GFLOP/s, the matmul peak."""
-    result = dict(dataset=bench.Dataset)
-    peaks = []
-    for backend in BACKENDS:
-        work = Workload(bench, backend)
+    works = {backend: Workload(bench, backend) for backend in BACKENDS}
+    for backend, work in works.items():
         print(work.describe() + f", --graph-backend {backend}", file=sys.stderr)
         work.timed_epoch()                                                   # warm-up
-        if backend == 'dense':
-            flops = overhead.training_flops(work.train_epoch)
-            result['epoch_gflop'] = round(flops / 1e9, 2)
-        peaks.append(overhead.matmul_peak(work.args.device))                # before and after each timing
-        seconds = statistics.median(timed(work.train_epoch, work.args.device) for _ in range(bench.epochs))
-        peaks.append(overhead.matmul_peak(work.args.device))
+    flops = training_flops(works['dense'].train_epoch)       # the dense backend's count: the same useful work
+    device = works['dense'].args.device
+    result, peaks = dict(dataset=bench.Dataset, epoch_gflop=round(flops / 1e9, 2)), []
+    for backend, work in works.items():
+        peaks.append(matmul_peak(device))                                   # before and after each timing
+        seconds = statistics.median(timed(work.train_epoch, device) for _ in range(bench.epochs))
+        peaks.append(matmul_peak(device))
         result[backend] = dict(train_epoch_s=round(seconds, 3), gflop_per_s=round(flops / seconds / 1e9, 2))
-        device = work.args.device
     peak = max(peaks)
     result.update(device=device, threads=torch.get_num_threads(), matmul_peak_gflop_per_s=round(peak / 1e9, 1))
     parts = [f"{b} {result[b]['train_epoch_s']:.2f} s = {result[b]['gflop_per_s']:.1f} GFLOP/s "

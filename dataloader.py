@@ -55,6 +55,9 @@ class DatasetInfo:
         return [file_name for file_name, _ in self.files]
 
 
+# IEMOCAP's share of each class (DATASETS' label_names order): the original's loss weights are their inverses
+# (model.make_loss), and the synthetic IEMOCAP draws its labels from them.
+IEMOCAP_CLASS_FREQ = (0.086747, 0.144406, 0.227883, 0.160585, 0.127711, 0.252668)
 DATASETS = {
     'IEMOCAP': DatasetInfo(
         folder='IEMOCAP_features',

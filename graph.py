@@ -158,6 +158,15 @@ def stage_graph(stage, cfg, blocks, valid, speakers):
                        cfg.directed_edge)
 
 
+def turn_edges(stage, cfg, speakers):
+    """One dialogue's edges between its turns in ECGNN ('ECG') or EIGNN ('EIG') under the model flags cfg: (n, n)
+    edge counts [dst, src], duplicates counted, the same in every block (stage_graph's within). speakers: (n,)
+    each turn's speaker index."""
+    speakers = torch.as_tensor(speakers, dtype=torch.long)
+    valid = torch.ones(1, len(speakers), dtype=torch.bool)
+    return stage_graph(stage, cfg, [], valid, speakers[None]).within[0]
+
+
 def edge_list(g, blocks):
     """Edge multiset as sorted rows [dialogue, src_node, src_utt, dst_node, dst_utt, count]."""
     counts = g.dense()

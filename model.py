@@ -42,11 +42,11 @@ import torch.nn.functional as F
 import graph
 import recurrent
 from config import ModelConfig
+from dataloader import IEMOCAP_CLASS_FREQ
 
 MODAL_EMBEDDING_ROW = {'a': 0, 'v': 1, 'l': 2}
 SPEAKER_LETTERS = {'ECG': {'b': 'l', 'c': 'a', 'd': 'v', 'e': 'u'},
                    'EIG': {'f': 'l', 'g': 'a', 'h': 'v', 'i': 'u'}}
-IEMOCAP_CLASS_FREQ = [0.086747, 0.144406, 0.227883, 0.160585, 0.127711, 0.252668]
 
 
 class Stage(NamedTuple):

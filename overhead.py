@@ -3,9 +3,7 @@
 FLOPs are multiply-adds: fvcore counts the matrix products and normalisations, thop's rules the
 GRU / LSTM encoders (which fvcore skips); elementwise and indexing ops are not counted.
 
-bench.py --roofline counts a whole training epoch instead (training_flops: torch's FlopCounterMode, the
-matrix products as dispatched, forward and backward, recurrent steps included; 2 FLOPs per multiply-add)
-and compares it with matmul_peak, the rate of a large matrix product on this machine.
+(bench.py --roofline counts a whole training epoch instead: bench.training_flops.)
 """
 import logging
 import math
@@ -60,31 +58,6 @@ def recurrent_flops(net, n):
             total += module.total_ops.item()
             del module.total_ops
     return total
-
-
-def training_flops(train_epoch):
-    """FLOPs of the matrix products (mm, bmm, addmm, ...) that train_epoch() runs, forward and backward, as
-    torch dispatches them (torch.utils.flop_counter): 2 per multiply-add; elementwise ops are not counted."""
-    from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False)
-    with counter:
-        train_epoch()
-    return counter.get_total_flops()
-
-
-def matmul_peak(device, n=1024, repeats=40):
-    """FLOP/s of the fastest of `repeats` float32 (n x n) @ (n x n) products at torch's thread count: 2 n^3 / s.
-    Short products and the fastest of many, so that a shared machine's busy moments do not lower it."""
-    a, b = (torch.randn(n, n, device=device) for _ in range(2))
-    a @ b
-    best = math.inf
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best
 
 
 def overhead_text(net, fs, device, warmup=5, repeats=30):

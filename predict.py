@@ -212,8 +212,8 @@ def predict(run_dir, data, text_model=None, device='cpu', columns=None):
     net = load_model(run, run_dir, device)
     flags = run['flags']
     protocol = training.Protocol(flags['protocol'], flags['seed'], shuffle=False)
-    result = training.run_pass(net, fs, fs.test_keys, model.make_loss(config.CUSTOM), device, flags['batch_size'],
-                               protocol, keep_outputs=True)
+    run = training.Run(net, fs, model.make_loss(config.CUSTOM), device, flags['batch_size'], protocol)
+    result = training.run_pass(run, fs.test_keys, keep_outputs=True)
     assert result.keys == fs.test_keys        # table order: dialogue after dialogue, each in turn order
     probabilities = np.exp(result.outputs['log_prob'].astype(np.float64))
     names = list(fs.label_names)

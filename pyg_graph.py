@@ -113,21 +113,15 @@ def connected_turns(speakers, cfg):
     """The turns each turn is connected to, in EIGNN and ECGNN under the flags cfg, for one dialogue.
 
     speakers: each turn's speaker (any hashable labels, or indices). Returns {'EIG': [...], 'ECG': [...]}
-    with, per turn t, the sorted turns s != t joined to t by an edge of the text block (in either direction;
-    the first block where the run has no text). Read from dialogue_graph's edges."""
+    with, per turn t, the sorted turns s != t joined to t by an edge inside a block (in either direction; every
+    block has the same ones): graph.turn_edges, the edges dialogue_graph repeats in each block."""
     ids = {}
     index = [ids.setdefault(s, len(ids)) for s in speakers]
     out = {}
     for stage in ('EIG', 'ECG'):
-        data = dialogue_graph(stage, cfg, index)
-        n = len(index)
-        src, dst = data.edge_index
-        first = (src < n) & (dst < n)                      # block 0: text, when the run has it
-        near = [set() for _ in range(n)]
-        for s, t in zip(src[first].tolist(), dst[first].tolist()):
-            near[s].add(t)
-            near[t].add(s)
-        out[stage] = [sorted(x) for x in near]
+        counts = graph.turn_edges(stage, as_flags(cfg), index)
+        joined = (counts + counts.t()) > 0
+        out[stage] = [row.nonzero().flatten().tolist() for row in joined]
     return out
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataloader import dataset_info
+from dataloader import IEMOCAP_CLASS_FREQ, dataset_info
 from utils import UserError, read_json, save_json, save_pickle
 
 
@@ -33,7 +33,7 @@ class SyntheticShape:
 SYNTHETIC = {
     'IEMOCAP': SyntheticShape(
         n_train=120, n_test=31, lengths=(8, 48, 110), speaker_counts=(0, 1),
-        class_prior=(0.086747, 0.144406, 0.227883, 0.160585, 0.127711, 0.252668),
+        class_prior=IEMOCAP_CLASS_FREQ,
         partner=(4, 2, 1, 5, 0, 3), key_format='Syn{:03d}_impro', D_unused_text=100),
     'MELD': SyntheticShape(
         n_train=1153, n_test=280, lengths=(1, 9.6, 24),

@@ -131,10 +131,9 @@ def raise_stopped(signum, frame):
     raise Stopped(128 + signum)
 
 
-def epoch_passes(net, fs, splits, optimizer, loss_fn, protocol, args, progress):
+def epoch_passes(run, splits, optimizer, progress):
     """Train one epoch, then evaluate validation (if any) and test: split -> Pass."""
-    return {split: training.run_pass(net, fs, keys, loss_fn, args.device, args.batch_size, protocol,
-                                     optimizer if split == 'train' else None, progress)
+    return {split: training.run_pass(run, keys, optimizer if split == 'train' else None, progress)
             for split, keys in splits.items()}
 
 
@@ -195,7 +194,7 @@ def train(args, fs, net):
     run_dir = args.out_dir or default_run_dir(args)
     utils.check_output_folder(run_dir, '--out-dir')
     refuse_finished_run(run_dir)
-    optimizer, loss_fn, protocol = training.training_objects(args, net, fs)
+    run, optimizer = training.Run.of(args, net, fs), training.make_optimizer(args, net)
     rule = selection_rule(args, len(splits.get('valid', ())))
     select_on = selection_metric(args)
     checkpoint = os.path.join(run_dir, f'best_model_{args.Dataset}.pth')
@@ -210,7 +209,7 @@ def train(args, fs, net):
     try:
         for epoch in range(1, args.epochs + 1):
             start = time.time()
-            passes = epoch_passes(net, fs, splits, optimizer, loss_fn, protocol, args, progress)
+            passes = epoch_passes(run, splits, optimizer, progress)
             row = epoch_row(epoch, passes, args.Dataset)
             if select_on in track_best(best, row, passes['test']):
                 checkpoints.save_checkpoint(checkpoint, net)
@@ -296,10 +295,13 @@ FEATURES_FOLDER, OUTPUTS_FOLDER = 'saved_features', 'saved_outputs'      # what 
 
 
 def inertia_text(labels, preds, outputs):
-    """Weighted F1 on utterances that repeat the same speaker's previous label (emotional inertia) and the rest."""
-    mask = utils.inertia_split(labels, outputs['spk_idx'], outputs['dialogue_ids'])
-    lines = ["emotional inertia (label equals the same speaker's previous label in the dialogue):"]
-    for name, subset in (('inertia', mask), ('other', ~mask)):
+    """Weighted F1 per utils.TURN_KINDS: speakers' first turns, turns that repeat the same speaker's previous label
+    (emotional inertia), turns that change it (shift)."""
+    kinds = utils.turn_kinds(labels, outputs['spk_idx'], outputs['dialogue_ids'])
+    lines = ["emotional inertia (label against the same speaker's previous label in the dialogue: first turn, "
+             "inertia = the same, shift = another):"]
+    for name, letter in utils.TURN_KINDS.items():
+        subset = kinds == letter
         if subset.any():
             lines.append(f"  {name:8s} {subset.sum():6d} utterances  weighted F1 "
                          f"{utils.weighted_f1(labels[subset], preds[subset]):.2f}")
@@ -350,8 +352,7 @@ def test(args, fs, net):
     checkpoints.load_checkpoint(net, path, args.device)
     print(f"data: {training.data_description(args, fs)}; device: {args.device}; checkpoint: {path}")
     cost = overhead.overhead_text(net, fs, args.device) if args.overhead else None  # first: a fresh process's memory
-    _, loss_fn, protocol = training.training_objects(args, net, fs)
-    result = training.run_pass(net, fs, fs.test_keys, loss_fn, args.device, args.batch_size, protocol,
+    result = training.run_pass(training.Run.of(args, net, fs), fs.test_keys,
                                progress=sys.stderr.isatty() and not args.quiet, keep_outputs=True)
     print(f"test loss: {result.loss:.4f}")
     print(training.score_block(f"Test set, checkpoint {path}", args.Dataset, result.labels, result.preds,

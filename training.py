@@ -3,9 +3,9 @@ epoch or an evaluation) under the training protocol.
 
     fs = load_data(args)                                  # args: config.parse_args(...)
     net = build_model(args, fs)
-    optimizer, loss_fn, protocol = training_objects(args, net)
-    result = run_pass(net, fs, keys, loss_fn, device, batch_size, protocol, optimizer)   # training epoch
-    result = run_pass(net, fs, keys, loss_fn, device, batch_size, protocol)              # evaluation
+    run, optimizer = Run.of(args, net, fs), make_optimizer(args, net)
+    result = run_pass(run, keys, optimizer)               # a training epoch
+    result = run_pass(run, keys)                          # an evaluation (no optimizer: --testing builds none)
 
 The protocol decides what each pass sees (see Protocol): `original` reproduces the authors' code
 run for run on CPU, `textbook` draws a fresh order and fresh dropout masks every epoch.
@@ -23,7 +23,6 @@ import feature_folder
 import model
 import synthetic
 import utils
-from config import PROTOCOLS
 
 # The original's SubsetRandomSampler; IEMOCAP trains in file order. Custom data is shuffled like MELD: its
 # files (MELD's, EmoryNLP's) list the dialogues of an episode together, and many short dialogues train
@@ -71,16 +70,10 @@ def build_model(args, fs):
     return model.MoED(cfg).to(args.device)
 
 
-def training_objects(args, net, fs=None):
-    """Adam, the dataset's loss, and the training protocol (each pass's order and random state).
-
-    Adam runs fused (one kernel per parameter instead of a dozen elementwise passes: a MELD step 10 ms
-    instead of 42 on the 2-core CPU): the original's update to float rounding (the training traces pass).
-    fs, the data, is needed for --class-weight on custom data only (its training split's class counts)."""
-    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=args.l2, fused=True)
-    weight = class_weights(fs) if args.class_weight and args.Dataset == config.CUSTOM else None
-    loss_fn = model.make_loss(args.Dataset, args.device, weight)
-    return optimizer, loss_fn, Protocol(args.protocol, args.seed, shuffle=dataset_shuffles(args.Dataset))
+def make_optimizer(args, net):
+    """Adam of --lr and --l2, fused (one kernel per parameter instead of a dozen elementwise passes: a MELD step
+    10 ms instead of 42 on the 2-core CPU): the original's update to float rounding (the training traces pass)."""
+    return torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=args.l2, fused=True)
 
 
 def class_weights(fs):
@@ -111,9 +104,7 @@ class Protocol:
     shuffle: bool                                    # shuffle training passes
     rng: np.random.Generator = field(init=False, repr=False)
 
-    def __post_init__(self):
-        if self.name not in PROTOCOLS:
-            raise utils.UserError(f"unknown training protocol {self.name!r}; known: {', '.join(PROTOCOLS)}.")
+    def __post_init__(self):                         # name: one of config.PROTOCOLS (argparse's choices)
         self.rng = np.random.default_rng(self.seed)
 
     def pass_order(self, keys, training):
@@ -139,6 +130,26 @@ class Pass:
                                 # dialogue_ids, log_prob
 
 
+@dataclass
+class Run:
+    """What every pass over a run's dialogues shares: the model, the data, the loss, the device, the batch size
+    and the protocol."""
+    net: torch.nn.Module
+    fs: dataloader.FeatureSet
+    loss_fn: object                  # (log_prob (N, C), labels (N,)) -> loss
+    device: str
+    batch_size: int
+    protocol: Protocol
+
+    @classmethod
+    def of(cls, args, net, fs):
+        """The Run of the parsed flags: the dataset's loss (custom data with --class-weight: weighted by the
+        training split's inverse class frequency) and protocol."""
+        weight = class_weights(fs) if args.class_weight and args.Dataset == config.CUSTOM else None
+        return cls(net, fs, model.make_loss(args.Dataset, args.device, weight), args.device, args.batch_size,
+                   Protocol(args.protocol, args.seed, shuffle=dataset_shuffles(args.Dataset)))
+
+
 def progress_bar(batches, n_keys, batch_size, desc, show):
     if not show:
         return batches
@@ -146,19 +157,18 @@ def progress_bar(batches, n_keys, batch_size, desc, show):
     return tqdm(batches, total=math.ceil(n_keys / batch_size), desc=desc, leave=False)
 
 
-def run_pass(net, fs, keys, loss_fn, device, batch_size, protocol, optimizer=None, progress=False,
-             keep_outputs=False):
-    """One pass over the dialogues `keys`: a training epoch when an optimizer is given, else evaluation."""
-    training = optimizer is not None
+def run_pass(run, keys, optimizer=None, progress=False, keep_outputs=False):
+    """One pass of a Run over the dialogues `keys`: a training epoch when an optimizer is given, else evaluation."""
+    training, net = optimizer is not None, run.net
     net.train(training)
-    keys = protocol.pass_order(keys, training)
+    keys = run.protocol.pass_order(keys, training)
     losses, labels, preds, kept = [], [], [], []
-    batches = dataloader.iterate_batches(fs, keys, batch_size)
+    batches = dataloader.iterate_batches(run.fs, keys, run.batch_size)
     with torch.set_grad_enabled(training):
-        for batch in progress_bar(batches, len(keys), batch_size, 'train' if training else 'eval', progress):
-            batch = batch.to(device)
+        for batch in progress_bar(batches, len(keys), run.batch_size, 'train' if training else 'eval', progress):
+            batch = batch.to(run.device)
             out = net(batch.text, batch.audio, batch.visual, batch.qmask, batch.lengths)
-            loss = loss_fn(out['log_prob'], batch.labels)
+            loss = run.loss_fn(out['log_prob'], batch.labels)
             if training:
                 optimizer.zero_grad()
                 loss.backward()

@@ -112,14 +112,21 @@ def inverse_class_frequency(labels, n_classes):
     return len(labels) / (n_classes * counts)
 
 
-def inertia_split(labels, speakers, dialogue_ids):
-    """Mask of utterances whose label equals the same speaker's previous label in the same dialogue."""
-    previous = {}
-    mask = np.zeros(len(labels), dtype=bool)
-    for i, key in enumerate(zip(dialogue_ids, speakers)):
-        mask[i] = previous.get(key) == labels[i]
-        previous[key] = labels[i]
-    return mask
+# Emotional inertia, per utterance: its label against the same speaker's previous one in the dialogue. A speaker's
+# first turn has no previous label, so it is neither inertia nor shift: a kind of its own (the report and the
+# viewer both break the scores down by these three kinds).
+TURN_KINDS = {'first': 'f', 'inertia': 'i', 'shift': 's'}      # kind -> its letter in turn_kinds' array
+
+
+def turn_kinds(labels, speakers, dialogue_ids):
+    """Each utterance's TURN_KINDS letter: 'f' the speaker's first turn in its dialogue, 'i' (inertia) the same
+    label as the speaker's previous turn there, 's' (shift) another label. The rows of a dialogue in turn order."""
+    previous, kinds = {}, []
+    for key, label in zip(zip(dialogue_ids, speakers), labels):
+        last = previous.get(key)
+        kinds.append('f' if last is None else 'i' if last == label else 's')
+        previous[key] = label
+    return np.array(kinds, dtype='<U1')
 
 
 def sentiment3_from_bins(labels7):

@@ -20,38 +20,32 @@ Its state is in the URL fragment: #dialogue=KEY&filter=mistakes&true=LABEL&pred=
 import html
 import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
-import torch
 
 import config
+import graph
 import speaker_scheme
 import utils
 
 GRAPH_FLAGS = ('window_spk', 'window_spk_f', 'window_dir', 'window_dir_f', 'single_edge')
-TEXT_BLOCK = ('l',)          # every block of a graph has the same edges between utterances
-MARKS = dict(first='f', inertia='i', shift='s')
 
 
 # ----------------------------------------------------------------------------- the graphs of one dialogue
 
 def graph_connections(speakers, flags):
-    """One dialogue's EIGNN and ECGNN edges between its utterances under the run's flags: the text block of
-    pyg_graph.dialogue_graph's torch-geometric graphs (the model's own graphs, no second copy of the rules).
+    """One dialogue's EIGNN and ECGNN edges between its utterances under the run's flags: graph.turn_edges, the
+    model's own graphs (no second copy of the rules).
 
     speakers (n,): the model's speaker index of each utterance. Returns {'ei': str, 'ec': str}, each
     n*n digits: the digit at dst*n + src is the number of edges src -> dst (duplicates counted, at most 9).
     """
-    import pyg_graph  # torch_geometric takes seconds to import: only when a page is written
-    n = len(speakers)
-    cfg = dict(flags, modals=''.join(TEXT_BLOCK), multimodal_node='', directed_edge='')
-    out = {}
-    for name, stage in (('ei', 'EIG'), ('ec', 'ECG')):
-        src, dst = pyg_graph.dialogue_graph(stage, cfg, np.array(speakers, dtype=np.int64)).edge_index
-        counts = torch.zeros(n * n, dtype=torch.long).index_add_(0, dst * n + src, torch.ones_like(src))
-        out[name] = ''.join(map(str, counts.clamp(max=9).tolist()))
-    return out
+    cfg = SimpleNamespace(**{name: flags[name] for name in GRAPH_FLAGS}, directed_edge='')
+    speakers = np.asarray(speakers, dtype=np.int64)
+    return {name: ''.join(map(str, graph.turn_edges(stage, cfg, speakers).long().clamp(max=9).flatten().tolist()))
+            for name, stage in (('ei', 'EIG'), ('ec', 'ECG'))}
 
 
 # ----------------------------------------------------------------------------- the tables it reads
@@ -93,24 +87,12 @@ def predictions_speakers(predictions, run):
 
 # ----------------------------------------------------------------------------- the page's data
 
-def turn_marks(dialogues, speakers, labels):
-    """Per utterance 'f' (the speaker's first turn in the dialogue), 'i' (inertia: the same label as the
-    speaker's previous turn) or 's' (shift)."""
-    previous, marks = {}, []
-    for key in zip(dialogues, speakers):
-        last = previous.get(key)
-        label = labels[len(marks)]
-        marks.append('f' if last is None else 'i' if last == label else 's')
-        previous[key] = label
-    return np.array(marks)
-
-
 def summary(labels, preds, marks, n_classes):
     """Accuracy, weighted F1, confusion matrix (rows true) and the inertia breakdown; None without labels."""
     if labels is None:
         return None
     rows = []
-    for name, mark in MARKS.items():
+    for name, mark in utils.TURN_KINDS.items():
         subset = marks == mark
         scores = [utils.accuracy(labels[subset], preds[subset]), utils.weighted_f1(labels[subset], preds[subset])] \
             if subset.any() else [None, None]
@@ -148,7 +130,7 @@ def page_data(table, label_names, flags, title):
         spk_index = speaker_scheme.parties(dialogue, table['speaker'])
     preds = table['predicted'].map(index).to_numpy()
     labels = table['label'].map(index).to_numpy() if has_labels else None
-    marks = turn_marks(dialogue, spk_index, labels if has_labels else preds)
+    marks = utils.turn_kinds(labels if has_labels else preds, spk_index, dialogue)
     speakers, speaker_ids = np.unique(table['speaker'].astype(str).to_numpy(), return_inverse=True)
     probs = np.rint(table[[f'p_{name}' for name in label_names]].to_numpy(np.float64) * 100).astype(int)
     texts = table['text'].astype(str).to_numpy() if 'text' in table.columns else None

@@ -168,7 +168,7 @@ def test_class_weight_is_the_inverse_training_frequency(workspace, monkeypatch):
         args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', *flags])
         fs = training.load_data(args)
         net = training.build_model(args, fs)
-        losses[tuple(flags)] = training.training_objects(args, net, fs)[1](log_prob, labels)
+        losses[tuple(flags)] = training.Run.of(args, net, fs).loss_fn(log_prob, labels)
     np.testing.assert_allclose(training.class_weights(fs), expected)
     assert torch.isclose(losses[()], F.nll_loss(log_prob, labels))
     weighted = F.nll_loss(log_prob, labels, weight=torch.tensor(expected, dtype=torch.float32))
@@ -229,8 +229,7 @@ def test_predict_api_follows_the_input_rows_and_matches_the_model(workspace):
                               '--batch-size', str(BATCH)])
     fs = training.load_data(args)
     net = predict.load_model(predict.read_run(workspace / 'run'), workspace / 'run', 'cpu')
-    _, loss_fn, protocol = training.training_objects(args, net, fs)
-    result = training.run_pass(net, fs, fs.test_keys, loss_fn, 'cpu', BATCH, protocol, keep_outputs=True)
+    result = training.run_pass(training.Run.of(args, net, fs), fs.test_keys, keep_outputs=True)
     expected = pd.DataFrame(np.exp(result.outputs['log_prob']), columns=[f'p_{name}' for name in LABELS])
     expected['dialogue'] = np.repeat([key.split(':', 1)[1] for key in result.keys], result.outputs['lengths'])
     expected['turn'] = test['turn'].to_numpy()          # test.csv lists each dialogue's rows together, in order

@@ -47,11 +47,11 @@ def moed_f1(fs, modals):
     args = config.parse_args(['--paper', '--Dataset', 'IEMOCAP', '--modals', modals,
                                   '--directed_edge', modals, '--lr', LR, '--device', 'cpu'])
     net = training.build_model(args, fs)
-    optimizer, loss_fn, protocol = training.training_objects(args, net)
+    run, optimizer = training.Run.of(args, net, fs), training.make_optimizer(args, net)
     best = 0.0
     for _ in range(EPOCHS):
-        training.run_pass(net, fs, fs.train_keys, loss_fn, 'cpu', args.batch_size, protocol, optimizer)
-        result = training.run_pass(net, fs, fs.test_keys, loss_fn, 'cpu', args.batch_size, protocol)
+        training.run_pass(run, fs.train_keys, optimizer)
+        result = training.run_pass(run, fs.test_keys)
         best = max(best, utils.weighted_f1(result.labels, result.preds))
     return best
 

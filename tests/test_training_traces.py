@@ -50,9 +50,9 @@ def replay(trace_path, protocol='original', backend='dense'):
     fs = dataloader.load_features(args.Dataset, args.data_dir)
     net = training.build_model(args, fs)
     init = param_abs_sums(net)
-    optimizer, loss_fn, protocol = training.training_objects(args, net)
+    run, optimizer = training.Run.of(args, net, fs), training.make_optimizer(args, net)
     splits = dict(train=fs.train_keys, test=fs.test_keys)
-    epochs = [train.epoch_passes(net, fs, splits, optimizer, loss_fn, protocol, args, False)
+    epochs = [train.epoch_passes(run, splits, optimizer, False)
               for _ in range(args.epochs)]
     return trace, init, epochs, net
 

@@ -58,15 +58,15 @@ def test_report_block_has_scores_report_and_matrix():
     assert matrix_lines[6].split() == ["fru", "0", "0", "0", "0", "0", "1"]
 
 
-def test_inertia_split_per_speaker_and_dialogue():
+def test_turn_kinds_per_speaker_and_dialogue():
     dialogue = [7, 7, 7, 7, 7, 7, 8, 8, 8]
     speakers = [0, 1, 0, 0, 1, 1, 0, 0, 1]
     labels = [2, 2, 2, 3, 4, 4, 3, 3, 4]
-    # speaker 0 in dialogue 7: 2, 2 (same), 3 (changed); speaker 1: 2, 4 (changed), 4 (same);
+    # speaker 0 in dialogue 7: 2 (first), 2 (same), 3 (changed); speaker 1: 2 (first), 4 (changed), 4 (same);
     # dialogue 8 starts afresh although speaker 0 said 3 last in dialogue 7.
-    expected = [False, False, True, False, False, True, False, True, False]
-    np.testing.assert_array_equal(utils.inertia_split(labels, speakers, dialogue), expected)
-    assert utils.inertia_split(np.array(labels), np.array(speakers), np.array(dialogue)).dtype == bool
+    expected = list('ffissi' 'fif')
+    assert utils.turn_kinds(labels, speakers, dialogue).tolist() == expected
+    assert utils.turn_kinds(np.array(labels), np.array(speakers), np.array(dialogue)).tolist() == expected
 
 
 def test_sentiment3_from_bins():
