@@ -10,7 +10,8 @@ deviation of test weighted F1 (lbfgs is deterministic: the seed changes nothing 
 
 When the folder was made with extract_features.py --finetune, the fine-tuned encoder's own classifier (the
 other context-free model on the same features: its epoch chosen on dev, as recorded in dataset.json) is
-printed too.
+printed too; with --finetune-head dialogue that classifier reads each dialogue through a GRU (a context
+model, said so), and the logistic regression is the context-free model.
 """
 import argparse
 import json
@@ -75,7 +76,9 @@ def main(argv=None):
           "(sample standard deviation)")
     tuned = fs.meta.get('finetune')
     if tuned and 'test_f1' in tuned:
-        print(f"fine-tuned encoder's own classifier (epoch {tuned['selected_epoch']} of {len(tuned['history'])}, "
+        dialogue = tuned['settings'].get('head') == 'dialogue'
+        which = "dialogue classifier (a GRU over each dialogue: not context-free)" if dialogue else "own classifier"
+        print(f"fine-tuned encoder's {which} (epoch {tuned['selected_epoch']} of {len(tuned['history'])}, "
               f"chosen on dev, seed {tuned['settings']['seed']}): test weighted F1 {tuned['test_f1']:.2f}, "
               f"accuracy {tuned['test_acc']:.2f} (dev weighted F1 {tuned['dev_f1']:.2f})")
 

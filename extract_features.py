@@ -119,6 +119,10 @@ def build_parser():
     g.add_argument('--finetune-folds', type=positive_int, default=1,
                    help='K >= 2: cross-fitting, each training fold\'s features from an encoder fine-tuned on the '
                         'other folds (K more fine-tunings); default 1: none')
+    g.add_argument('--finetune-head', choices=finetune.HEADS, default='utterance',
+                   help="what reads the encoder while it is fine-tuned: one linear layer on each utterance "
+                        "(utterance, default), or a bidirectional GRU over each dialogue's utterances, as MoED's text "
+                        "path reads them (dialogue; the same cost, each utterance still encoded alone)")
     conversations.add_column_flags(p)
     return p
 

@@ -13,6 +13,15 @@ batches of similar length, everything seeded by --finetune-seed. After each epoc
 the dev split (weighted F1) and the best epoch's weights are kept. Without a dev split a seeded 10% of the
 training dialogues is held out for that choice (and not trained on).
 
+The dialogue head (--finetune-head dialogue, `DialogueClassifier`): an utterance classifier is rewarded for
+putting the whole decision into each utterance's features (it sees nothing else), so a context model on top
+of them has little left to add. With this head the same pooled vectors go through a bidirectional GRU over
+each dialogue's utterances before the linear layer: the encoder is trained to serve a context model, as MoED's
+text path (a linear layer, then a recurrent encoder) reads it. Each utterance is still encoded alone (the
+same tokens, the same cost; extraction is unchanged); batches are whole dialogues (shuffled), at least
+--finetune-batch-size utterances each; the GRU and the linear layer, new weights, learn at HEAD_LR; the GRU
+is dropped after the fine-tuning.
+
 Cross-fitting (--finetune-folds K >= 2): an encoder fine-tuned on the training labels makes features of the
 training utterances more confident than those of dev and test, and a context model on top learns to trust
 them too much. So the training dialogues are split into K seeded folds; each fold's features come from an
@@ -35,6 +44,14 @@ from utils import UserError
 HELD_OUT = 0.1      # share of the training dialogues held out for the epoch choice when there is no dev split
 
 
+HEADS = ('utterance', 'dialogue')          # --finetune-head
+HEAD_LR = 1e-3      # the dialogue head's GRU and linear layer (new weights): AdamW's usual rate, not tuned
+CLASSIFIERS = {     # --finetune-head -> dataset.json's finetune.classifier
+    'utterance': 'mean of the last hidden states, dropout 0.1, linear',
+    'dialogue': f'mean of the last hidden states, dropout 0.1, a bidirectional GRU over the dialogue (hidden/2 per '
+                f'direction; it and the linear layer at lr {HEAD_LR}), dropout 0.1, linear'}
+
+
 class Classifier(nn.Module):
     """encoder -> mean of the last hidden states over the pooled tokens -> dropout -> linear.
     batch: the tokenizer's dict, input_ids (B, L); mask (B, L): the tokens pooled (features.tokenize);
@@ -50,11 +67,39 @@ class Classifier(nn.Module):
         return self.head(self.dropout(features.masked_mean(self.encoder(**batch).last_hidden_state, mask)))
 
 
+class DialogueClassifier(nn.Module):
+    """--finetune-head dialogue: each utterance encoded alone and pooled as Classifier does, then dropout, a
+    bidirectional GRU over its dialogue's utterances (hidden/2 per direction) and one linear layer. The encoder
+    is trained for a context model on top, as MoED's text path (a linear layer, then a recurrent encoder)
+    reads it; the GRU is dropped afterwards. chunks: (tokenizer dict, pooling mask, positions in the batch's
+    utterance order) per encoder call; lengths: utterances per dialogue, the dialogues one after another.
+    Returns logits (sum(lengths), n_classes) in that order."""
+
+    def __init__(self, encoder_model, n_classes, dropout=0.1):
+        super().__init__()
+        hidden = encoder_model.config.hidden_size
+        self.encoder = encoder_model
+        self.dropout = nn.Dropout(dropout)
+        self.gru = nn.GRU(hidden, hidden // 2, bidirectional=True)
+        self.head = nn.Linear(2 * (hidden // 2), n_classes)
+
+    def forward(self, chunks, lengths):
+        pooled = torch.cat([features.masked_mean(self.encoder(**batch).last_hidden_state, mask)
+                            for batch, mask, _ in chunks])
+        order = torch.cat([positions for _, _, positions in chunks])
+        vectors = torch.empty_like(pooled)
+        vectors[order] = pooled
+        padded = nn.utils.rnn.pad_sequence(vectors.split(lengths))         # (T, B, hidden)
+        packed = nn.utils.rnn.pack_padded_sequence(self.dropout(padded), torch.tensor(lengths), enforce_sorted=False)
+        out = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0])[0]      # (T, B, hidden)
+        return self.head(self.dropout(torch.cat([out[:n, b] for b, n in enumerate(lengths)])))
+
+
 def settings_record(settings):
     """The fine-tuning flags as dataset.json records them (part of the recipe)."""
     return {name: getattr(settings, f'finetune_{name}') for name in
             ('epochs', 'lr', 'batch_size', 'warmup', 'weight_decay', 'class_weight', 'label_smoothing', 'seed',
-             'folds')}
+             'folds', 'head')}
 
 
 def check_labels(table, label_names):
@@ -94,9 +139,13 @@ def folds_of(table, rows, k, seed):
     return [rows[which == i] for i in range(k)]
 
 
-def batches(encoder, inputs, rows, batch_size, rng=None):
-    """(rows, model inputs, pooling mask) of batches of rows, inputs = features.encoder_inputs(...): similar
-    lengths together; shuffled (the order of the batches too) when rng is given."""
+def batches(encoder, inputs, rows, batch_size, rng=None, keys=None):
+    """(rows, the model's inputs) of batches of rows, inputs = features.encoder_inputs(...); shuffled when rng is
+    given. Without keys (the utterance head): (tokenizer dict, pooling mask) of similar lengths together (the
+    order of the batches shuffled too); with each row's dialogue key (the dialogue head): dialogue_batches."""
+    if keys is not None:
+        yield from dialogue_batches(encoder, inputs, rows, batch_size, rng, keys)
+        return
     texts, contexts = inputs
     lengths = features.token_lengths(encoder, [texts[i] for i in rows], contexts and [contexts[i] for i in rows])
     if rng is None:
@@ -111,28 +160,68 @@ def batches(encoder, inputs, rows, batch_size, rng=None):
         parts = [parts[i] for i in rng.permutation(len(parts))]
     for part in parts:
         chosen = rows[part]
-        yield (chosen, *features.tokenize(encoder, [texts[i] for i in chosen],
-                                          contexts and [contexts[i] for i in chosen]))
+        yield chosen, features.tokenize(encoder, [texts[i] for i in chosen], contexts and [contexts[i] for i in chosen])
 
 
-def predict_rows(model, encoder, inputs, rows, batch_size, device):
+def dialogue_batches(encoder, inputs, rows, batch_size, rng, keys, chunk=16):
+    """Whole dialogues of rows (each in rows' order), at least batch_size utterances a batch (the dialogues
+    shuffled when rng is given): (their rows, dialogue after dialogue; (chunks, lengths) as DialogueClassifier
+    takes them, the chunks chunk utterances of similar length each)."""
+    texts, contexts = inputs
+    groups = {}
+    for i, key in enumerate(keys[rows]):
+        groups.setdefault(key, []).append(i)
+    groups = [np.array(group) for group in groups.values()]
+    if rng is not None:
+        groups = [groups[i] for i in rng.permutation(len(groups))]
+    start = 0
+    while start < len(groups):
+        end, size = start, 0
+        while end < len(groups) and size < batch_size:
+            size, end = size + len(groups[end]), end + 1
+        chosen = rows[np.concatenate(groups[start:end])]
+        lengths = features.token_lengths(encoder, [texts[i] for i in chosen],
+                                         contexts and [contexts[i] for i in chosen])
+        order = np.argsort(-lengths, kind='stable')
+        chunks = []
+        for part in (order[i:i + chunk] for i in range(0, len(order), chunk)):
+            batch, mask = features.tokenize(encoder, [texts[i] for i in chosen[part]],
+                                            contexts and [contexts[i] for i in chosen[part]])
+            chunks.append((batch, mask, torch.as_tensor(part)))
+        yield chosen, (chunks, [len(g) for g in groups[start:end]])
+        start = end
+
+
+def on_device(model_inputs, device):
+    """A batch's model inputs (batches) moved to device."""
+    first, second = model_inputs
+    if isinstance(first, list):
+        return [(batch.to(device), mask.to(device), positions.to(device)) for batch, mask, positions in first], second
+    return first.to(device), second.to(device)
+
+
+def predict_rows(model, encoder, inputs, rows, batch_size, device, keys=None):
     """Predicted class of each row (in rows' order)."""
     preds = np.empty(len(rows), dtype=np.int64)
     position = {row: i for i, row in enumerate(rows)}
     model.eval()
     with torch.inference_mode():
-        for part, batch, mask in batches(encoder, inputs, rows, batch_size * 2):
-            logits = model(batch.to(device), mask.to(device))
+        for part, model_inputs in batches(encoder, inputs, rows, batch_size * 2, keys=keys):
+            logits = model(*on_device(model_inputs, device))
             preds[[position[r] for r in part]] = logits.argmax(-1).cpu().numpy()
     return preds
 
 
 def optimizer_and_schedule(model, settings, steps):
-    """AdamW without decay on biases and LayerNorm weights; linear warm-up then linear decay to 0."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{'params': decay, 'weight_decay': settings.finetune_weight_decay},
-                                   {'params': no_decay, 'weight_decay': 0.0}], lr=settings.finetune_lr)
+    """AdamW without decay on biases and LayerNorm weights; linear warm-up then linear decay to 0. The
+    dialogue head's new layers (its GRU and linear layer) learn at HEAD_LR, the rest at --finetune-lr."""
+    groups, dialogue = [], isinstance(model, DialogueClassifier)
+    for fresh in (False, True):
+        lr = HEAD_LR if fresh else settings.finetune_lr
+        named = [(n, p) for n, p in model.named_parameters() if (dialogue and not n.startswith('encoder.')) == fresh]
+        groups += [{'params': [p for n, p in named if p.ndim >= 2], 'weight_decay': settings.finetune_weight_decay,
+                    'lr': lr}, {'params': [p for n, p in named if p.ndim < 2], 'weight_decay': 0.0, 'lr': lr}]
+    optimizer = torch.optim.AdamW([group for group in groups if group['params']], lr=settings.finetune_lr)
     warmup = int(round(settings.finetune_warmup * steps))
 
     def factor(step):
@@ -142,27 +231,29 @@ def optimizer_and_schedule(model, settings, steps):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes, title):
+def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes, title, keys=None):
     """A copy of base.model fine-tuned on train_rows, the epoch chosen on select_rows: (encoder model in eval
-    mode, per-epoch history, the selected epoch's index from 1)."""
+    mode, per-epoch history, the selected epoch's index from 1). keys (each row's dialogue): the dialogue
+    head, else the utterance head."""
     device = settings.device
     torch.manual_seed(settings.finetune_seed)
     rng = np.random.RandomState(settings.finetune_seed)
-    model = Classifier(copy.deepcopy(base.model).float(), n_classes).to(device)
+    head = Classifier if keys is None else DialogueClassifier
+    model = head(copy.deepcopy(base.model).float(), n_classes).to(device)
     weight = None
     if settings.finetune_class_weight:
         weight = torch.tensor(utils.inverse_class_frequency(labels[train_rows], n_classes), dtype=torch.float32,
                               device=device)
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=settings.finetune_label_smoothing)
-    per_epoch = -(-len(train_rows) // settings.finetune_batch_size)
+    per_epoch = -(-len(train_rows) // settings.finetune_batch_size)    # the dialogue head: at most this many
     optimizer, schedule = optimizer_and_schedule(model, settings, per_epoch * settings.finetune_epochs)
     history, best = [], (-1.0, None, 0)
     bar = tqdm(total=per_epoch * settings.finetune_epochs, unit='batch', desc=title, file=sys.stderr)
     for epoch in range(1, settings.finetune_epochs + 1):
         model.train()
         total, seen = 0.0, 0
-        for part, batch, mask in batches(base, inputs, train_rows, settings.finetune_batch_size, rng):
-            loss = loss_fn(model(batch.to(device), mask.to(device)), torch.as_tensor(labels[part], device=device))
+        for part, model_inputs in batches(base, inputs, train_rows, settings.finetune_batch_size, rng, keys):
+            loss = loss_fn(model(*on_device(model_inputs, device)), torch.as_tensor(labels[part], device=device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -170,7 +261,7 @@ def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes
             schedule.step()
             total, seen = total + loss.item() * len(part), seen + len(part)
             bar.update(1)
-        preds = predict_rows(model, base, inputs, select_rows, settings.finetune_batch_size, device)
+        preds = predict_rows(model, base, inputs, select_rows, settings.finetune_batch_size, device, keys)
         f1 = utils.weighted_f1(labels[select_rows], preds)
         history.append({'epoch': epoch, 'train_loss': round(total / seen, 4), 'select_f1': round(f1, 2),
                         'select_acc': round(utils.accuracy(labels[select_rows], preds), 2)})
@@ -205,14 +296,15 @@ def finetune_encoder(settings, base, table, label_names, saved_as):
     train_rows = train_rows[labels[train_rows] >= 0]
     print(f"fine-tuning {base.name} on {len(train_rows)} training utterances; {selection}", file=sys.stderr)
     n = len(label_names)
-    model, history, epoch = fine_tune(settings, base, inputs, labels, train_rows, select_rows, n, 'fine-tune')
+    keys = table['key'].to_numpy() if settings.finetune_head == 'dialogue' else None
+    model, history, epoch = fine_tune(settings, base, inputs, labels, train_rows, select_rows, n, 'fine-tune', keys)
     record = {'base_text_model': features.encoder_description(base)['text_model'], 'base_sha256': base.sha256,
-              'settings': settings_record(settings), 'classifier': 'mean of the last hidden states, dropout 0.1, '
-              'linear', 'selection': selection, 'history': history, 'selected_epoch': epoch,
+              'settings': settings_record(settings), 'classifier': CLASSIFIERS[settings.finetune_head],
+              'selection': selection, 'history': history, 'selected_epoch': epoch,
               'dev_f1': history[epoch - 1]['select_f1'], 'dev_acc': history[epoch - 1]['select_acc']}
     test = np.flatnonzero(((table['split'] == 'test') & table['label'].notna()).to_numpy())
     if len(test):
-        preds = predict_rows(model, base, inputs, test, settings.finetune_batch_size, settings.device)
+        preds = predict_rows(model, base, inputs, test, settings.finetune_batch_size, settings.device, keys)
         record.update(test_f1=round(utils.weighted_f1(labels[test], preds), 2),
                       test_acc=round(utils.accuracy(labels[test], preds), 2))
     encoder = as_encoder(base, model.encoder, saved_as)
@@ -224,7 +316,7 @@ def finetune_encoder(settings, base, table, label_names, saved_as):
         for k, fold in enumerate(folds_of(table, train_rows, settings.finetune_folds, settings.finetune_seed)):
             others = np.setdiff1d(train_rows, fold)
             fold_model, fold_history, fold_epoch = fine_tune(settings, base, inputs, labels, others, select_rows, n,
-                                                             f'fold {k + 1}/{settings.finetune_folds}')
+                                                             f'fold {k + 1}/{settings.finetune_folds}', keys)
             crossfit[1][:, [position[r] for r in fold]] = features.extract_text(
                 settings, as_encoder(base, fold_model.encoder, 'fold', hashed=False), table.iloc[fold])[0]
             record['folds'].append({'utterances': len(fold), 'selected_epoch': fold_epoch,

@@ -55,7 +55,8 @@ def test_the_fine_tuned_encoder_is_saved_and_its_recipe_recorded(tuned):
     record = meta['finetune']
     assert record['base_sha256'] == base.sha256 and record['sha256'] == saved.sha256 != base.sha256
     assert record['settings'] == {'epochs': 2, 'lr': 5e-5, 'batch_size': 8, 'warmup': 0.1, 'weight_decay': 0.01,
-                                  'class_weight': False, 'label_smoothing': 0.1, 'seed': 0, 'folds': 2}
+                                  'class_weight': False, 'label_smoothing': 0.1, 'seed': 0, 'folds': 2,
+                                  'head': 'utterance'}
     assert [h['epoch'] for h in record['history']] == [1, 2] and record['selected_epoch'] in (1, 2)
     assert record['dev_f1'] == max(h['select_f1'] for h in record['history'])
     assert 'dev split' in record['selection'] and 0 <= record['test_f1'] <= 100
@@ -151,3 +152,48 @@ def test_custom_data_trains_with_the_measured_recipe_by_default():
     assert (given.num_L, given.protocol) == (2, 'original')
     iemocap = config.parse_args([])
     assert (iemocap.num_L, iemocap.protocol) == (6, 'original')          # IEMOCAP keeps the paper's and the authors'
+
+
+def cue_dialogues(n, seed):
+    """Dialogues whose first utterance ('hi' or 'yo') decides every utterance's label; the later ones all read
+    'ok ok', so only the context tells them apart."""
+    rng = np.random.RandomState(seed)
+    rows = []
+    for d in range(n):
+        cue = rng.randint(2)
+        rows += [{'key': f'{seed}-{d}', 'text': ['hi', 'yo'][cue] if turn == 0 else 'ok ok', 'label': cue}
+                 for turn in range(3)]
+    return rows
+
+
+@pytest.mark.slow
+def test_the_dialogue_head_learns_what_only_the_context_tells(encoder_dir):
+    """--finetune-head dialogue: utterances that read alike ('ok ok': the utterance head gives them all one
+    prediction) get the label their dialogue's first utterance gives; dialogue_batches keeps dialogues whole
+    and every row once."""
+    table = pd.DataFrame(cue_dialogues(24, 0) + cue_dialogues(8, 1))
+    train, held = np.arange(72), np.arange(72, 96)
+    keys, labels = table['key'].to_numpy(), table['label'].to_numpy()
+    base = features.load_encoder(str(encoder_dir), 'cpu')
+    settings = extract_features.parse_args(['x.csv', '--out', 'x', '--finetune-epochs', '12', '--finetune-lr', '1e-3',
+                                            '--finetune-batch-size', '10', '--device', 'cpu'])
+    inputs = features.encoder_inputs(table, {})
+    seen = [part for part, _ in finetune.batches(base, inputs, train, 10, np.random.RandomState(0), keys)]
+    assert sorted(np.concatenate(seen).tolist()) == train.tolist()
+    assert all(len(part) >= 10 or part is seen[-1] for part in seen)
+    assert all(set(keys[part]).isdisjoint(keys[other]) for part in seen for other in seen if part is not other)
+    model, history, _ = finetune.fine_tune(settings, base, inputs, labels, train, held, 2, 'test', keys)
+    preds = finetune.predict_rows(model, base, inputs, held, 10, 'cpu', keys)
+    later = table['text'].to_numpy()[held] == 'ok ok'
+    assert (preds[later] == labels[held][later]).mean() >= 0.9, history
+
+
+def test_the_dialogue_heads_new_layers_learn_at_their_own_rate(encoder_dir):
+    base = features.load_encoder(str(encoder_dir), 'cpu')
+    settings = extract_features.parse_args(['x.csv', '--out', 'x', '--finetune-lr', '2e-5'])
+    model = finetune.DialogueClassifier(base.model, 3)
+    optimizer, _ = finetune.optimizer_and_schedule(model, settings, steps=10)
+    rate = {id(p): group['initial_lr'] for group in optimizer.param_groups for p in group['params']}
+    assert len(rate) == sum(1 for _ in model.parameters())
+    assert {rate[id(p)] for p in model.encoder.parameters()} == {2e-5}
+    assert {rate[id(p)] for p in [*model.gru.parameters(), *model.head.parameters()]} == {finetune.HEAD_LR} != {2e-5}
