@@ -44,6 +44,8 @@ NOT_RUN = {  # a command's first word (or python -m module) -> why this file doe
     'pip': 'installs the requirements',
     'pytest': 'is this test suite',
     'ray': 'starts or stops a Ray cluster (tests/test_experiments.py runs Ray embedded)',
+    'regroup_emorynlp.py': "reads the real EmoryNLP CSVs (tests/test_regroup_emorynlp.py runs it on made-up ones; "
+                           "the page's later commands get tiny CSVs in its place)",
     'ruff': 'is the linter (.ci/run runs it)',
 }
 PYTHON_BLOCKS_RUN_ELSEWHERE = {'pyg.md': 'tests/test_pyg.py'}   # page -> the test file that runs its python blocks
