@@ -89,6 +89,7 @@ class ModelConfig:
     single_edge: str = ''
     av_using_lstm: bool = False
     graph_backend: str = 'dense'  # how the graphs run (not in the state_dict): GRAPH_BACKENDS
+    causal: bool = False        # --causal: past-only graphs and forward-only recurrent encoders
 
     def __post_init__(self):
         check_model_flags(asdict(self))
@@ -97,6 +98,13 @@ class ModelConfig:
         if 'l' in self.modals and self.text_skips_linear and self.D_text != self.D_g:
             raise UserError(f"MELD's GRU text encoder reads the text features directly: their size "
                             f"{self.D_text} must equal the hidden size D_g={self.D_g}")
+
+    @property
+    def padding_free_eval(self):
+        """Custom runs evaluate batch-invariantly (model.MoED.padding_free): a served or predicted dialogue's
+        outputs must not depend on the dialogues batched with it. The paper's datasets keep the reference's
+        padded pass, which the golden numbers pin."""
+        return self.dataset == CUSTOM
 
     @property
     def text_skips_linear(self):
@@ -141,6 +149,11 @@ def check_model_flags(flags):
     for flag in ('epsilon', 'epsilon2'):
         if not math.isfinite(flags[flag]):
             bad(flag, "a residual scaling is a finite number")
+    if flags.get('causal') and flags['norm'] == 'LN2':
+        raise UserError("--causal reads no later turn, but --norm LN2 normalises over the whole dialogue: "
+                        "use --norm BN, LN or none")
+    if flags.get('causal') and flags['graph_backend'] != 'dense':
+        raise UserError("--causal runs with --graph-backend dense (pyg_graph.py builds the full graphs only)")
     graph_type, node = flags['graph_type'], flags['multimodal_node']
     if graph_type != 'both' and node not in ('both', graph_type):
         raise UserError(f"--graph_type={graph_type!r} reads the multimodal node of {graph_type}NN only, "
@@ -289,6 +302,10 @@ def build_parser(default_dataset='IEMOCAP', description=None):
     p.add_argument('--graph-backend', dest='graph_backend', default='dense', choices=list(GRAPH_BACKENDS),
                    help="dense (default): graph.py's block-dense layers; pyg: the same layers as torch_geometric "
                         "MessagePassing over pyg_graph.py's graphs (same parameters and checkpoints, slower)")
+    p.add_argument('--causal', action='store_true',
+                   help='a past-only MoED: no utterance reads a later one (the graphs keep only their edges from '
+                        'earlier turns, normalised by in-degrees; the recurrent encoders run forward only, hidden '
+                        'size D_g, the width of both directions): predictions that never change as turns arrive')
     p.add_argument('--no-cuda', action='store_true', help='never use CUDA (same as --device cpu)')
 
     p.add_argument('--paper', action='store_true',

@@ -106,6 +106,12 @@ class BlockGraph(NamedTuple):
     cross: torch.Tensor         # (nb, nb) [dst block, src block]
     valid: torch.Tensor         # (B, T) real utterances
     sources: tuple = ()         # per dst block, (src block, count) of the cross edges into it
+    past_only: bool = False     # no edge from a later utterance (ModelConfig.causal): see past_only
+
+    def normalising_degrees(self, by):
+        """The degrees a convolution normalises by: its own ('out' for ECGNN), but always 'in' in a past-only
+        graph, where an utterance's out-degree counts the later utterances it sends to (see past_only)."""
+        return self.degrees('in' if self.past_only else by)
 
     def degrees(self, by):
         """Edges leaving ('out') or entering ('in') each node, counted with multiplicity: (nb, B, T)."""
@@ -128,34 +134,46 @@ def inv_sqrt(degree):
     return torch.where(degree > 0, degree.clamp(min=1e-12).rsqrt(), torch.zeros_like(degree))
 
 
-def block_graph(within, blocks, valid, directed_edge, single_edge):
-    """A BlockGraph from its within-block counts, with the cross-block edges of these flags."""
+def block_graph(within, blocks, valid, directed_edge, single_edge, past_only=False):
+    """A BlockGraph from its within-block counts, with the cross-block edges of these flags; past_only keeps
+    only the edges from an earlier utterance to a later one (see past_only)."""
     cross = cross_block_counts(blocks, directed_edge, single_edge)
     sources = tuple(tuple((j, count) for j, count in enumerate(row) if count) for row in cross.tolist())
-    return BlockGraph(within, cross.to(valid.device), valid, sources)
+    if past_only:
+        within = within.tril(-1)                            # [dst, src] with src < dst
+    return BlockGraph(within, cross.to(valid.device), valid, sources, past_only)
 
 
-def ecgnn_graph(blocks, valid, window_dir, window_dir_f, single_edge, directed_edge):
+# A past-only graph (train.py --causal). The windows are named from the sender's side (SPEC.md): window_spk and
+# window_dir are the turns an utterance sends to *before* it, so an utterance reads that many turns of its future,
+# and the `_f` windows are the turns it sends to after it, the past it is read from. A past-only graph keeps every
+# edge of the windows that runs forward in time (the same past, with the same multiplicities, as the full graph)
+# and drops those that run backward, whatever the windows. An utterance's out-degree then counts the later
+# utterances it sends to, which ECGNN's normalisation would read: a past-only graph normalises by in-degrees
+# (the utterances it reads, all earlier), as EIGNN always does. Cross-modal edges stay inside an utterance.
+
+def ecgnn_graph(blocks, valid, window_dir, window_dir_f, single_edge, directed_edge, past_only=False):
     """ECGNN (emotional contagion) edges of a padded batch."""
     T = valid.shape[1]
     within = context_edge_counts(T, window_dir, window_dir_f, single_edge, valid.device)
     within = within[None] * (valid[:, :, None] & valid[:, None, :])
-    return block_graph(within, blocks, valid, directed_edge, single_edge)
+    return block_graph(within, blocks, valid, directed_edge, single_edge, past_only)
 
 
-def eignn_graph(blocks, speakers, valid, window_spk, window_spk_f, single_edge, directed_edge):
+def eignn_graph(blocks, speakers, valid, window_spk, window_spk_f, single_edge, directed_edge, past_only=False):
     """EIGNN (emotional inertia) edges of a padded batch."""
     within = speaker_edge_counts(speakers, valid, window_spk, window_spk_f)
-    return block_graph(within, blocks, valid, directed_edge, single_edge)
+    return block_graph(within, blocks, valid, directed_edge, single_edge, past_only)
 
 
 def stage_graph(stage, cfg, blocks, valid, speakers):
     """The BlockGraph of one graph, ECGNN ('ECG') or EIGNN ('EIG'), of a padded batch under the model flags cfg
     (window_*, single_edge, directed_edge): valid (B, T) the real utterances, speakers (B, T) their speaker index."""
     if stage == 'ECG':
-        return ecgnn_graph(blocks, valid, cfg.window_dir, cfg.window_dir_f, cfg.single_edge, cfg.directed_edge)
+        return ecgnn_graph(blocks, valid, cfg.window_dir, cfg.window_dir_f, cfg.single_edge, cfg.directed_edge,
+                           cfg.causal)
     return eignn_graph(blocks, speakers, valid, cfg.window_spk, cfg.window_spk_f, cfg.single_edge,
-                       cfg.directed_edge)
+                       cfg.directed_edge, cfg.causal)
 
 
 def turn_edges(stage, cfg, speakers):
@@ -295,7 +313,7 @@ class GatedConv(nn.Module):
     @staticmethod
     def coefficients(g):
         """count(s->t) c(s)^-1/2 c(t)^-1/2 of every edge, a GatedConvCoefficients."""
-        scale = inv_sqrt(g.degrees('out'))                                          # (nb, B, T)
+        scale = inv_sqrt(g.normalising_degrees('out'))                              # (nb, B, T)
         within = g.within[None] * scale[..., :, None] * scale[..., None, :]
         cross = g.cross[:, :, None, None] * g.valid[None, None] * scale[:, None] * scale[None, :]
         return GatedConvCoefficients(within, cross, g.sources)
@@ -347,7 +365,7 @@ class NormConv(nn.Module):
     @staticmethod
     def coefficients(g):
         """Edge counts within a block, the cross-block counts and c^-1/2 of every node: a NormConvCoefficients."""
-        return NormConvCoefficients(g.within, g.sources, inv_sqrt(g.degrees('in'))[..., None])
+        return NormConvCoefficients(g.within, g.sources, inv_sqrt(g.normalising_degrees('in'))[..., None])
 
     def forward(self, x, coef, residual, blocks=slice(None)):
         within, sources, scale = coef

@@ -204,22 +204,35 @@ class MoED(nn.Module):
             self.add_module(f'linear_{m}', nn.Linear(in_dims[m], D_g))
             if m == 'l' or cfg.av_using_lstm:
                 rnn_cls = nn.GRU if self.rnn == 'gru' else nn.LSTM
-                self.add_module(f'{self.rnn}_{m}', rnn_cls(D_g, D_g // 2, num_layers=2, bidirectional=True,
+                # --causal: forward only, with the width of both directions (D_g): the same outputs' size
+                hidden = D_g if cfg.causal else D_g // 2
+                self.add_module(f'{self.rnn}_{m}', rnn_cls(D_g, hidden, num_layers=2, bidirectional=not cfg.causal,
                                                          dropout=cfg.dropout))
         self.linear_u = nn.Linear(D_g * len(self.modals), D_g)
         self.graph_model = GraphModel(cfg, D_g, h)
         self.hidfc = nn.Linear(h, cfg.n_classes)                        # checkpoint-only: never used (see top)
         self.smax_fc = nn.Linear(h * len(readout_parts(cfg)), cfg.n_classes)
 
-    def norm_text(self, x, s):
+    def padding_free(self):
+        """Whether this pass is batch-invariant: an evaluation of a custom run (ModelConfig.padding_free_eval),
+        where every dialogue's outputs are those it has alone in its batch (see run_recurrent)."""
+        return self.cfg.padding_free_eval and not self.training
+
+    def norm_text(self, x, s, lengths):
         """--norm of one RoBERTa input: BN over all T*B rows (padding included), LN per row,
-        LN2 over each dialogue's whole padded (T, D) block, anything else none."""
+        LN2 over each dialogue's whole padded (T, D) block (its real rows only in a padding-free pass),
+        anything else none."""
         kind = self.cfg.norm
         if kind == 'BN':
             T, B, D = x.shape
             return getattr(self, f'normBN{s}')(x.reshape(T * B, D)).reshape(T, B, D)
         if kind == 'LN':
             return getattr(self, f'normLN{s}')(x)
+        if kind == 'LN2' and self.padding_free():
+            out = torch.zeros_like(x)
+            for b, n in enumerate(lengths):
+                out[:n, b] = F.layer_norm(x[:n, b], (n, x.shape[2]))
+            return out
         if kind == 'LN2':
             return F.layer_norm(x.transpose(0, 1), (x.shape[0], x.shape[2])).transpose(0, 1)
         return x
@@ -228,7 +241,7 @@ class MoED(nn.Module):
         """Normalise the four RoBERTa inputs, average them, then linear_l (not MELD/GRU) and the RNN over the
         padded batch: the real utterances' outputs (N, D_g). Also returns the second input after its norm
         (for the features before the graphs), (T, B, D_text)."""
-        normed = [self.norm_text(r, s) for r, s in zip(text, 'abcd')]
+        normed = [self.norm_text(r, s, batch.lengths) for r, s in zip(text, 'abcd')]
         x = normed[0] + normed[1]                      # (r1 + r2 + r3 + r4) / 4, summed in place
         x += normed[2]
         x += normed[3]
@@ -253,14 +266,25 @@ class MoED(nn.Module):
         """The recurrent encoder `name` over the padded batch whose rows x (R, D) sit at `index` (None: one row
         per position): the real utterances' outputs (N, D_g), in dialogue order.
 
-        A GRU on the CPU runs as recurrent.bidirectional_gru (the same arithmetic, less work); elsewhere
-        (an LSTM, or CUDA, where cuDNN's fused kernel beats stepping from Python) the module itself runs."""
+        A bidirectional GRU on the CPU runs as recurrent.bidirectional_gru (the same arithmetic, less work);
+        elsewhere (an LSTM, CUDA, where cuDNN's fused kernel beats stepping from Python, or a forward-only
+        encoder, --causal, whose outputs at real utterances never read the padding after them) the module
+        itself runs. In a padding-free pass (custom runs' evaluations) a bidirectional encoder runs over the
+        packed dialogues: each reverse direction starts from zero at the dialogue's own last utterance, as when
+        the dialogue is the longest of its batch, instead of reading the batch's padding first (the paper's
+        datasets keep that padded pass, which the reference's numbers contain)."""
         rnn = getattr(self, name)
-        if self.rnn == 'gru' and x.device.type == 'cpu':
+        padding_free = rnn.bidirectional and self.padding_free()
+        if self.rnn == 'gru' and x.device.type == 'cpu' and rnn.bidirectional and not padding_free:
             return recurrent.bidirectional_gru(rnn, x, index, batch)
         if index is not None:
             x = batch.spread(x)
-        return real_rows(rnn(x.view(batch.T, batch.B, -1))[0], batch.rows)
+        x = x.view(batch.T, batch.B, -1)
+        if not padding_free:
+            return real_rows(rnn(x)[0], batch.rows)
+        lengths = torch.as_tensor(batch.lengths, dtype=torch.long)
+        packed = rnn(nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False))[0]
+        return real_rows(nn.utils.rnn.pad_packed_sequence(packed, total_length=batch.T)[0], batch.rows)
 
     def forward(self, text, audio, visual, qmask, lengths):
         """One padded, time-major batch (zeros at padded positions, as dataloader.make_batch pads):

@@ -5,6 +5,8 @@
 
     import predict
     table = predict.predict('runs/custom-...', 'talks.csv')        # or a pandas DataFrame of the same columns
+    loaded = predict.load('runs/custom-...')                        # loaded once (serve.py), then per batch:
+    table = predict.predict_conversations(loaded, predict.read_input(frame, {}))
 
 RUN_DIR is the run folder of `train.py --Dataset custom`: its config.json holds the flags, the model
 configuration and the feature folder's dataset.json (label names, speaker scheme, the extraction recipe),
@@ -19,14 +21,16 @@ CSV has labels), predicted, and p_<label> for every class (probabilities summing
 accuracy and weighted F1 are printed.
 
 The model runs in eval mode through training.run_pass, as `train.py --testing` does: dialogues in their
-order of first appearance, in batches of the run's --batch-size. Its recurrent text encoder reads each batch
-padded to the batch's longest dialogue (as in the original code), so a dialogue's probabilities depend a
-little on the dialogues it is batched with; the run's test CSV gives --testing's predictions.
+order of first appearance, in batches of the run's --batch-size. A custom run's evaluation is batch-invariant
+(model.MoED.padding_free: its recurrent encoder reads each dialogue packed, not the batch's padding), so a
+dialogue's probabilities are those it has alone, whatever it is batched with (serve.py batches requests); the
+run's test CSV gives --testing's predictions.
 """
 import argparse
 import os
 import sys
 from argparse import Namespace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -105,6 +109,41 @@ def note_unfinished(run_dir):
               f"{result.get('epochs')} epochs; its checkpoint is the best of those.", file=sys.stderr)
 
 
+@dataclass
+class LoadedRun:
+    """A custom run read, checked and loaded once: its config.json, its model in eval mode, its text encoder
+    (None when the model reads no text), and the modalities the model uses (features.EXTRACTORS names)."""
+    run_dir: str
+    run: dict
+    net: model.MoED
+    encoder: object
+    modalities: list
+    device: str
+
+    @property
+    def label_names(self):
+        return list(self.run['features']['label_names'])
+
+    @property
+    def causal(self):
+        """Whether no prediction reads a later turn (train.py --causal): a turn's prediction never changes."""
+        return bool(self.run['model_config'].get('causal', False))
+
+
+def load(run_dir, text_model=None, device='cpu'):
+    """The run of RUN_DIR, loaded for predicting: a folder that is not a custom run, a missing checkpoint or
+    another encoder than the recorded one is a UserError, before any conversation is read."""
+    run = read_run(run_dir)
+    modalities = model_modalities(run)
+    encoder = load_same_encoder(run['features'], text_model, device) if 'text' in modalities else None
+    return LoadedRun(run_dir, run, load_model(run, run_dir, device), encoder, modalities, device)
+
+
+def model_modalities(run):
+    """The modalities the run's model uses, in features.EXTRACTORS order (as extract_features.py goes)."""
+    return [m for m in features.EXTRACTORS if feature_folder.MODALITY_LETTERS[m] in run['model_config']['modals']]
+
+
 def load_model(run, run_dir, device):
     """MoED of the run's model configuration with its checkpoint's weights, in eval mode."""
     net = model.MoED(config.ModelConfig.from_dict(run['model_config'])).to(device)
@@ -143,14 +182,13 @@ def encoder_name(meta, text_model):
     return features.DEFAULT_TEXT_MODEL if 'package' in recorded else recorded['text_model']
 
 
-def repeat_recipe(meta, table, modalities, text_model, device):
-    """(settings, encoder, modality -> recipe) for these conversations, checked against the recorded recipe."""
+def repeat_recipe(meta, table, modalities, encoder, device):
+    """(settings, modality -> recipe) for these conversations, checked against the recorded recipe."""
     recorded = meta['recipe']['modalities']
     shown = recorded.get('text', {}).get('input', {})
     settings = Namespace(layers=recorded.get('text', {}).get('layers'), batch_size=64, device=device,
                          audio_features=recorded.get('audio', {}).get('feature_set'),
                          speaker_in_text=shown.get('speaker', False), context_turns=shown.get('past_turns', 0))
-    encoder = load_same_encoder(meta, text_model, device) if 'text' in modalities else None
     recipes = {m: features.EXTRACTORS[m][0](settings, encoder, table) for m in modalities}
     for modality, recipe in recipes.items():
         for key, value in recipe.items():
@@ -161,7 +199,7 @@ def repeat_recipe(meta, table, modalities, text_model, device):
     scheme = meta['speakers']['scheme']
     if scheme != 'party' and not scheme.startswith('top-'):
         raise UserError(f"the run's speaker scheme {scheme!r} is unknown to this predict.py.")
-    return settings, encoder, recipes
+    return settings, recipes
 
 
 def load_same_encoder(meta, text_model, device):
@@ -180,18 +218,18 @@ def load_same_encoder(meta, text_model, device):
     return encoder
 
 
-def feature_set(run, conv, device, text_model):
+def feature_set(loaded, conv):
     """The conversations as a FeatureSet for the run's model: every dialogue in test_keys, in order."""
+    run, encoder = loaded.run, loaded.encoder
     meta, cfg = run['features'], run['model_config']
     table = conv.table.assign(path=conv.table['file'].map({f.name: f.path for f in conv.files}))
     labels = label_indices(table, meta['label_names'])
     # in features.EXTRACTORS order, as extract_features.py goes: a bad .npy or wav stops it before the text pass
-    modalities = [m for m in features.EXTRACTORS if feature_folder.MODALITY_LETTERS[m] in cfg['modals']]
-    for modality in modalities:
+    for modality in loaded.modalities:
         if modality != 'text' and conv.files[0].columns[modality] is None:
             raise UserError(f"{conv.files[0].path} has no {modality} column, but the model uses {modality}: give "
                             f"each utterance its {'wav' if modality == 'audio' else '.npy'} path.")
-    settings, encoder, recipes = repeat_recipe(meta, table, modalities, text_model, device)
+    settings, recipes = repeat_recipe(meta, table, loaded.modalities, encoder, loaded.device)
     dims = {m: cfg[f'D_{m}'] for m in recipes}
     arrays, _, _ = features.extract_modalities(settings, encoder, table, recipes, dims)
     speakers = speaker_scheme.speaker_indices(table, meta['speakers'], cfg['n_speakers']).astype(np.int64)
@@ -206,13 +244,22 @@ def feature_set(run, conv, device, text_model):
 def predict(run_dir, data, text_model=None, device='cpu', columns=None):
     """One row per utterance of `data` (a CSV path or a DataFrame), in its order: dialogue, turn, speaker, text,
     label (if given), predicted, p_<label> per class. columns: role -> column name (conversations.py)."""
-    run = read_run(run_dir)
+    read_run(run_dir)                  # a folder that is not a run is named before the CSV is read
     conv = read_input(data, columns or {})
-    fs, table, labels = feature_set(run, conv, device, text_model)
-    net = load_model(run, run_dir, device)
-    flags = run['flags']
+    predictions = predict_conversations(load(run_dir, text_model, device), conv)
+    note_unfinished(run_dir)           # after the work: an error stays the one paragraph on stderr
+    return predictions
+
+
+def predict_conversations(loaded, conv, batch_size=None):
+    """predict()'s table for conversations (read_input's) with a loaded run: its features extracted with the
+    recorded recipe, then one evaluation pass in batches of batch_size dialogues (default the run's
+    --batch-size; a custom run's evaluation does not depend on it)."""
+    fs, table, labels = feature_set(loaded, conv)
+    flags = loaded.run['flags']
     protocol = training.Protocol(flags['protocol'], flags['seed'], shuffle=False)
-    run = training.Run(net, fs, model.make_loss(config.CUSTOM), device, flags['batch_size'], protocol)
+    run = training.Run(loaded.net, fs, model.make_loss(config.CUSTOM), loaded.device,
+                       batch_size or flags['batch_size'], protocol)
     result = training.run_pass(run, fs.test_keys, keep_outputs=True)
     assert result.keys == fs.test_keys        # table order: dialogue after dialogue, each in turn order
     probabilities = np.exp(result.outputs['log_prob'].astype(np.float64))
@@ -223,7 +270,6 @@ def predict(run_dir, data, text_model=None, device='cpu', columns=None):
     out['predicted'] = [names[i] for i in probabilities.argmax(1)]
     for i, name in enumerate(names):
         out[f'p_{name}'] = probabilities[:, i]
-    note_unfinished(run_dir)           # after the work: an error stays the one paragraph on stderr
     return out.iloc[np.argsort(table['line'].to_numpy(), kind='stable')].reset_index(drop=True)
 
 
