@@ -55,3 +55,12 @@ def workspace(tmp_path_factory, encoder_dir):
                             '--out-dir', 'testing', cwd=root))
     (root / 'testing' / 'stdout.txt').write_text(testing.stdout)
     return root
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium (helpers.Browser), closed after the test."""
+    from helpers import Browser
+    b = Browser(tmp_path / 'profile')
+    yield b
+    b.close()

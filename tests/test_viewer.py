@@ -5,12 +5,7 @@ ending in NUL on file descriptors 3 and 4), so no driver package is needed. A pa
 the test twice over: the page writes it into #errors (window.onerror), and Chromium reports it as
 Runtime.exceptionThrown.
 """
-import base64
-import json
 import os
-import shutil
-import subprocess
-import time
 
 import numpy as np
 import pandas as pd
@@ -22,10 +17,8 @@ import predict
 import synthetic
 import utils
 import viewer
-from helpers import LABELS, assert_png, in_process, ok, run_script
+from helpers import LABELS, assert_png, in_process, needs_chromium, ok, run_script
 
-CHROMIUM = shutil.which('chromium')
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 MELD_FLAGS = {name: config.PAPER['MELD'][name] for name in viewer.GRAPH_FLAGS}
 
 
@@ -106,98 +99,6 @@ def test_predict_html_is_checked_before_any_work(tmp_path, monkeypatch, capsys):
 
 
 # ----------------------------------------------------------------------------- the page in Chromium
-
-class Browser:
-    """Headless Chromium driven over the DevTools protocol on a pipe; one tab."""
-
-    def __init__(self, profile):
-        to_chromium, self._write = os.pipe()
-        self._read, from_chromium = os.pipe()
-
-        def child():                        # the protocol's pipe is fds 3 (commands) and 4 (replies)
-            a, b = os.dup(to_chromium), os.dup(from_chromium)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-        self.proc = subprocess.Popen(
-            [CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--remote-debugging-pipe',
-             f'--user-data-dir={profile}', 'about:blank'],
-            pass_fds=(3, 4), preexec_fn=child, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_chromium)
-        os.close(from_chromium)
-        self.n, self.buffer, self.events = 0, b'', []
-        target = self.send('Target.createTarget', url='about:blank')['targetId']
-        self.session = self.send('Target.attachToTarget', targetId=target, flatten=True)['sessionId']
-        for domain in ('Page', 'Runtime'):
-            self.send(f'{domain}.enable', session=self.session)
-        self.send('Emulation.setDeviceMetricsOverride', session=self.session, width=1280, height=900,
-                  deviceScaleFactor=1, mobile=False)
-
-    def send(self, method, session=None, **params):
-        self.n += 1
-        message = dict(id=self.n, method=method, params=params, **({'sessionId': session} if session else {}))
-        os.write(self._write, json.dumps(message).encode() + b'\0')
-        while True:
-            reply = self._next()
-            if reply.get('id') == self.n:
-                assert 'error' not in reply, f"{method}: {reply['error']}"
-                return reply['result']
-            self.events.append(reply)
-
-    def _next(self):
-        while b'\0' not in self.buffer:
-            chunk = os.read(self._read, 1 << 20)
-            assert chunk, 'chromium closed the pipe'
-            self.buffer += chunk
-        message, self.buffer = self.buffer.split(b'\0', 1)
-        return json.loads(message)
-
-    def open(self, path, fragment=''):
-        """Load a file and wait for its load event; the seconds it took."""
-        start = time.perf_counter()
-        self.send('Page.navigate', session=self.session, url=f'file://{path}{fragment}')
-        while not any(e.get('method') == 'Page.loadEventFired' for e in self.events):
-            self.events.append(self._next())
-        self.events = [e for e in self.events if e.get('method') != 'Page.loadEventFired']
-        return time.perf_counter() - start
-
-    def js(self, expression):
-        """The value of a JavaScript expression (a promise is awaited)."""
-        result = self.send('Runtime.evaluate', session=self.session, expression=expression, returnByValue=True,
-                           awaitPromise=True)
-        assert 'exceptionDetails' not in result, result['exceptionDetails']
-        return result['result'].get('value')
-
-    def goto(self, fragment):
-        """Change the page's URL fragment and wait until the page has handled it."""
-        return self.js(f"new Promise(done => {{ window.addEventListener('hashchange', () => done(location.hash), "
-                       f"{{once: true}}); location.hash = {json.dumps(fragment)}; }})")
-
-    def screenshot(self, path):
-        data = self.send('Page.captureScreenshot', session=self.session, format='png')['data']
-        path.write_bytes(base64.b64decode(data))
-
-    def script_errors(self):
-        thrown = [e['params']['exceptionDetails'] for e in self.events if e.get('method') == 'Runtime.exceptionThrown']
-        return thrown + ([self.js("document.getElementById('errors').textContent")] if self.js(
-            "document.getElementById('errors').textContent") else [])
-
-    def close(self):
-        try:
-            self.send('Browser.close')
-            self.proc.wait(timeout=20)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            os.close(self._write)
-            os.close(self._read)
-
-
-@pytest.fixture
-def browser(tmp_path):
-    b = Browser(tmp_path / 'profile')
-    yield b
-    b.close()
-
 
 TURNS = """[...document.querySelectorAll('#chat .turn')].map(t => [+t.dataset.i,
   t.querySelector('.speaker').textContent, t.dataset.true, t.dataset.pred, t.querySelector('.chip.true').textContent,
