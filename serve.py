@@ -126,9 +126,10 @@ class BodyLimit:
             await error(413, message)(scope, receive, send)
 
 
-def create_app(svc):
-    """The FastAPI app serving `svc` (a service.Service); its request models carry svc.limits."""
-    limits = svc.limits
+def create_app(svc, limits=None):
+    """The FastAPI app serving `svc`: a service.Service, or a function making one in the process that serves
+    (serve_ray.py's replica), then `limits` its Limits. Its request models carry the limits."""
+    limits = limits or svc.limits
 
     class TurnIn(BaseModel):
         model_config = ConfigDict(extra='forbid')
@@ -183,7 +184,8 @@ def create_app(svc):
     @asynccontextmanager
     async def lifespan(app):
         yield
-        await svc.stop()
+        if isinstance(app.state.service, service.Service):
+            await app.state.service.stop()
 
     app = FastAPI(title='MoED', lifespan=lifespan,
                   description='Emotions of the turns of conversations, from a trained MoED run (serve.py).')
@@ -192,6 +194,8 @@ def create_app(svc):
 
     def get_service(request: Request) -> service.Service:
         """The one dependency: the loaded run, its batching queue and its sessions."""
+        if not isinstance(request.app.state.service, service.Service):
+            request.app.state.service = request.app.state.service()        # made where it serves, once
         return request.app.state.service
 
     Service = Annotated[service.Service, Depends(get_service)]
@@ -212,9 +216,8 @@ def create_app(svc):
     async def failed(request, exc):
         return error(500, f"internal error ({type(exc).__name__}); the server goes on serving")
 
-    def turns_out(turns, result):
+    def turns_out(turns, result, names):
         labels, probabilities = result
-        names = svc.loaded.label_names
         return [TurnOut(speaker=t.speaker, text=t.text, predicted=label, probabilities=dict(zip(names, map(float, p))))
                 for t, label, p in zip(turns, labels, probabilities)]
 
@@ -224,7 +227,7 @@ def create_app(svc):
         dialogues = [body.turns] if body.turns is not None else [d.turns for d in body.dialogues]
         dialogues = [[service.Turn(t.speaker, t.text) for t in d] for d in dialogues]
         results = await svc.predict(dialogues)
-        out = [DialogueOut(turns=turns_out(d, r)) for d, r in zip(dialogues, results)]
+        out = [DialogueOut(turns=turns_out(d, r, svc.loaded.label_names)) for d, r in zip(dialogues, results)]
         return PredictResponse(turns=out[0].turns) if body.turns is not None else PredictResponse(dialogues=out)
 
     @app.post('/sessions', response_model=SessionOut, status_code=201)
@@ -248,7 +251,7 @@ def create_app(svc):
 
     @app.get('/health')
     async def health(svc: Service):
-        return {'status': 'ok', 'sessions': len(svc.sessions), 'batches_run': svc.batches_run}
+        return {'status': 'ok', 'sessions': len(svc.sessions), 'batches_run': svc.batches_run, 'replicas': svc.replicas}
 
     @app.get('/info')
     async def info(svc: Service):

@@ -120,6 +120,7 @@ class Service:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix='moed')     # the model runs here, one batch at a time
         self.batches = []                                                   # (dialogues, turns) of recent batches
         self.batches_run = 0
+        self.replicas = 0                                                   # serve_ray.py's model replicas
 
     async def run_here(self, dialogues):
         return await asyncio.get_running_loop().run_in_executor(self.executor, predict_batch, self.loaded, dialogues)
