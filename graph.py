@@ -168,12 +168,14 @@ def eignn_graph(blocks, speakers, valid, window_spk, window_spk_f, single_edge, 
 
 def stage_graph(stage, cfg, blocks, valid, speakers):
     """The BlockGraph of one graph, ECGNN ('ECG') or EIGNN ('EIG'), of a padded batch under the model flags cfg
-    (window_*, single_edge, directed_edge): valid (B, T) the real utterances, speakers (B, T) their speaker index."""
+    (window_*, single_edge, directed_edge, causal: past only; flags without it, as the viewer's, are a full
+    model's): valid (B, T) the real utterances, speakers (B, T) their speaker index."""
+    past_only = getattr(cfg, 'causal', False)
     if stage == 'ECG':
         return ecgnn_graph(blocks, valid, cfg.window_dir, cfg.window_dir_f, cfg.single_edge, cfg.directed_edge,
-                           cfg.causal)
+                           past_only)
     return eignn_graph(blocks, speakers, valid, cfg.window_spk, cfg.window_spk_f, cfg.single_edge,
-                       cfg.directed_edge, cfg.causal)
+                       cfg.directed_edge, past_only)
 
 
 def turn_edges(stage, cfg, speakers):

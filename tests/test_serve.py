@@ -31,20 +31,27 @@ from utils import run_cli
 os.environ.setdefault('TQDM_DISABLE', '1')
 
 
+def train_run(root, name, *flags):
+    run_cli(train.main, ['--Dataset', 'custom', '--data-dir', str(root / 'feats'), '--epochs', '1', '--valid', 'dev',
+                         '--out-dir', str(root / name), '--quiet', '--seed', '3', *flags])
+    return root / name
+
+
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, encoder_dir):
-    """{'full': run folder, 'causal': run folder, 'test': the test CSV}: one epoch each on tiny dialogues."""
+    """{'full': run folder, 'test': the test CSV, 'root': their folder}: one epoch on tiny dialogues."""
     root = tmp_path_factory.mktemp('serve')
     csvs = [write_csv(root / f'{split}.csv', conversation_rows(n, seed))
             for seed, (split, n) in enumerate({'train': 6, 'dev': 2, 'test': 3}.items())]
     extract_features.main([*map(str, csvs), '--out', str(root / 'feats'), '--text-model', str(encoder_dir),
                            '--device', 'cpu'])
-    out = {'test': csvs[-1]}
-    for name, extra in (('full', []), ('causal', ['--causal'])):
-        run_cli(train.main, ['--Dataset', 'custom', '--data-dir', str(root / 'feats'), '--epochs', '1', '--valid',
-                             'dev', '--out-dir', str(root / name), '--quiet', '--seed', '3', *extra])
-        out[name] = root / name
-    return out
+    return {'test': csvs[-1], 'root': root, 'full': train_run(root, 'full')}
+
+
+@pytest.fixture(scope='module')
+def causal_run(runs):
+    """A --causal run on the same features."""
+    return train_run(runs['root'], 'causal', '--causal')
 
 
 def client_of(run_dir, **limits):
@@ -153,9 +160,10 @@ def session_answers(c, turns):
     return sid, [c.post(f'/sessions/{sid}/turns', json=t).json()['turns'] for t in turns]
 
 
-def test_a_causal_sessions_earlier_predictions_never_change(runs):
+@pytest.mark.slow
+def test_a_causal_sessions_earlier_predictions_never_change(runs, causal_run):
     turns = [{'speaker': s, 'text': ' '.join(WORDS[k % 8:k % 8 + 3])} for k, s in enumerate('ABABBAAB')]
-    with client_of(runs['causal']) as c:
+    with client_of(causal_run) as c:
         labels = c.get('/info').json()['labels']
         assert c.get('/info').json()['causal'] is True
         sid, answers = session_answers(c, turns)
@@ -179,7 +187,7 @@ def test_a_causal_sessions_earlier_predictions_never_change(runs):
 
 
 def test_sessions_are_bounded_in_number_turns_and_idle_time(runs):
-    with client_of(runs['causal'], sessions=2, turns=2, session_idle_s=0.5) as c:
+    with client_of(runs['full'], sessions=2, turns=2, session_idle_s=0.5) as c:
         first = c.post('/sessions').json()['id']
         c.post('/sessions')
         refused = c.post('/sessions')
@@ -311,14 +319,14 @@ def test_the_live_page_shows_a_conversation_turn_by_turn(server, browser, tmp_pa
 
 
 @pytest.mark.slow
-def test_two_ray_serve_replicas_answer_as_one_process(runs, tmp_path):
-    dialogues, table = dialogues_of(runs['test'])
-    proc, url = start_server(runs['causal'], '--replicas', '2', timeout=240)
+def test_two_ray_serve_replicas_answer_as_one_process(runs, causal_run):
+    dialogues, _ = dialogues_of(runs['test'])
+    proc, url = start_server(causal_run, '--replicas', '2', timeout=240)
     try:
         labels = httpx.get(f'{url}/info').json()['labels']
         answers = [httpx.post(f'{url}/predict', json={'turns': d}, timeout=60) for d in dialogues * 2]
         assert all(a.status_code == 200 for a in answers)
-        expected = predict.predict(runs['causal'], runs['test'])[[f'p_{n}' for n in labels]].to_numpy()
+        expected = predict.predict(causal_run, runs['test'])[[f'p_{n}' for n in labels]].to_numpy()
         got = np.concatenate([probabilities(a.json()['turns'], labels) for a in answers[:len(dialogues)]])
         np.testing.assert_allclose(got, expected, atol=1e-5)
         sid = httpx.post(f'{url}/sessions').json()['id']
