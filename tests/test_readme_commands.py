@@ -47,6 +47,9 @@ NOT_RUN = {  # a command's first word (or python -m module) -> why this file doe
     'regroup_emorynlp.py': "reads the real EmoryNLP CSVs (tests/test_regroup_emorynlp.py runs it on made-up ones; "
                            "the page's later commands get tiny CSVs in its place)",
     'ruff': 'is the linter (.ci/run runs it)',
+    'serve.py': 'serves until stopped (tests/test_serve.py starts one on a free port, and two Ray Serve replicas)',
+    'curl': "asks a running serve.py (tests/test_serve.py sends every endpoint's requests)",
+    'loadtest.py': 'loads a running serve.py (tests/test_serve.py runs it for a few seconds)',
 }
 PYTHON_BLOCKS_RUN_ELSEWHERE = {'pyg.md': 'tests/test_pyg.py'}   # page -> the test file that runs its python blocks
 SHELL_VARIABLES = {'head_ip': '127.0.0.1'}          # the Slurm script's variables, as a run would set them
