@@ -33,13 +33,9 @@ PAPER = {
 DEFAULTS = PAPER['IEMOCAP']
 # Your own conversations (a folder of extract_features.py), with or without --paper: the text path of the
 # IEMOCAP configuration (linear layer, then the recurrent encoder) and its optimiser, with one EIGNN and one
-# ECGNN layer on MELD's windows, epsilons, speaker embedding and dropout, 12 epochs: the recipe measured on
-# fine-tuned text features of real transcripts (docs/own-data.md; the IEMOCAP graphs, 6 + 3 layers with a
-# 10-turn speaker window, fitted them less well). --modals and --directed_edge not given are the modalities
-# the folder has (dataset.json's modals): filled in by resolve_extracted once the folder is loaded (parsing
-# flags reads no file). Custom data also trains under --protocol textbook by default (a fresh batch order and
-# dropout masks every epoch: 34.8 against 34.6 test weighted F1 there, 36.0 against 35.5 at the best test epoch,
-# measured before --finetune smoothed its labels; with smoothing the defaults give 35.1).
+# ECGNN layer on MELD's windows, epsilons, speaker embedding and dropout, 12 epochs, --protocol textbook (the
+# choices and their numbers: docs/own-data.md's EmoryNLP study). --modals and --directed_edge not given are
+# the folder's modalities (dataset.json's modals), filled in by resolve_extracted once the folder is loaded.
 CUSTOM = 'custom'
 PAPER[CUSTOM] = dict(DEFAULTS, dropout=0.4, epochs=12, num_L=1, num_K=1, window_spk=3, window_spk_f=1, window_dir=8,
                      window_dir_f=6, epsilon=1.1, epsilon2=0.1, use_speaker='i')
@@ -270,9 +266,23 @@ def flag_dest(flag):
     return flag.lstrip('-').replace('-', '_')
 
 
+class FlagParser(argparse.ArgumentParser):
+    """An ArgumentParser that keeps its flags: flags[dest] is the argparse Action add_argument returned (its
+    option_strings, nargs, default...), for the scripts that write train.py command lines (experiments.py)."""
+
+    def __init__(self, *args, **kwargs):
+        self.flags = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        self.flags[action.dest] = action
+        return action
+
+
 def build_parser(default_dataset='IEMOCAP', description=None):
-    """The original train.py's flags (same spellings) plus this project's own."""
-    p = argparse.ArgumentParser(description=description)
+    """The original train.py's flags (same spellings) plus this project's own (a FlagParser)."""
+    p = FlagParser(description=description)
     for flag, type_, help_, extra in HYPERPARAMETERS:
         extra = dict(extra)
         name = flag_dest(flag)

@@ -368,8 +368,6 @@ def split_valid(train_keys, fraction, seed):
     round(fraction * n) dialogues (at least one when fraction > 0) are drawn by
     np.random.default_rng(seed); the same keys, fraction and seed always give the same split.
     """
-    if not 0 <= fraction < 1:
-        raise UserError(f"the validation fraction must be in [0, 1), got {fraction}.")
     n_valid = max(int(round(fraction * len(train_keys))), 1 if fraction > 0 else 0)
     if n_valid >= len(train_keys):
         raise UserError(f"holding out {fraction} of {len(train_keys)} training dialogues leaves none to train on.")
@@ -437,8 +435,6 @@ def make_batch(fs, keys):
 
 def iterate_batches(fs, keys, batch_size):
     """Batches of batch_size dialogues, keys in the given order (training.Protocol decides the order)."""
-    if batch_size < 1:
-        raise UserError(f"the batch size must be at least 1, got {batch_size}.")
     keys = list(keys)
     for start in range(0, len(keys), batch_size):
         yield make_batch(fs, keys[start:start + batch_size])

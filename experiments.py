@@ -77,7 +77,7 @@ TABLES = {
     'paper': Table("the paper's configuration alone (a seed study)", FULL),
 }
 
-TRAIN_FLAGS = {action.dest: action for action in config.build_parser()._actions if action.dest != 'help'}
+TRAIN_FLAGS = {dest: action for dest, action in config.build_parser().flags.items() if dest != 'help'}
 # train.py flags that experiments.py sets itself: neither a --grid name nor a flag after --.
 OWN_FLAGS = ('Dataset', 'paper', 'seed', 'epochs', 'data_dir', 'synthetic', 'synthetic_scale', 'valid', 'out_dir',
              'device', 'no_cuda', 'quiet', 'testing', 'overhead', 'checkpoint')
@@ -211,7 +211,8 @@ def table_rows(table, grid):
 def check_args(args, table, grid, train_flags):
     """Refuse what the trials cannot do: no dataset, and flags given twice (by a row and after --)."""
     if args.Dataset is None:
-        raise UserError("--Dataset is required: IEMOCAP, MELD or MOSEI")
+        raise UserError(f"--Dataset is required: IEMOCAP, MELD, MOSEI or {config.CUSTOM} (your conversations: "
+                        "--data-dir, a folder of extract_features.py)")
     in_table = {dest for flags in TABLES[table].rows.values() for dest in flags}
     for dest, _ in grid:
         if dest in in_table:

@@ -48,7 +48,7 @@ import finetune
 from config import non_negative_float, non_negative_int, positive_float, positive_int, probability, seed_value
 from features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, EXTRACTORS
 from speaker_scheme import assign_speakers
-from utils import UserError, check_output_folder, resolve_device, run_cli
+from utils import UserError, as_json, check_output_folder, resolve_device, run_cli
 
 ENCODER = 'encoder'      # the fine-tuned text encoder's subfolder in the feature folder
 REAL_FEATURES = {name for info in dataloader.DATASETS.values() for name in (info.folder, *info.file_names)}
@@ -207,7 +207,7 @@ def make_recipe(args, conv, encoder, modalities, speakers):
               'speakers': speakers,
               'modalities': {m: EXTRACTORS[m][0](args, encoder, conv.table) for m in modalities},
               'versions': features.versions()}
-    return json.loads(json.dumps(recipe))       # tuples as lists, as they come back from dataset.json
+    return as_json(recipe)                       # as it comes back from dataset.json
 
 
 def utterance_table(table, speaker_index):
@@ -238,7 +238,7 @@ def main(argv=None):
     if args.finetune:
         saved_as = os.path.join(os.path.abspath(args.out), ENCODER)
         encoder, finetuned, crossfit = finetune.finetune_encoder(args, encoder, table, names, saved_as)
-        recipe['modalities']['text'] = json.loads(json.dumps(EXTRACTORS['text'][0](args, encoder, conv.table)))
+        recipe['modalities']['text'] = as_json(EXTRACTORS['text'][0](args, encoder, conv.table))
     arrays, details, seconds = features.extract_modalities(args, encoder, table, recipe['modalities'])
     if crossfit is not None:
         arrays['text'][:, crossfit[0]] = crossfit[1]

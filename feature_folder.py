@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from dataloader import Dialogue, FeatureSet
-from utils import UserError, file_sha256, load_json, replace_folder, save_csv, save_json
+from utils import UserError, as_json, file_sha256, load_json, replace_folder, save_csv, save_json
 
 FORMAT = ('moed-conversation-features', 1)          # dataset.json's format and format_version
 META, FEATURES, UTTERANCES = 'dataset.json', 'features.npz', 'utterances.csv'
@@ -102,11 +102,9 @@ def write_folder(out, arrays, utterances, fields, extras=None):
         for name, write_extra in (extras or {}).items():
             write_extra(os.path.join(folder, name))
         meta['files'] = {name: file_sha256(os.path.join(folder, name)) for name in _files_under(folder)}
-        path = os.path.join(folder, META)
-        save_json(path, meta)
-        written.update(load_json(path))         # as a reader sees it: numpy values and tuples as JSON's
+        written.update(as_json(meta))           # as a reader sees it: numpy values and tuples as JSON's
         written['meta_sha256'] = meta_sha256(written)
-        save_json(path, written)
+        save_json(os.path.join(folder, META), written)
     replace_folder(out, write)
     return written
 

@@ -71,8 +71,6 @@ def ensure_synthetic(name, data_dir, scale=1.0, seed=0):
     overwritten. `scale` multiplies the number of dialogues and nothing else.
     """
     info = dataset_info(name)
-    if not scale > 0:
-        raise UserError(f"the synthetic data scale must be positive, got {scale}.")
     root = os.path.join(data_dir, 'synthetic')
     folder = os.path.join(root, info.folder)
     stamp_path = os.path.join(folder, 'synthetic.json')

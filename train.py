@@ -8,7 +8,7 @@
 A training run writes its run folder (--out-dir): config.json, metrics.csv, best_model_<Dataset>.pth,
 curves.png, confusion.png, report.txt and result.json (written last: 'finished' or 'interrupted').
 --testing writes saved_features/ and saved_outputs/ under --out-dir if given, else under the current
-directory (as the original did). The script reads top to bottom: parse, load, build, train or test.
+directory (as the original did). main(), at the end, reads: parse, load, build, train or test.
 """
 import datetime
 import os

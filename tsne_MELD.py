@@ -1,11 +1,13 @@
 """t-SNE figures of MELD's test features before and after the graphs (the paper's Appendix Figure 5).
 
-The same code as tsne_IEMOCAP.py (see there), run on saved_features/*_MELD.pkl.
+    python tsne_MELD.py [--features-dir saved_features] [--out-dir figures]
+
+The code is tsne_figures.py's (see there), run on saved_features/*_MELD.pkl.
 """
 import functools
 
-import tsne_IEMOCAP
+import tsne_figures
 import utils
 
 if __name__ == "__main__":
-    utils.run_cli(functools.partial(tsne_IEMOCAP.main, dataset="MELD"))
+    utils.run_cli(functools.partial(tsne_figures.main, dataset="MELD"))

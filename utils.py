@@ -225,6 +225,12 @@ def _to_json(value):
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def as_json(obj):
+    """obj as a JSON file written by save_json reads back: tuples as lists, numpy values as Python's, paths as
+    strings (so that what is compared with, or hashed as, a file's content is that content)."""
+    return json.loads(json.dumps(obj, default=_to_json))
+
+
 def save_json(path, obj):
     """Write obj as indented JSON atomically."""
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, default=_to_json) + "\n"), mode="w")

@@ -24,7 +24,7 @@ import feature_folder
 import predict
 import train
 import training
-import tsne_IEMOCAP
+import tsne_figures
 from helpers import BATCH, LABELS, assert_png, conversation_rows, in_process, ok, run_script, write_csv
 from utils import UserError, run_cli
 
@@ -178,7 +178,7 @@ def test_class_weight_is_the_inverse_training_frequency(workspace, monkeypatch):
 def test_testing_writes_names_for_the_t_sne(workspace, monkeypatch, capsys):
     names = json.loads((workspace / 'testing' / 'saved_features' / 'class_names_custom.json').read_text())
     assert names == {'emotion': list(LABELS), 'speaker': ['party 0', 'party 1', 'party 2']}
-    tsne_custom = functools.partial(tsne_IEMOCAP.main, dataset='custom')         # what tsne_custom.py runs
+    tsne_custom = functools.partial(tsne_figures.main, dataset='custom')         # what tsne_custom.py runs
     stdout = in_process(tsne_custom, ['--features-dir', 'testing/saved_features', '--out-dir', 'figures',
                                       '--max-iter', 250], workspace, monkeypatch, capsys)
     assert 'no t-SNE of the multimodal features before the graphs' in stdout

@@ -346,7 +346,7 @@ def given_flags(flags):
     parser = config.build_parser()
     parsed = parser.parse_args(flags)
     spelled = {flag.split('=')[0] for flag in flags if flag.startswith('--')}
-    return {action.dest: getattr(parsed, action.dest) for action in parser._actions
+    return {dest: getattr(parsed, dest) for dest, action in parser.flags.items()
             if spelled & set(action.option_strings)}
 
 

@@ -24,7 +24,7 @@ BACKEND_RTOL = {'dense': RTOL, 'pyg': 1e-4}     # --graph-backend pyg: the same 
 def trace_argv(trace, folder):
     """train.py's command line for a trace: --paper for its dataset, then the flags it records."""
     parser = config.build_parser()
-    option = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    option = {dest: action.option_strings[0] for dest, action in parser.flags.items() if action.option_strings}
     flags = dict(trace['config'], modals=trace['modals'], seed=trace['seed'], batch_size=trace['batch_size'],
                  epochs=trace['epochs'], lr=trace['lr'], l2=trace['l2'])
     argv = ['--paper', '--Dataset', trace['dataset'], '--data-dir', str(folder), '--device', 'cpu', '--quiet']

@@ -1,4 +1,5 @@
-"""tsne_IEMOCAP.py and tsne_MELD.py run as a user runs them, on small features saved in --testing's format.
+"""tsne_figures.py through tsne_IEMOCAP.py and tsne_MELD.py, run as a user runs them, on small features saved in
+--testing's format.
 
 The figures are drawn by the real command line (processes, marked slow: a t-SNE takes seconds); bad input is
 checked in this process (main(argv) through utils.run_cli: exit status 2, the message, no figures).
@@ -11,7 +12,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-import tsne_IEMOCAP
+import tsne_figures
 import utils
 from helpers import run_script as run_repository_script
 
@@ -46,7 +47,7 @@ def refused(dataset, *args, cwd, monkeypatch, capsys):
     """tsne_<dataset>.py's command line in this process, in cwd, which must exit 2: its output (.out, .err)."""
     monkeypatch.chdir(cwd)
     with pytest.raises(SystemExit) as stop:
-        utils.run_cli(functools.partial(tsne_IEMOCAP.main, dataset=dataset), list(args))
+        utils.run_cli(functools.partial(tsne_figures.main, dataset=dataset), list(args))
     assert stop.value.code == 2
     output = capsys.readouterr()
     assert "error: " in output.err

@@ -30,7 +30,8 @@ def edges(code, n):
 # ----------------------------------------------------------------------------- graph connections and data
 
 def test_graph_connections_follow_the_papers_window_rules():
-    """SPEC 6 and 7 worked by hand for speakers 0 1 0 0 1 0: speaker 0 speaks at 0, 2, 3, 5, speaker 1 at 1, 4."""
+    """The ECGNN and EIGNN window rules worked by hand for speakers 0 1 0 0 1 0: speaker 0 speaks at 0, 2, 3, 5,
+    speaker 1 at 1, 4."""
     speakers = [0, 1, 0, 0, 1, 0]
     flags = dict(window_spk=1, window_spk_f=1, window_dir=1, window_dir_f=2, single_edge='')
     links = viewer.graph_connections(speakers, flags)
