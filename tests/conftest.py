@@ -1,9 +1,11 @@
 """Fixtures shared by the test files (helpers.py holds the functions): the repository on sys.path, a folder
-for synthetic data per session, a tiny text encoder, a tiny custom run.
+for synthetic data per session, a tiny text encoder, a tiny custom run, tiny paper runs (trained once per session).
 
     def test_x(encoder_dir): ...        # a tiny random BERT saved like a hub model (fixture)
     def test_y(workspace): ...          # conversation CSVs, their features, a trained run and its --testing
+    def test_z(trained): trained('MELD')   # (run folder, process) of a 2-epoch paper run on tiny synthetic data
 """
+import os
 import sys
 from pathlib import Path
 
@@ -12,7 +14,19 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import BATCH, MAX_POSITIONS, N_LAYERS, SPLITS, WORDS, conversation_rows, ok, run_script, write_csv  # noqa: E402
+from helpers import (  # noqa: E402
+    BATCH,
+    MAX_POSITIONS,
+    N_LAYERS,
+    SCRIPT,
+    SPLITS,
+    WORDS,
+    conversation_rows,
+    data_args,
+    ok,
+    run_script,
+    write_csv,
+)
 
 
 @pytest.fixture(scope='session')
@@ -64,3 +78,20 @@ def browser(tmp_path):
     b = Browser(tmp_path / 'profile')
     yield b
     b.close()
+
+
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory, data_dir):
+    """dataset -> (run folder, CompletedProcess) of a 2-epoch training run, made once per session."""
+    runs = {}
+
+    def get(dataset):
+        if dataset not in runs:
+            cwd = tmp_path_factory.mktemp(f'cwd-{dataset}')
+            out = cwd / 'run'
+            proc = ok(run_script(SCRIPT[dataset], *data_args(dataset, data_dir), '--epochs', 2, '--out-dir', out,
+                                 cwd=cwd))
+            assert sorted(os.listdir(cwd)) == ['run'], "a training run writes only into its run folder"
+            runs[dataset] = out, proc
+        return runs[dataset]
+    return get

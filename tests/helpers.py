@@ -30,10 +30,15 @@ REPO = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get('MOED_GOLDEN_DIR') or REPO / 'tests' / 'golden')
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 WORDS = ['hi', 'hello', 'you', 'yo', 'ok', 'the', 'is', 'fine']    # whole words in the tiny encoder's vocabulary
+# data_args' tiny paper runs (conftest's trained): synthetic data of 6 / 7 / 8 training and 2 test dialogues, and few
+# optimizer steps (the paper models are big; MELD, shuffled, gets two batches per epoch)
+TINY_SCALE = {'IEMOCAP': 0.05, 'MELD': 0.006, 'MOSEI': 0.003}
+TINY_BATCH = {'IEMOCAP': 32, 'MELD': 4, 'MOSEI': 8}
+SCRIPT = {'IEMOCAP': 'train.py', 'MELD': 'train.py', 'MOSEI': 'train_MOSEI.py'}
 MAX_POSITIONS = 24
 N_LAYERS = 5
 LABELS = ('anger', 'joy', 'neutral')                    # conversation_rows' emotions
-SPLITS = {'train': 8, 'dev': 2, 'test': 3}               # dialogues per split of conftest's custom_run
+SPLITS = {'train': 8, 'dev': 2, 'test': 3}               # dialogues per split of conftest's workspace
 BATCH = 2                                                # its --batch-size
 
 
@@ -80,6 +85,13 @@ def write_csv(path, rows, columns=('dialogue', 'turn', 'speaker', 'text', 'emoti
     """rows as a CSV file with these columns; path."""
     pd.DataFrame(rows, columns=list(columns)).to_csv(path, index=False)
     return path
+
+
+def data_args(dataset, data_dir):
+    """Flags of a paper run of `dataset` on its tiny synthetic data (MOSEI's script needs no --Dataset)."""
+    args = ['--paper', '--synthetic', '--synthetic-scale', TINY_SCALE[dataset], '--data-dir', data_dir,
+            '--batch-size', TINY_BATCH[dataset]]
+    return args if SCRIPT[dataset] == 'train_MOSEI.py' else ['--Dataset', dataset, *args]
 
 
 def in_process(main, argv, cwd, monkeypatch, capsys):

@@ -17,38 +17,10 @@ import torch
 
 import train
 import utils
-from helpers import GOLDEN_DIR, assert_png, ok, popen_script, run_script
+from helpers import GOLDEN_DIR, assert_png, data_args, ok, popen_script, run_script
 
 GOLDEN_SHAPES = GOLDEN_DIR / 'checkpoint_shapes.json'
-SCALE = {'IEMOCAP': 0.05, 'MELD': 0.006, 'MOSEI': 0.003}   # 6 / 7 / 8 training and 2 test dialogues
-BATCH = {'IEMOCAP': 32, 'MELD': 4, 'MOSEI': 8}            # few optimizer steps (the paper models are big);
-                                                          # MELD, shuffled, gets two batches per epoch
-SCRIPT = {'IEMOCAP': 'train.py', 'MELD': 'train.py', 'MOSEI': 'train_MOSEI.py'}
 SCORES = re.compile(r'accuracy: (\d+\.\d+)  weighted F1: (\d+\.\d+)')
-
-
-def data_args(dataset, data_dir):
-    """Flags of a paper run of `dataset` on its tiny synthetic data (MOSEI's script needs no --Dataset)."""
-    args = ['--paper', '--synthetic', '--synthetic-scale', SCALE[dataset], '--data-dir', data_dir,
-            '--batch-size', BATCH[dataset]]
-    return args if SCRIPT[dataset] == 'train_MOSEI.py' else ['--Dataset', dataset, *args]
-
-
-@pytest.fixture(scope='session')
-def trained(tmp_path_factory, data_dir):
-    """dataset -> (run folder, CompletedProcess) of a 2-epoch training run, made once per session."""
-    runs = {}
-
-    def get(dataset):
-        if dataset not in runs:
-            cwd = tmp_path_factory.mktemp(f'cwd-{dataset}')
-            out = cwd / 'run'
-            proc = ok(run_script(SCRIPT[dataset], *data_args(dataset, data_dir), '--epochs', 2, '--out-dir', out,
-                                 cwd=cwd))
-            assert sorted(os.listdir(cwd)) == ['run'], "a training run writes only into its run folder"
-            runs[dataset] = out, proc
-        return runs[dataset]
-    return get
 
 
 @pytest.fixture(scope='module')
@@ -228,8 +200,7 @@ def test_overhead_reports_flops_parameters_memory_latency(trained, data_dir, tmp
     total, graph_and_linear, recurrent = map(float, re.search(
         r'FLOPs: (\d+\.\d+) G .*?: (\d+\.\d+) G in matrix products.*? \+ (\d+\.\d+) G in the recurrent',
         proc.stdout).groups())
-    assert graph_and_linear > 0 and recurrent > 0
-    assert abs(total - graph_and_linear - recurrent) <= 0.002
+    assert graph_and_linear > 0 and recurrent > 0 and total >= max(graph_and_linear, recurrent)
     assert re.search(r'memory: RSS growth', proc.stdout)
     assert float(re.search(r'latency: median (\d+\.\d+) ms', proc.stdout).group(1)) > 0
     state = torch.load(checkpoint, weights_only=True)

@@ -140,20 +140,6 @@ def test_check_labels_needs_two_emotions():
         finetune.check_labels(table, ['joy'])
 
 
-def test_custom_data_trains_with_the_measured_recipe_by_default():
-    """train.py --Dataset custom takes docs/own-data.md's MoED flags and protocol, with or without --paper;
-    given flags win."""
-    import config
-    for extra in ([], ['--paper']):
-        args = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', *extra])
-        assert (args.num_L, args.num_K, args.window_spk, args.window_dir_f, args.use_speaker, args.dropout,
-                args.epochs, args.protocol) == (1, 1, 3, 6, 'i', 0.4, 12, 'textbook')
-    given = config.parse_args(['--Dataset', 'custom', '--data-dir', 'feats', '--num_L', '2', '--protocol', 'original'])
-    assert (given.num_L, given.protocol) == (2, 'original')
-    iemocap = config.parse_args([])
-    assert (iemocap.num_L, iemocap.protocol) == (6, 'original')          # IEMOCAP keeps the paper's and the authors'
-
-
 def cue_dialogues(n, seed):
     """Dialogues whose first utterance ('hi' or 'yo') decides every utterance's label; the later ones all read
     'ok ok', so only the context tells them apart."""

@@ -215,10 +215,10 @@ def tiny_csv(path, seed):
 class Page:
     """A page's commands run in order in one folder (cwd), sharing what they write."""
 
-    def __init__(self, root, data_dir, encoder_dir, checkpoints, monkeypatch):
+    def __init__(self, root, data_dir, encoder_dir, checkpoint, monkeypatch):
         self.root, self.cwd = root, root / 'work'        # '../x' in a command stays inside root
         self.cwd.mkdir()
-        self.data_dir, self.encoder_dir, self.checkpoints = data_dir, encoder_dir, checkpoints
+        self.data_dir, self.encoder_dir, self.checkpoint = data_dir, encoder_dir, checkpoint
         self.monkeypatch = monkeypatch
         monkeypatch.chdir(self.cwd)
 
@@ -250,13 +250,13 @@ class Page:
         extra = ['--epochs', 1] if dataset == config.CUSTOM else [*self.synthetic(dataset), '--epochs', 1]
         if '--testing' in args and not option(args, '--checkpoint'):
             if not (self.cwd / f'best_model_{dataset}.pth').exists():
-                shutil.copy(self.checkpoints(dataset), self.cwd / f'best_model_{dataset}.pth')
+                shutil.copy(self.checkpoint(dataset), self.cwd / f'best_model_{dataset}.pth')
         return self.as_main(script, [*args, *extra])
 
     def tsne(self, script, args):
         dataset = script[len('tsne_'):-len('.py')]
         if dataset != config.CUSTOM and not (self.cwd / 'saved_features' / f'emotion_labels_{dataset}.pkl').exists():
-            testing = ['--paper', '--Dataset', dataset, '--testing', '--checkpoint', self.checkpoints(dataset),
+            testing = ['--paper', '--Dataset', dataset, '--testing', '--checkpoint', self.checkpoint(dataset),
                        '--synthetic', '--synthetic-scale', 0.02, '--data-dir', self.root / 'data']   # >= 10 utterances
             assert self.as_main('train.py', testing) == 0                                        # "after --testing"
         return self.as_main(script, [*args, '--max-iter', 250])
@@ -351,7 +351,7 @@ def given_flags(flags):
 
 
 COMMANDS = readme_commands(commands_section())
-TRAINING = {}                                  # dataset -> its first training command (the checkpoints' source)
+TRAINING = {}                                  # dataset -> its first training command
 for _script, _args in COMMANDS:
     if '--testing' not in _args:
         TRAINING.setdefault(dataset_of(_args), (_script, _args))
@@ -391,19 +391,10 @@ def test_every_command_of_the_pages_is_one_this_file_runs():
     assert {'README.md', 'own-data.md', 'experiments.md', 'performance.md'} <= set(counts), counts
 
 
-@pytest.fixture(scope='module')
-def checkpoints(tmp_path_factory, data_dir):
-    """dataset -> checkpoint written by the README's training command for it (run once)."""
-    made = {}
-
-    def get(dataset):
-        if dataset not in made:
-            cwd = tmp_path_factory.mktemp(f'train-{dataset}')
-            script, args = TRAINING[dataset]
-            run(script, args + ['--out-dir', 'run'], data_dir, cwd)
-            made[dataset] = cwd / 'run' / f'best_model_{dataset}.pth'
-        return made[dataset]
-    return get
+@pytest.fixture
+def checkpoint(trained):
+    """dataset -> the best checkpoint of conftest's tiny paper run of it (trained once per session)."""
+    return lambda dataset: trained(dataset)[0] / f'best_model_{dataset}.pth'
 
 
 RUN_PAGES = [page for page in PAGES if any(item[0] == 'python' or item[1] in RUNNERS for item in page_commands(page))]
@@ -411,8 +402,8 @@ RUN_PAGES = [page for page in PAGES if any(item[0] == 'python' or item[1] in RUN
 
 @pytest.mark.slow
 @pytest.mark.parametrize('page', RUN_PAGES, ids=[str(p.relative_to(REPO)) for p in RUN_PAGES])
-def test_the_commands_of_a_page_run_in_order(page, tmp_path, data_dir, encoder_dir, checkpoints, monkeypatch):
-    runner = Page(tmp_path, data_dir, encoder_dir, checkpoints, monkeypatch)
+def test_the_commands_of_a_page_run_in_order(page, tmp_path, data_dir, encoder_dir, checkpoint, monkeypatch):
+    runner = Page(tmp_path, data_dir, encoder_dir, checkpoint, monkeypatch)
     for item in page_commands(page):
         runner.run(item)
 
@@ -421,16 +412,14 @@ def test_the_commands_of_a_page_run_in_order(page, tmp_path, data_dir, encoder_d
 @pytest.mark.parametrize('index', range(len(COMMANDS)),
                          ids=[f"{script}-{dataset_of(args)}{'-testing' if '--testing' in args else ''}"
                               for script, args in COMMANDS])
-def test_readme_command_runs(index, checkpoints, data_dir, tmp_path):
+def test_readme_command_runs(index, checkpoint, data_dir, tmp_path):
     script, args = COMMANDS[index]
     dataset = dataset_of(args)
-    if (script, args) == TRAINING[dataset]:
-        checkpoints(dataset)              # this training command, run (once) by the fixture
+    if '--testing' not in args:           # a training command (MOSEI's "inference" one, which lacks --testing, too)
+        proc = run(script, args + ['--out-dir', 'run'], data_dir, tmp_path)
+        assert (tmp_path / 'run' / f'best_model_{dataset}.pth').is_file(), proc.stdout[-2000:]
         return
-    if '--testing' not in args:           # MOSEI's "inference" command, which lacks --testing, trains
-        run(script, args + ['--out-dir', 'run'], data_dir, tmp_path)
-        return
-    shutil.copy(checkpoints(dataset), tmp_path / f'best_model_{dataset}.pth')
+    shutil.copy(checkpoint(dataset), tmp_path / f'best_model_{dataset}.pth')
     proc = run(script, args, data_dir, tmp_path)
     assert 'weighted F1' in proc.stdout
     assert (tmp_path / 'saved_outputs' / f'utterances_{dataset}.csv').is_file()
@@ -440,13 +429,13 @@ def test_readme_command_runs(index, checkpoints, data_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize('index', range(len(FLAG_LINES)),
                          ids=[' '.join(flags) + (' (no --multi_modal)' if drop else '') for flags, drop in FLAG_LINES])
-def test_readme_flag_line_runs_on_the_iemocap_command(index, checkpoints, data_dir, tmp_path, monkeypatch, capsys):
+def test_readme_flag_line_runs_on_the_iemocap_command(index, checkpoint, data_dir, tmp_path, monkeypatch, capsys):
     flags, drop_multi_modal = FLAG_LINES[index]
     script, args = TRAINING['IEMOCAP']
     assert script == 'train.py'
     args = [a for a in args if not (drop_multi_modal and a == '--multi_modal')] + flags
     if '--testing' in flags:
-        shutil.copy(checkpoints('IEMOCAP'), tmp_path / 'best_model_IEMOCAP.pth')
+        shutil.copy(checkpoint('IEMOCAP'), tmp_path / 'best_model_IEMOCAP.pth')
         run_in_this_process(args, data_dir, tmp_path, monkeypatch)
         assert 'FLOPs' in capsys.readouterr().out
         return

@@ -84,11 +84,6 @@ def test_page_data_has_scores_marks_and_the_escaped_texts(tmp_path):
         viewer.page_data(table.assign(predicted=['joy', 'Joy', 'joy', 'joy', 'joy']), ['joy', 'anger'], MELD_FLAGS, '')
 
 
-def test_tensorboard_is_refused_with_testing():
-    with pytest.raises(SystemExit):
-        config.parse_args(['--testing', '--tensorboard'])
-
-
 def test_predict_html_is_checked_before_any_work(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for html, words in ((tmp_path, 'is a folder'), ('talks.csv', 'is also talks.csv'),
