@@ -48,7 +48,7 @@ import finetune
 from config import non_negative_float, non_negative_int, positive_float, positive_int, probability, seed_value
 from features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, EXTRACTORS
 from speaker_scheme import assign_speakers
-from utils import UserError, as_json, check_output_folder, resolve_device, run_cli
+from utils import UserError, as_json, check_output_folder, parsed_device, run_cli
 
 ENCODER = 'encoder'      # the fine-tuned text encoder's subfolder in the feature folder
 REAL_FEATURES = {name for info in dataloader.DATASETS.values() for name in (info.folder, *info.file_names)}
@@ -132,10 +132,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.max_speakers and args.speakers != 'party':
         parser.error("--max-speakers caps the per-dialogue party indices: it applies to --speakers party only")
-    try:
-        args.device = resolve_device(args.device)
-    except UserError as err:
-        parser.error(str(err))
+    args.device = parsed_device(parser, args.device)
     return args
 
 

@@ -348,15 +348,7 @@ class NormConv(nn.Module):
     edge counts. self.gate exists in the reference's checkpoints and is unused. The layer is linear in x
     with no weights (`linear = True`): in training, model.GraphModel runs it in class space.
 
-    Args:
-        h (int): node feature size.
-
-    Shapes (forward(x, coef, residual, blocks)):
-        - **x:** nb tensors (B, T, h), the node features of a group of dialogues, one per block
-        - **coef:** NormConv.coefficients(g) of the group's BlockGraph g
-        - **residual:** nb tensors (B, T, h), added to x'
-        - **blocks:** a slice of the blocks to compute (default: all)
-        - **output:** k tensors (B, T, h), x' + residual of those k blocks
+    Args and shapes as GatedConv's (coef: NormConv.coefficients(g)).
     """
     linear = True
 

@@ -67,10 +67,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.split_col:
         p.error("--split-col: predict.py predicts every utterance, whatever its split")
-    try:
-        args.device = utils.resolve_device(args.device)
-    except UserError as err:
-        p.error(str(err))
+    args.device = utils.parsed_device(p, args.device)
     return args
 
 

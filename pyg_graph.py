@@ -142,7 +142,22 @@ def symmetric_norm(edge_index, num_nodes, counted_at):
     return scale[edge_index[0]] * scale[edge_index[1]]
 
 
-class GatedConv(MessagePassing):
+class DegreeNormConv(MessagePassing):
+    """What both layers share: sum aggregation, a `gate` Linear(2h, 1) (ECGNN's gate; in EIGNN's layers it exists
+    in the reference's checkpoints and is unused), and coefficients(edge_index, num_nodes) = c(j)^-1/2 c(i)^-1/2
+    of every edge j -> i, (E,), with c the degree counted at edge_index[counted_at] (0: out-degree, 1: in-degree)."""
+    counted_at = 0
+
+    def __init__(self, h):
+        super().__init__(aggr='add')
+        self.gate = nn.Linear(2 * h, 1)
+
+    @classmethod
+    def coefficients(cls, edge_index, num_nodes):
+        return symmetric_norm(edge_index, num_nodes, cls.counted_at)
+
+
+class GatedConv(DegreeNormConv):
     r"""ECGNN layer as a MessagePassing: graph.GatedConv over an edge_index,
 
     .. math::
@@ -153,15 +168,7 @@ class GatedConv(MessagePassing):
     (self.gate) Linear(2h, 1), computed as w_i . x_i + b + w_j . x_j (two projections per node, not one
     per edge). Shapes: x (num_nodes, h), edge_index (2, E), norm = coefficients(...) (E,) -> (num_nodes, h).
     """
-
-    def __init__(self, h):
-        super().__init__(aggr='add')
-        self.gate = nn.Linear(2 * h, 1)
-
-    @staticmethod
-    def coefficients(edge_index, num_nodes):
-        """c(j)^-1/2 c(i)^-1/2 of every edge j -> i, c the out-degree: (E,)."""
-        return symmetric_norm(edge_index, num_nodes, counted_at=0)
+    counted_at = 0                       # out-degrees
 
     def forward(self, x, edge_index, norm):
         h = x.shape[-1]
@@ -173,7 +180,7 @@ class GatedConv(MessagePassing):
         return norm[:, None] * torch.tanh(on_dst_i + on_src_j) * x_j
 
 
-class NormConv(MessagePassing):
+class NormConv(DegreeNormConv):
     r"""EIGNN layer as a MessagePassing: graph.NormConv over an edge_index,
 
     .. math::
@@ -184,15 +191,7 @@ class NormConv(MessagePassing):
     as graph.NormConv: in training the model runs it in class space). Shapes as GatedConv's.
     """
     linear = True
-
-    def __init__(self, h):
-        super().__init__(aggr='add')
-        self.gate = nn.Linear(2 * h, 1)
-
-    @staticmethod
-    def coefficients(edge_index, num_nodes):
-        """c(j)^-1/2 c(i)^-1/2 of every edge j -> i, c the in-degree: (E,)."""
-        return symmetric_norm(edge_index, num_nodes, counted_at=1)
+    counted_at = 1                       # in-degrees
 
     def forward(self, x, edge_index, norm):
         return self.propagate(edge_index, x=x, norm=norm)

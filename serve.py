@@ -66,10 +66,7 @@ def parse_args(argv=None):
         p.error("--batch-wait-ms must be >= 0, --session-idle-s > 0 and --replicas >= 0")
     if args.address and not args.replicas:
         p.error("--address names the Ray cluster of --replicas: give --replicas N too")
-    try:
-        args.device = utils.resolve_device(args.device)
-    except UserError as err:
-        p.error(str(err))
+    args.device = utils.parsed_device(p, args.device)
     return args
 
 

@@ -46,6 +46,14 @@ def resolve_device(device, no_cuda=False):
     return device
 
 
+def parsed_device(parser, device, no_cuda=False):
+    """resolve_device of a script's parsed --device; a problem is the parser's error (usage, exit 2)."""
+    try:
+        return resolve_device(device, no_cuda)
+    except UserError as err:
+        parser.error(str(err))
+
+
 def synchronize(device):
     """Wait for the device's queued work (CUDA); nothing on the CPU."""
     if str(device).startswith('cuda'):
