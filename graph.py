@@ -144,7 +144,8 @@ def block_graph(within, blocks, valid, directed_edge, single_edge, past_only=Fal
     return BlockGraph(within, cross.to(valid.device), valid, sources, past_only)
 
 
-# A past-only graph (train.py --causal). The windows are named from the sender's side (SPEC.md): window_spk and
+# A past-only graph (train.py --causal). The windows are named from the sender's side (speaker_edge_counts and
+# context_edge_counts above): window_spk and
 # window_dir are the turns an utterance sends to *before* it, so an utterance reads that many turns of its future,
 # and the `_f` windows are the turns it sends to after it, the past it is read from. A past-only graph keeps every
 # edge of the windows that runs forward in time (the same past, with the same multiplicities, as the full graph)
