@@ -145,9 +145,9 @@ def block_graph(within, blocks, valid, directed_edge, single_edge, past_only=Fal
 
 
 # A past-only graph (train.py --causal). The windows are named from the sender's side (speaker_edge_counts and
-# context_edge_counts above): window_spk and
-# window_dir are the turns an utterance sends to *before* it, so an utterance reads that many turns of its future,
-# and the `_f` windows are the turns it sends to after it, the past it is read from. A past-only graph keeps every
+# context_edge_counts above): window_spk and window_dir are the turns an utterance sends to *before* it, so an
+# utterance reads that many turns of its future, and the `_f` windows are the turns it sends to after it, the past
+# it is read from. A past-only graph keeps every
 # edge of the windows that runs forward in time (the same past, with the same multiplicities, as the full graph)
 # and drops those that run backward, whatever the windows. An utterance's out-degree then counts the later
 # utterances it sends to, which ECGNN's normalisation would read: a past-only graph normalises by in-degrees

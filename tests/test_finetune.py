@@ -14,10 +14,9 @@ import extract_features
 import features
 import finetune
 import predict
-from helpers import conversation_rows, ok, run_script, write_csv
+from helpers import LABELS, conversation_rows, ok, run_script, write_csv
 from utils import UserError, run_cli
 
-LABELS = ('anger', 'joy', 'neutral')
 SPLITS = {'train': 8, 'dev': 3, 'test': 3}        # dialogues per split
 FLAGS = ['--finetune', '--finetune-epochs', '2', '--finetune-batch-size', '8', '--finetune-folds', '2',
          '--device', 'cpu']
