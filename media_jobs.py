@@ -1,0 +1,195 @@
+"""The per-utterance media work (media_features.utterance_features) over many recordings: in parallel processes
+or Ray tasks, each result cached as it arrives, so a stopped extraction resumes where it stopped.
+
+    vectors, infos = run('visual', spec, recipe, sources, sha256s, where, workers=4, ray_address=None,
+                         cache_dir='.feats.work/media')
+
+sources: per utterance (path, start, end); sha256s: per utterance its file's sha256; where(i): the CSV, line and
+dialogue of utterance i, for messages. Returns (N, D) float32 and one info dict per utterance.
+
+- Processes (default): --workers N (default os.cpu_count()) processes of a forkserver that has imported the
+  extractors once; each worker runs one decoder thread, one OpenCV thread and one torch thread, and loads a
+  model it needs once. --workers 1 runs in this process.
+- Ray: --ray-address ADDR runs the same function as Ray tasks of one CPU each: 'local' starts Ray inside this
+  process with --workers CPUs; any other address (auto, HOST:PORT, ray://HOST:PORT) connects to that cluster,
+  whose nodes must see the recordings and this folder at the same paths (it goes on their PYTHONPATH). The
+  results are the same as with processes (same function, same inputs).
+- Cache: one .npz per utterance and modality under cache_dir (two-hex-digit subfolders), named by the sha256 of
+  the recording's sha256, the segment and the modality's recipe: written by this process as each result comes
+  back (a temp file renamed into place), so Ctrl-C, SIGTERM or a crash loses at most the utterances in flight.
+  A later run with the same recipe takes every cached utterance and computes the rest; a different recipe or
+  recording misses. extract_features.py removes the work area once the feature folder is written.
+- Errors: a recording that fails to decode stops the run (the workers are stopped) with a UserError naming the
+  CSV, line, dialogue and file; the utterances done so far stay cached.
+- A progress bar (tqdm) on stderr counts cached utterances as done and shows the rate and the ETA.
+"""
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+
+import numpy as np
+from tqdm import tqdm
+
+import media
+import media_features
+from utils import UserError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def cache_key(kind, recipe, sha256, start, end):
+    """The cache entry's name: what the utterance's features depend on (the recording, the segment, the recipe)."""
+    text = json.dumps({'kind': kind, 'media': sha256, 'start': start, 'end': end, 'recipe': recipe},
+                      sort_keys=True, separators=(',', ':'))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Cache:
+    """Per-utterance results on disk: key -> (vector, info)."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def path(self, key):
+        return os.path.join(self.folder, key[:2], f'{key}.npz')
+
+    def get(self, key):
+        try:
+            with np.load(self.path(key), allow_pickle=False) as npz:
+                return npz['vector'], json.loads(str(npz['info']))
+        except (OSError, ValueError, KeyError, EOFError):
+            return None             # absent, or cut short by a crash before the rename (never renamed)
+
+    def put(self, key, vector, info):
+        path = self.path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez(buffer, vector=vector, info=np.array(json.dumps(info)))
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.', suffix='.tmp')
+        with open(fd, 'wb') as f:
+            f.write(buffer.getvalue())
+        os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- one task
+
+def work(task):
+    """(index, vector, info, None) or (index, None, None, message) for one utterance."""
+    i, kind, spec, source = task
+    try:
+        vector, info = media_features.utterance_features(kind, spec, source)
+    except (media.MediaError, UserError) as err:
+        return i, None, None, str(err)
+    return i, vector, info, None
+
+
+def worker_setup():
+    """Each worker: Ctrl-C is the parent's to handle; one thread per library (the workers are the parallelism)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import cv2
+    import torch
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------- backends
+
+def in_process(tasks):
+    for task in tasks:
+        yield work(task)
+
+
+def in_processes(tasks, workers):
+    context = multiprocessing.get_context('forkserver')
+    context.set_forkserver_preload(['media_features'])
+    pool = context.Pool(workers, initializer=worker_setup)
+    try:
+        yield from pool.imap_unordered(work, tasks, chunksize=1)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def in_ray(tasks, address, workers):
+    import logging
+
+    import ray
+    os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
+    env = {'env_vars': {'PYTHONPATH': os.pathsep.join(filter(None, [HERE, os.environ.get('PYTHONPATH')])),
+                        'OMP_NUM_THREADS': '1'}}
+    options = dict(include_dashboard=False, num_cpus=workers) if address == 'local' else {}
+    ray.init(address=address, runtime_env=env, logging_level=logging.ERROR, log_to_driver=False, **options)
+    remote = ray.remote(num_cpus=1)(work)
+    pending = [remote.remote(task) for task in tasks]
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        ray.shutdown()
+
+
+class SignalAsInterrupt:
+    """SIGTERM raises KeyboardInterrupt in this process while the work runs (as Ctrl-C does); the status is kept."""
+
+    def __enter__(self):
+        self.status, self.previous = 130, signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, self)
+        return self
+
+    def __call__(self, signum, frame):
+        self.status = 128 + signum
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self.previous)
+
+
+# ----------------------------------------------------------------------------- the run
+
+def run(kind, spec, recipe, sources, sha256s, where, workers, ray_address=None, cache_dir=None):
+    """(N, D) float32 vectors and per-utterance infos of kind ('audio' or 'visual'), cached under cache_dir."""
+    cache = Cache(cache_dir) if cache_dir else None
+    keys = [cache_key(kind, recipe, sha256, start, end) for sha256, (_, start, end) in zip(sha256s, sources)]
+    results = [cache.get(key) if cache else None for key in keys]
+    tasks = [(i, kind, spec, source) for i, source in enumerate(sources) if results[i] is None]
+    bar = tqdm(total=len(sources), initial=len(sources) - len(tasks), unit='utt', desc=kind, file=sys.stderr,
+               dynamic_ncols=True)
+    if ray_address:
+        stream = in_ray(tasks, ray_address, workers)
+    elif workers > 1 and len(tasks) > 1:
+        stream = in_processes(tasks, min(workers, len(tasks)))
+    else:
+        stream = in_process(tasks)
+    with SignalAsInterrupt() as interrupt, bar:
+        try:
+            for i, vector, info, problem in stream:
+                if problem is not None:
+                    path = sources[i][0]
+                    raise UserError(f"{where(i)}: the recording {path} {problem}. Fix or replace the file (the "
+                                    "utterances done so far are kept: the same command resumes).")
+                results[i] = (vector, info)
+                if cache:
+                    cache.put(keys[i], vector, info)
+                bar.update(1)
+        except KeyboardInterrupt:
+            stream.close()
+            done = sum(result is not None for result in results)
+            where_to = f" in {cache_dir}" if cache else ''
+            print(f"\ninterrupted: {done} of {len(sources)} utterances' {kind} features are kept{where_to}; run the "
+                  "same command again to resume.", file=sys.stderr)
+            raise SystemExit(interrupt.status) from None
+        finally:
+            stream.close()
+    dims = {len(vector) for vector, _ in results}
+    if len(dims) != 1:
+        raise UserError(f"the {kind} features have several dimensions ({sorted(dims)}): the cache in {cache_dir} "
+                        "mixes recipes; remove it and run again.")
+    return np.stack([vector for vector, _ in results]).astype(np.float32), [info for _, info in results]
