@@ -24,6 +24,7 @@ import av
 import numpy as np
 
 SAMPLE_RATE = 16000
+MIN_SEGMENT = 0.01        # seconds: a shorter segment is empty
 DECODER = {'library': f'PyAV {av.__version__}', 'audio': f'first audio stream, mono, {SAMPLE_RATE} Hz float32 '
            '(FFmpeg resampler)', 'video': 'first video stream, rgb24, the frame shown at each sampled time'}
 TIME = re.compile(r'^(?:(\d+):)?(\d+):(\d+(?:[.,]\d*)?)$')      # [hh:]mm:ss[,mmm] (MELD: 00:16:16,059)
@@ -99,6 +100,8 @@ def segment_problem(info, start, end, audio, video):
     lo, hi = start or 0.0, end if end is not None else info.duration
     if hi <= lo:
         return f'the segment start {lo:g} s to end {hi:g} s is empty: end must come after start'
+    if hi - lo < MIN_SEGMENT:
+        return f'the segment {lo:g}-{hi:g} s is shorter than {MIN_SEGMENT * 1000:g} ms: nothing to hear or see'
     if lo >= info.duration or hi > info.duration + 0.5:      # half a second of slack for rounded transcripts
         return f'the segment {lo:g}-{hi:g} s lies outside the recording, which is {info.duration:.3f} s long'
     for kind in kinds:

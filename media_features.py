@@ -244,7 +244,7 @@ def utterance_features(kind, spec, source):
     try:
         if kind == 'audio':
             samples = media.decode_audio(path, start, end)
-            if len(samples) < media.SAMPLE_RATE // 100:
+            if len(samples) < media.SAMPLE_RATE * media.MIN_SEGMENT:
                 raise media.MediaError(f'the segment holds {len(samples)} audio samples: nothing to hear')
             return audio_vector(spec, samples), {}
         frames = media.decode_frames(path, start, end, spec['fps'])

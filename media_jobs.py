@@ -7,9 +7,10 @@ or Ray tasks, each result cached as it arrives, so a stopped extraction resumes 
 sources: per utterance (path, start, end); sha256s: per utterance its file's sha256; where(i): the CSV, line and
 dialogue of utterance i, for messages. Returns (N, D) float32 and one info dict per utterance.
 
-- Processes (default): --workers N (default os.cpu_count()) processes of a forkserver that has imported the
-  extractors once; each worker runs one decoder thread, one OpenCV thread and one torch thread, and loads a
-  model it needs once. --workers 1 runs in this process.
+- Processes (default): --workers N (default os.cpu_count()) processes forked from this one (which has imported
+  the extractors: they start at once); each runs one decoder thread, one OpenCV thread and one torch thread
+  (so torch's thread pool, inherited, is never used across the fork), and loads a model it needs once.
+  --workers 1 runs in this process.
 - Ray: --ray-address ADDR runs the same function as Ray tasks of one CPU each: 'local' starts Ray inside this
   process with --workers CPUs; any other address (auto, HOST:PORT, ray://HOST:PORT) connects to that cluster,
   whose nodes must see the recordings and this folder at the same paths (it goes on their PYTHONPATH). The
@@ -105,8 +106,7 @@ def in_process(tasks):
 
 
 def in_processes(tasks, workers):
-    context = multiprocessing.get_context('forkserver')
-    context.set_forkserver_preload(['media_features'])
+    context = multiprocessing.get_context('fork')       # the extractors are imported already: workers start at once
     pool = context.Pool(workers, initializer=worker_setup)
     try:
         yield from pool.imap_unordered(work, tasks, chunksize=1)

@@ -13,8 +13,9 @@ configuration and the feature folder's dataset.json (label names, speaker scheme
 its best_model_custom.pth the weights. The CSV is read as extract_features.py reads one (conversations.py:
 plain, MELD or EmoryNLP schema, --ROLE-col flags); it needs no split, and labels are optional. Its features
 are extracted with the recorded recipe (features.py): the same encoder (the sha256 of its weights and
-vocabulary), layers, pooling, maximum length, audio feature set and speaker scheme; a difference is refused,
-named. Only the modalities the model uses are extracted.
+vocabulary), layers, pooling, maximum length, audio feature set or speech model, the recordings' decoder, fps,
+face detector, descriptor or image model (their sha256) and speaker scheme; a difference is refused, named.
+Only the modalities the model uses are extracted.
 
 The output has one row per utterance, in the input's order: dialogue, turn, speaker, text, label (when the
 CSV has labels), predicted, and p_<label> for every class (probabilities summing to 1). With labels,
@@ -62,6 +63,8 @@ def parse_args(argv=None):
                                                   'self-contained HTML page (see viewer.py)')
     p.add_argument('--text-model', help="the run's text encoder, where it is not at the recorded place (its "
                                         "weights must be the same: their sha256 is checked)")
+    p.add_argument('--workers', type=config.positive_int, default=os.cpu_count(),
+                   help=f'processes decoding recordings and computing their features (default {os.cpu_count()})')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='auto: cuda when available')
     conversations.add_column_flags(p)
     args = p.parse_args(argv)
@@ -116,6 +119,7 @@ class LoadedRun:
     encoder: object
     modalities: list
     device: str
+    workers: int = None     # processes for the recordings' features (media_jobs.py; None: the cores)
 
     @property
     def label_names(self):
@@ -127,13 +131,13 @@ class LoadedRun:
         return bool(self.run['model_config'].get('causal', False))
 
 
-def load(run_dir, text_model=None, device='cpu'):
+def load(run_dir, text_model=None, device='cpu', workers=None):
     """The run of RUN_DIR, loaded for predicting: a folder that is not a custom run, a missing checkpoint or
     another encoder than the recorded one is a UserError, before any conversation is read."""
     run = read_run(run_dir)
     modalities = model_modalities(run)
     encoder = load_same_encoder(run['features'], text_model, device) if 'text' in modalities else None
-    return LoadedRun(run_dir, run, load_model(run, run_dir, device), encoder, modalities, device)
+    return LoadedRun(run_dir, run, load_model(run, run_dir, device), encoder, modalities, device, workers)
 
 
 def model_modalities(run):
@@ -150,11 +154,11 @@ def load_model(run, run_dir, device):
 
 # ----------------------------------------------------------------------------- the conversations
 
-def read_input(data, columns):
+def read_input(data, columns, media_dirs=None):
     """The conversations of a CSV path or a DataFrame, every row in the 'test' split."""
     if isinstance(data, pd.DataFrame):
         return conversations.read_dataframe(data, 'dataframe', columns, split='test')
-    return conversations.read_conversations([data], columns, split='test')
+    return conversations.read_conversations([data], columns, split='test', media_dirs=media_dirs)
 
 
 def label_indices(table, label_names):
@@ -179,12 +183,15 @@ def encoder_name(meta, text_model):
     return features.DEFAULT_TEXT_MODEL if 'package' in recorded else recorded['text_model']
 
 
-def repeat_recipe(meta, table, modalities, encoder, device):
+def repeat_recipe(meta, table, modalities, encoder, device, workers=None):
     """(settings, modality -> recipe) for these conversations, checked against the recorded recipe."""
     recorded = meta['recipe']['modalities']
     shown = recorded.get('text', {}).get('input', {})
+    audio, visual = recorded.get('audio', {}), recorded.get('visual', {})
     settings = Namespace(layers=recorded.get('text', {}).get('layers'), batch_size=64, device=device,
-                         audio_features=recorded.get('audio', {}).get('feature_set'),
+                         audio_features=audio.get('feature_set'), audio_model=audio.get('model'),
+                         audio_layers=audio.get('layers'), visual_model=visual.get('model'), fps=visual.get('fps'),
+                         workers=workers, ray_address=None, work_dir=None,
                          speaker_in_text=shown.get('speaker', False), context_turns=shown.get('past_turns', 0))
     recipes = {m: features.EXTRACTORS[m][0](settings, encoder, table) for m in modalities}
     for modality, recipe in recipes.items():
@@ -223,10 +230,11 @@ def feature_set(loaded, conv):
     labels = label_indices(table, meta['label_names'])
     # in features.EXTRACTORS order, as extract_features.py goes: a bad .npy or wav stops it before the text pass
     for modality in loaded.modalities:
-        if modality != 'text' and conv.files[0].columns[modality] is None:
+        if features.media_columns(conv.files[0].columns)[modality] is None:
             raise UserError(f"{conv.files[0].path} has no {modality} column, but the model uses {modality}: give "
-                            f"each utterance its {'wav' if modality == 'audio' else '.npy'} path.")
-    settings, recipes = repeat_recipe(meta, table, loaded.modalities, encoder, loaded.device)
+                            f"each utterance its {'audio or video' if modality == 'audio' else 'video or .npy'} "
+                            "path.")
+    settings, recipes = repeat_recipe(meta, table, loaded.modalities, encoder, loaded.device, loaded.workers)
     dims = {m: cfg[f'D_{m}'] for m in recipes}
     arrays, _, _ = features.extract_modalities(settings, encoder, table, recipes, dims)
     speakers = speaker_scheme.speaker_indices(table, meta['speakers'], cfg['n_speakers']).astype(np.int64)
@@ -238,12 +246,12 @@ def feature_set(loaded, conv):
 
 # ----------------------------------------------------------------------------- predicting
 
-def predict(run_dir, data, text_model=None, device='cpu', columns=None):
+def predict(run_dir, data, text_model=None, device='cpu', columns=None, media_dirs=None, workers=None):
     """One row per utterance of `data` (a CSV path or a DataFrame), in its order: dialogue, turn, speaker, text,
     label (if given), predicted, p_<label> per class. columns: role -> column name (conversations.py)."""
     read_run(run_dir)                  # a folder that is not a run is named before the CSV is read
-    conv = read_input(data, columns or {})
-    predictions = predict_conversations(load(run_dir, text_model, device), conv)
+    conv = read_input(data, columns or {}, media_dirs)
+    predictions = predict_conversations(load(run_dir, text_model, device, workers), conv)
     note_unfinished(run_dir)           # after the work: an error stays the one paragraph on stderr
     return predictions
 
@@ -295,7 +303,7 @@ def main(argv=None):
     if args.html:
         viewer.check_page_path(args.html, '--html', others=(args.out, args.csv))
     predictions = predict(args.run_dir, args.csv, args.text_model, args.device,
-                          conversations.columns_from_args(args))
+                          conversations.columns_from_args(args), args.media_dir, args.workers)
     utils.save_csv(args.out, predictions)
     if args.html:
         viewer.write_predictions(args.html, predictions, read_run(args.run_dir), f"{args.csv}, model {args.run_dir}")
