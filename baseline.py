@@ -12,6 +12,8 @@ When the folder was made with extract_features.py --finetune, the fine-tuned enc
 other context-free model on the same features: its epoch chosen on dev, as recorded in dataset.json) is
 printed too; with --finetune-head dialogue that classifier reads each dialogue through a GRU (a context
 model, said so), and the logistic regression is the context-free model.
+When the folder has several modalities, the same model on each modality alone follows (its
+C picked on dev the same way): how much each one carries without the others.
 """
 import argparse
 import json
@@ -26,6 +28,7 @@ import feature_folder
 import utils
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+BLOCKS = {'text': lambda d: np.mean(d.text, 0), 'audio': lambda d: d.audio, 'visual': lambda d: d.visual}
 
 
 def parse_args(argv=None):
@@ -36,10 +39,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def utterance_features(fs, keys):
-    """(X, y): one row per utterance, the mean text input joined by audio and visual (empty when absent)."""
+def utterance_features(fs, keys, modalities=BLOCKS):
+    """(X, y): one row per utterance, the mean text input joined by audio and visual (empty when absent), or only
+    the blocks of the given modalities."""
     dialogues = [fs.dialogues[key] for key in keys]
-    X = np.concatenate([np.concatenate([np.mean(d.text, 0), d.audio, d.visual], 1) for d in dialogues])
+    X = np.concatenate([np.concatenate([BLOCKS[m](d) for m in modalities], 1) for d in dialogues])
     return X, np.concatenate([d.labels for d in dialogues])
 
 
@@ -47,11 +51,11 @@ def fit(X, y, C, seed):
     return LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(X, y)
 
 
-def run(fs, seed):
+def run(fs, seed, modalities=BLOCKS):
     """The dev-tuned C and its dev and test weighted F1 (and accuracy) for one seed."""
-    scaler = StandardScaler().fit(utterance_features(fs, fs.train_keys)[0])
+    scaler = StandardScaler().fit(utterance_features(fs, fs.train_keys, modalities)[0])
     (X_train, y_train), (X_dev, y_dev), (X_test, y_test) = [
-        (scaler.transform(X), y) for X, y in (utterance_features(fs, keys)
+        (scaler.transform(X), y) for X, y in (utterance_features(fs, keys, modalities)
                                               for keys in (fs.train_keys, fs.valid_keys, fs.test_keys))]
     started = time.perf_counter()
     dev_f1 = {C: utils.weighted_f1(y_dev, fit(X_train, y_train, C, seed).predict(X_dev)) for C in C_GRID}
@@ -62,6 +66,12 @@ def run(fs, seed):
                 seconds=round(time.perf_counter() - started, 1))
 
 
+def summary(results):
+    f1 = np.array([result['test_f1'] for result in results])
+    spread = f1.std(ddof=1) if len(f1) > 1 else 0.0
+    return f"test weighted F1 over {len(f1)} seed(s): {f1.mean():.2f} ± {spread:.2f} (sample standard deviation)"
+
+
 def main(argv=None):
     args = parse_args(argv)
     fs = feature_folder.load(args.data_dir)
@@ -70,10 +80,11 @@ def main(argv=None):
     results = [run(fs, seed) for seed in args.seeds]
     for result in results:
         print(json.dumps(result))
-    f1 = np.array([result['test_f1'] for result in results])
-    spread = f1.std(ddof=1) if len(f1) > 1 else 0.0
-    print(f"logistic regression, test weighted F1 over {len(f1)} seed(s): {f1.mean():.2f} ± {spread:.2f} "
-          "(sample standard deviation)")
+    print(f"logistic regression, {summary(results)}")
+    extracted = [m for m, letter in feature_folder.MODALITY_LETTERS.items() if letter in fs.modals]
+    for modality in extracted if len(extracted) > 1 else ():
+        alone = [run(fs, seed, (modality,)) for seed in args.seeds]
+        print(f"logistic regression on {modality} alone, {summary(alone)}")
     tuned = fs.meta.get('finetune')
     if tuned and 'test_f1' in tuned:
         dialogue = tuned['settings'].get('head') == 'dialogue'

@@ -106,14 +106,14 @@ def conversations_with_recordings(folder, n_dialogues, turns, seconds, seed, per
         segments = [(seconds, *VOICES[e]) for e in emotions]
         name = f'{split or "x"}{seed}_{d}'
         if per_dialogue:
-            write_recording(folder / f'{name}.{fmt}', segments, seed=seed * 1000 + d)
+            write_recording(folder / f'{name}.{fmt}', segments, seed=seed * 1000 + d * 10)
         for t, (emotion, text) in enumerate(zip(emotions, texts)):
             row = {'dialogue': f'd{d}', 'turn': t, 'speaker': 'AB'[t % 2], 'text': str(text), 'emotion': str(emotion)}
             if per_dialogue:
                 row.update(video=f'{folder.name}/{name}.{fmt}', start=round(t * seconds, 3),
                            end=round((t + 1) * seconds, 3))
             else:
-                write_recording(folder / f'{name}_{t}.{fmt}', [segments[t]], seed=seed * 1000 + d)
+                write_recording(folder / f'{name}_{t}.{fmt}', [segments[t]], seed=seed * 1000 + d * 10 + t)
                 row['video'] = f'{folder.name}/{name}_{t}.{fmt}'
             rows.append(row)
     return rows

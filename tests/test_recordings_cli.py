@@ -1,0 +1,151 @@
+"""Recordings in, three modalities out, through the README's own-data commands: CSVs whose `video` column names
+clips (or one recording per dialogue with start / end) give text, audio and visual features, a model trained on
+all three and predictions; --workers 1 equals --workers 2; an extraction killed half-way resumes to the same
+features; predict.py's features are extraction's; and on recordings whose emotion is heard but not read, MoED
+on the extracted modalities scores far above the text-only model, cut from long recordings or not."""
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import baseline
+import extract_features
+import media_jobs
+import predict
+import train
+from helpers import popen_script
+from media_maker import conversations_with_recordings
+from utils import run_cli
+
+pytestmark = pytest.mark.slow
+SPLITS = {'train': (12, 1), 'dev': (3, 2), 'test': (4, 3)}     # split -> (dialogues, seed); 4 turns each
+TURNS, SECONDS = 4, 0.6
+
+
+def write_split_csvs(root, per_dialogue):
+    for split, (n, seed) in SPLITS.items():
+        rows = conversations_with_recordings(root / 'media', n, TURNS, SECONDS, seed, per_dialogue, split)
+        pd.DataFrame(rows).to_csv(root / f'{split}.csv', index=False)
+    return [root / f'{split}.csv' for split in SPLITS]
+
+
+def cli(main, *argv):
+    run_cli(main, [*map(str, argv)])
+
+
+def arrays(folder):
+    with np.load(folder / 'features.npz') as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+@pytest.fixture(scope='module')
+def clips(tmp_path_factory, encoder_dir):
+    """train / dev / test CSVs of one clip per utterance, and their features by the README's first command."""
+    root = tmp_path_factory.mktemp('clips')
+    csvs = write_split_csvs(root, per_dialogue=False)
+    cli(extract_features.main, *csvs, '--out', root / 'my_features', '--finetune', '--text-model', encoder_dir)
+    return root, csvs
+
+
+@pytest.fixture(scope='module')
+def recordings(tmp_path_factory, encoder_dir):
+    """The same conversations as one recording per dialogue, each turn's start and end given."""
+    root = tmp_path_factory.mktemp('recordings')
+    csvs = write_split_csvs(root, per_dialogue=True)
+    cli(extract_features.main, *csvs, '--out', root / 'my_features', '--finetune', '--text-model', encoder_dir)
+    return root, csvs
+
+
+def readme_commands(root, csvs):
+    cli(train.main, '--Dataset', 'custom', '--data-dir', root / 'my_features', '--valid', 'dev', '--out-dir',
+        root / 'my_run')
+    cli(predict.main, root / 'my_run', csvs[2], '--out', root / 'predictions.csv', '--html',
+        root / 'conversations.html')
+    meta = json.loads((root / 'my_features' / 'dataset.json').read_text())
+    config = json.loads((root / 'my_run' / 'config.json').read_text())
+    predictions = pd.read_csv(root / 'predictions.csv')
+    return meta, config, predictions
+
+
+@pytest.mark.parametrize('layout', ['clips', 'recordings'])
+def test_the_readme_commands_give_three_modalities_a_model_and_predictions(layout, request):
+    root, csvs = request.getfixturevalue(layout)
+    meta, config, predictions = readme_commands(root, csvs)
+    assert meta['modals'] == 'lav' and meta['dims'] == {'D_text': 32, 'D_audio': 88, 'D_visual': 649}
+    visual = meta['modalities']['visual']
+    assert visual['fps'] == 2.0 and visual['detector']['cascade'] == 'haarcascade_frontalface_default.xml'
+    assert visual['utterances_without_face'] == 0 and visual['frames'] == visual['frames_with_face'] == 76
+    assert meta['modalities']['audio']['feature_set'] == 'eGeMAPSv02'
+    media = pd.read_csv(root / 'my_features' / 'media.csv')
+    assert len(media) == (76 if layout == 'clips' else 19) and media['sha256'].str.len().eq(64).all()
+    assert config['model_config']['modals'] == 'lav' and config['flags']['directed_edge'] == 'lav'
+    assert len(predictions) == 16 and set(predictions['predicted']) <= {'angry', 'calm', 'happy'}
+    assert not any(name.endswith('.work') for name in os.listdir(root))     # the work area is gone
+
+
+def test_predict_repeats_the_extraction(clips):
+    root, csvs = clips
+    run = predict.read_run(root / 'my_run')
+    conv = predict.read_input(str(csvs[2]), {})
+    fs, table, _ = predict.feature_set(run, conv, 'cpu', None, workers=1)
+    extracted = arrays(root / 'my_features')
+    test_rows = slice(-len(table), None)                   # utterances.csv: train, dev, then test
+    for modality in ('audio', 'visual'):
+        got = np.concatenate([getattr(fs.dialogues[key], modality) for key in fs.test_keys])
+        np.testing.assert_array_equal(got, extracted[modality][test_rows])
+
+
+def cached(work):
+    return sum(name.endswith('.npz') for _, _, files in os.walk(work) for name in files)
+
+
+def test_one_worker_equals_two_and_a_killed_extraction_resumes(clips, tmp_path, encoder_dir, monkeypatch):
+    root, csvs = clips
+    base = ['--text-model', encoder_dir, '--finetune']
+    cli(extract_features.main, *csvs, '--out', tmp_path / 'one', '--workers', '1', *base)
+    expected = arrays(root / 'my_features')                 # made with --workers 2 (the cores)
+    for name, array in arrays(tmp_path / 'one').items():
+        np.testing.assert_array_equal(array, expected[name], err_msg=name)
+    work = tmp_path / '.killed.work' / 'media'
+    proc = popen_script('extract_features.py', *csvs, '--out', tmp_path / 'killed', '--workers', '1', *base,
+                        cwd=tmp_path)
+    deadline = time.time() + 300
+    while cached(work) < 76 and time.time() < deadline and proc.poll() is None:     # half of 2 x 76 utterances
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)                        # a crash: nothing cleans up
+    proc.communicate()
+    done = cached(work)
+    assert 76 <= done < 2 * 76 and not (tmp_path / 'killed').exists()
+    calls = []
+    real_work = media_jobs.work
+    monkeypatch.setattr(media_jobs, 'work', lambda task: calls.append(task[0]) or real_work(task))
+    cli(extract_features.main, *csvs, '--out', tmp_path / 'killed', '--workers', '1', *base)
+    assert len(calls) == 2 * 76 - done                      # only what the killed run had not finished
+    for name, array in arrays(tmp_path / 'killed').items():
+        np.testing.assert_array_equal(array, expected[name], err_msg=name)
+    assert not (tmp_path / '.killed.work').exists()
+
+
+def test_heard_not_read_moed_far_above_text_and_the_same_from_long_recordings(clips, recordings, capsys):
+    """Pitch and loudness carry the emotion, the words do not: every modality against text alone."""
+    root, csvs = clips
+    flags = ['--Dataset', 'custom', '--data-dir', root / 'my_features', '--valid', 'dev', '--batch-size', 2,
+             '--epochs', 8, '--quiet']
+    cli(train.main, *flags, '--out-dir', root / 'all')
+    cli(train.main, *flags, '--modals', 'l', '--directed_edge', 'l', '--out-dir', root / 'text')
+    score = {run: json.loads((root / run / 'result.json').read_text())['best_valid']['test_f1'] for run in
+             ('all', 'text')}
+    assert score['all'] >= 80 and score['all'] >= score['text'] + 30, score
+    clip_predictions = predict.predict(root / 'all', str(csvs[2]), workers=2)
+    long_predictions = predict.predict(root / 'all', str(recordings[1][2]), workers=2)
+    f1 = {name: predict.scores(table)['f1'] for name, table in (('clips', clip_predictions),
+                                                                 ('long', long_predictions))}
+    assert f1['clips'] >= 80 and abs(f1['clips'] - f1['long']) <= 10, f1
+    capsys.readouterr()
+    cli(baseline.main, root / 'my_features')
+    out = capsys.readouterr().out
+    assert 'audio' in out and 'visual' in out and 'text' in out
