@@ -14,7 +14,8 @@ dialogue of utterance i, for messages. Returns (N, D) float32 and one info dict 
 - Ray: --ray-address ADDR runs the same function as Ray tasks of one CPU each: 'local' starts Ray inside this
   process with --workers CPUs; any other address (auto, HOST:PORT, ray://HOST:PORT) connects to that cluster,
   whose nodes must see the recordings and this folder at the same paths (it goes on their PYTHONPATH). The
-  results are the same as with processes (same function, same inputs).
+  results are the same as with processes (same function, same inputs). Ray starts once per command (the audio
+  and visual passes share it) and stops when the command ends.
 - Cache: one .npz per utterance and modality under cache_dir (two-hex-digit subfolders), named by the sha256 of
   the recording's sha256, the segment and the modality's recipe: written by this process as each result comes
   back (a temp file renamed into place), so Ctrl-C, SIGTERM or a crash loses at most the utterances in flight.
@@ -24,6 +25,7 @@ dialogue of utterance i, for messages. Returns (N, D) float32 and one info dict 
   CSV, line, dialogue and file; the utterances done so far stay cached.
 - A progress bar (tqdm) on stderr counts cached utterances as done and shows the rate and the ETA.
 """
+import atexit
 import hashlib
 import io
 import json
@@ -90,8 +92,10 @@ def work(task):
 
 
 def worker_setup():
-    """Each worker: Ctrl-C is the parent's to handle; one thread per library (the workers are the parallelism)."""
+    """Each worker: Ctrl-C is the parent's to handle, SIGTERM (the pool stopping it) ends it at once, whatever
+    the parent's handler was when it forked; one thread per library (the workers are the parallelism)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     import cv2
     import torch
     cv2.setNumThreads(1)
@@ -110,8 +114,9 @@ def in_processes(tasks, workers):
     pool = context.Pool(workers, initializer=worker_setup)
     try:
         yield from pool.imap_unordered(work, tasks, chunksize=1)
+        pool.close()                # every task done: the workers leave on their own
     finally:
-        pool.terminate()
+        pool.terminate()            # (interrupted or failed: stopped now)
         pool.join()
 
 
@@ -123,7 +128,9 @@ def in_ray(tasks, address, workers):
     env = {'env_vars': {'PYTHONPATH': os.pathsep.join(filter(None, [HERE, os.environ.get('PYTHONPATH')])),
                         'OMP_NUM_THREADS': '1'}}
     options = dict(include_dashboard=False, num_cpus=workers) if address == 'local' else {}
-    ray.init(address=address, runtime_env=env, logging_level=logging.ERROR, log_to_driver=False, **options)
+    if not ray.is_initialized():        # once per process: the audio and the visual pass share it
+        ray.init(address=address, runtime_env=env, logging_level=logging.ERROR, log_to_driver=False, **options)
+        atexit.register(ray.shutdown)
     remote = ray.remote(num_cpus=1)(work)
     pending = [remote.remote(task) for task in tasks]
     try:
@@ -133,7 +140,6 @@ def in_ray(tasks, address, workers):
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
-        ray.shutdown()
 
 
 class SignalAsInterrupt:

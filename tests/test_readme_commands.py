@@ -263,7 +263,21 @@ class Page:
 
     def extract(self, script, args):
         self.make_inputs(args)
+        self.make_clips(args)
         return self.as_main(script, [*args, '--text-model', self.encoder_dir, '--device', 'cpu'])
+
+    def make_clips(self, args):
+        """With --media-dir DIR...: a short clip DIR/dia{D}_utt{U}.mp4 for each row of the input CSVs (in order)."""
+        from media_maker import write_recording
+        if '--media-dir' not in args:
+            return
+        folders = args[args.index('--media-dir') + 1:]
+        folders = folders[:next((i for i, arg in enumerate(folders) if arg.startswith('-')), len(folders))]
+        inputs = [arg for before, arg in zip(['', *args], args) if arg.endswith('.csv') and not before.startswith('-')]
+        for csv, folder in zip(inputs, folders * len(inputs) if len(folders) == 1 else folders):
+            (self.cwd / folder).mkdir(parents=True, exist_ok=True)
+            for row in pd.read_csv(self.cwd / csv, dtype=str).itertuples():
+                write_recording(self.cwd / folder / f'dia{row.dialogue}_utt{row.turn}.mp4', [(0.3, 150, 0.3)])
 
     def predict(self, script, args):
         self.make_inputs(args)
