@@ -54,6 +54,8 @@ AUDIO_POOLING = 'each chosen hidden state averaged over time, then averaged over
 
 
 CASCADE_SHA256 = file_sha256(os.path.join(cv2.data.haarcascades, CASCADE))
+cv2.setNumThreads(1)        # no OpenCV thread pool, here or in the processes forked from here (media_jobs.py): a
+#                             pool inherited by a fork hangs the child; the workers are the parallelism
 
 
 # ----------------------------------------------------------------------------- specs and recipes

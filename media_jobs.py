@@ -96,10 +96,8 @@ def worker_setup():
     the parent's handler was when it forked; one thread per library (the workers are the parallelism)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    import cv2
     import torch
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)        # as torch's DataLoader workers do (OpenCV has one thread: media_features.py)
 
 
 # ----------------------------------------------------------------------------- backends
