@@ -157,7 +157,8 @@ def build_parser():
     g.add_argument('--finetune-head', choices=finetune.HEADS, default='utterance',
                    help="what reads the encoder while it is fine-tuned: one linear layer on each utterance "
                         "(utterance, default), or a bidirectional GRU over each dialogue's utterances, as MoED's text "
-                        "path reads them (dialogue; the same cost, each utterance still encoded alone)")
+                        "path reads them (dialogue; each utterance still encoded alone; about 1.5x the fine-tuning "
+                        "time)")
     conversations.add_column_flags(p)
     return p
 

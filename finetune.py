@@ -18,7 +18,8 @@ putting the whole decision into each utterance's features (it sees nothing else)
 of them has little left to add. With this head the same pooled vectors go through a bidirectional GRU over
 each dialogue's utterances before the linear layer: the encoder is trained to serve a context model, as MoED's
 text path (a linear layer, then a recurrent encoder) reads it. Each utterance is still encoded alone (the
-same tokens, the same cost; extraction is unchanged); batches are whole dialogues (shuffled), at least
+same tokens; about 1.5x the CPU time per epoch, since batches of whole dialogues mix lengths and pad more;
+extraction is unchanged); batches are whole dialogues (shuffled), at least
 --finetune-batch-size utterances each; the GRU and the linear layer, new weights, learn at HEAD_LR; the GRU
 is dropped after the fine-tuning.
 
