@@ -266,16 +266,18 @@ class MoED(nn.Module):
         """The recurrent encoder `name` over the padded batch whose rows x (R, D) sit at `index` (None: one row
         per position): the real utterances' outputs (N, D_g), in dialogue order.
 
-        A bidirectional GRU on the CPU runs as recurrent.bidirectional_gru (the same arithmetic, less work);
-        elsewhere (an LSTM, CUDA, where cuDNN's fused kernel beats stepping from Python, or a forward-only
-        encoder, --causal, whose outputs at real utterances never read the padding after them) the module
+        A GRU on the CPU runs as recurrent.bidirectional_gru, or recurrent.forward_gru for a forward-only one
+        (--causal: its outputs at real utterances never read the padding after them): the same arithmetic, less
+        work; elsewhere (an LSTM, or CUDA, where cuDNN's fused kernel beats stepping from Python) the module
         itself runs. In a padding-free pass (custom runs' evaluations) a bidirectional encoder runs over the
         packed dialogues: each reverse direction starts from zero at the dialogue's own last utterance, as when
         the dialogue is the longest of its batch, instead of reading the batch's padding first (the paper's
         datasets keep that padded pass, which the reference's numbers contain)."""
         rnn = getattr(self, name)
         padding_free = rnn.bidirectional and self.padding_free()
-        if self.rnn == 'gru' and x.device.type == 'cpu' and rnn.bidirectional and not padding_free:
+        if self.rnn == 'gru' and x.device.type == 'cpu' and not rnn.bidirectional:
+            return recurrent.forward_gru(rnn, x, index, batch)
+        if self.rnn == 'gru' and x.device.type == 'cpu' and not padding_free:
             return recurrent.bidirectional_gru(rnn, x, index, batch)
         if index is not None:
             x = batch.spread(x)

@@ -16,6 +16,8 @@ computes the same outputs at the real utterances:
     outputs at padded positions are never read, and those at real positions do not depend on them;
   - a direction's recurrence is one autograd Function (GRURecurrence) that keeps per step only what
     its backward needs and computes the recurrent weights' gradient in one matrix product.
+A forward-only GRU (train.py --causal) runs every layer over the packed real utterances (forward_gru): its
+outputs there never read the padding after them.
 The steps are nn.GRU's CPU cell, operation for operation: the outputs equal nn.GRU's to float rounding
 (bit for bit on CPU, except the packed direction, whose matrix products have fewer rows), and the
 gradients too.
@@ -217,3 +219,19 @@ def bidirectional_gru(gru, x, index, batch):
         forward = GRURecurrence.apply(input_gates(x, index, w_ih, b_ih), w_hh, b_hh, [B] * T, False)
         x = torch.cat([forward, backward], -1)                                              # (T*B, 2H)
         x, index = F.dropout(x.view(T, B, -1), gru.dropout, gru.training).view(T * B, -1), None
+
+
+def forward_gru(gru, x, index, batch):
+    """The real utterances' outputs (N, H) of a forward-only nn.GRU (train.py --causal) over the padded batch, in
+    dialogue order. A forward direction's outputs at real utterances never read the padding after them, so every
+    layer runs over the packed sequence of real utterances only. x, index: as bidirectional_gru's. Dropout
+    between the layers as nn.GRU's (its masks drawn in another order)."""
+    assert not gru.bidirectional and not gru.batch_first, 'a time-major forward-only GRU'
+    for layer in range(gru.num_layers):
+        w_ih, w_hh, b_ih, b_hh = (getattr(gru, f'{name}_l{layer}')
+                                  for name in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh'))
+        gates = input_gates(x, index, w_ih, b_ih, batch.packed) if layer == 0 else F.linear(x, w_ih, b_ih)
+        x = GRURecurrence.apply(gates, w_hh, b_hh, batch.batch_sizes, False)               # (N, H) packed
+        if layer < gru.num_layers - 1:
+            x = F.dropout(x, gru.dropout, gru.training)
+    return x.index_select(0, batch.unpack)

@@ -107,3 +107,24 @@ def test_causal_is_recorded_and_its_impossible_combinations_refused(tmp_path):
         with pytest.raises(UserError, match=words.replace('-', '.')):
             config.ModelConfig(**custom_flags(causal=True, **dict([(flags[0][2:].replace('-', '_'), flags[1])])),
                                **SMALL_DIMS)
+
+
+def test_the_forward_only_gru_pass_is_nn_grus_at_the_real_utterances():
+    """recurrent.forward_gru (the packed pass --causal trains with on the CPU): nn.GRU's outputs and gradients."""
+    import recurrent
+    torch.manual_seed(4)
+    gru = torch.nn.GRU(6, 5, num_layers=2, dropout=0.0)
+    lengths, T = [4, 7, 2], 7
+    batch = recurrent.PaddedBatch(lengths, T)
+    x = torch.randn(T * len(lengths), 6)
+    for b, n in enumerate(lengths):
+        x[torch.arange(n, T) * len(lengths) + b] = 0.3          # every padded position holds one row
+    rows = x.index_select(0, batch.distinct).requires_grad_()
+    ours = recurrent.forward_gru(gru, rows, batch.source, batch)
+    reference_x = batch.spread(rows)
+    theirs = gru(reference_x.view(T, len(lengths), -1))[0].flatten(0, 1).index_select(0, batch.rows)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+    weights = torch.randn_like(ours)
+    grads = [torch.autograd.grad((out * weights).sum(), [rows, *gru.parameters()]) for out in (ours, theirs)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
