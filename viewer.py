@@ -42,7 +42,8 @@ def graph_connections(speakers, flags):
     speakers (n,): the model's speaker index of each utterance. Returns {'ei': str, 'ec': str}, each
     n*n digits: the digit at dst*n + src is the number of edges src -> dst (duplicates counted, at most 9).
     """
-    cfg = SimpleNamespace(**{name: flags[name] for name in GRAPH_FLAGS}, directed_edge='')
+    cfg = SimpleNamespace(**{name: flags[name] for name in GRAPH_FLAGS}, directed_edge='',
+                          causal=flags.get('causal', False))      # a --causal run's graphs: past edges only
     speakers = np.asarray(speakers, dtype=np.int64)
     return {name: ''.join(map(str, graph.turn_edges(stage, cfg, speakers).long().clamp(max=9).flatten().tolist()))
             for name, stage in (('ei', 'EIG'), ('ec', 'ECG'))}
