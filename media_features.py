@@ -24,7 +24,6 @@ Visual, frames sampled at --fps (media.decode_frames; default 2 per second):
 - the utterance's vector: the mean and the standard deviation over the frames with a face, then the share of
   frames with a face (one value); an utterance without any face gets zeros (share 0), and is counted.
 """
-import hashlib
 import os
 
 import av
@@ -35,7 +34,7 @@ import torch
 import transformers
 
 import media
-from utils import UserError, file_sha256
+from utils import UserError, file_sha256, weights_sha256
 
 DEFAULT_AUDIO_FEATURES = 'eGeMAPSv02'
 DEFAULT_FPS = 2.0
@@ -114,7 +113,7 @@ class HFModel:
                             f"{'feature extractor' if kind == 'audio' else 'image processor'}'s config), nor a "
                             "model of the local Hugging Face cache, and it could not be downloaded (offline?).")
         self.model.eval()
-        self.sha256 = weights_sha256(self.model, self.processor)
+        self.sha256 = weights_sha256(self.model, self.processor.to_json_string())
         self.layers = None
         if kind == 'audio':
             self.layers = audio_layers(flag, name, spec.get('layers'), self.model.config.num_hidden_layers + 1)
@@ -128,16 +127,6 @@ def load_pretrained(processor_class, name, local_files_only):
     except (OSError, ValueError, KeyError):
         return None, None
     return processor, model
-
-
-def weights_sha256(model, processor):
-    """sha256 of the weights (names, dtypes, shapes, values) and of the processor's settings."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f'{name} {tensor.dtype} {tuple(tensor.shape)}\n'.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    digest.update(processor.to_json_string().encode())
-    return digest.hexdigest()
 
 
 def audio_layers(flag, name, layers, n):

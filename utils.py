@@ -299,6 +299,18 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
+def weights_sha256(model, *extra):
+    """sha256 of a model's weights (names, dtypes, shapes, values, in name order), then of each extra string
+    (e.g. its tokenizer's or processor's settings), as hex."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f'{name} {tensor.dtype} {tuple(tensor.shape)}\n'.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for text in extra:
+        digest.update(text.encode())
+    return digest.hexdigest()
+
+
 def finished_run(run_dir):
     """Whether run_dir holds a finished training run: its report.txt, and result.json saying 'finished'."""
     result = read_json(os.path.join(run_dir, 'result.json'))

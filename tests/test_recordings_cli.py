@@ -43,22 +43,23 @@ def arrays(folder):
         return {name: npz[name] for name in npz.files}
 
 
-@pytest.fixture(scope='module')
-def clips(tmp_path_factory, encoder_dir):
-    """train / dev / test CSVs of one clip per utterance, and their features by the README's first command."""
-    root = tmp_path_factory.mktemp('clips')
-    csvs = write_split_csvs(root, per_dialogue=False)
+def extracted(root, encoder_dir, per_dialogue):
+    """train / dev / test CSVs under root and their features by the README's first command."""
+    csvs = write_split_csvs(root, per_dialogue=per_dialogue)
     cli(extract_features.main, *csvs, '--out', root / 'my_features', '--finetune', '--text-model', encoder_dir)
     return root, csvs
+
+
+@pytest.fixture(scope='module')
+def clips(tmp_path_factory, encoder_dir):
+    """One clip per utterance."""
+    return extracted(tmp_path_factory.mktemp('clips'), encoder_dir, per_dialogue=False)
 
 
 @pytest.fixture(scope='module')
 def recordings(tmp_path_factory, encoder_dir):
     """The same conversations as one recording per dialogue, each turn's start and end given."""
-    root = tmp_path_factory.mktemp('recordings')
-    csvs = write_split_csvs(root, per_dialogue=True)
-    cli(extract_features.main, *csvs, '--out', root / 'my_features', '--finetune', '--text-model', encoder_dir)
-    return root, csvs
+    return extracted(tmp_path_factory.mktemp('recordings'), encoder_dir, per_dialogue=True)
 
 
 def readme_commands(root, csvs):
