@@ -100,7 +100,7 @@ def predict_batch(loaded, dialogues):
     return [(list(labels[a:b]), probabilities[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def check_dialogues(dialogues):
+def check_request(dialogues):
     """The rules conversations.py applies to a CSV, applied to a request's dialogues: a UserError names the
     turn (its dialogue and position in the request) that breaks one."""
     conversations.read_dataframe(conversation_frame(dialogues), 'request', split='test')
@@ -142,7 +142,7 @@ class Service:
     async def predict(self, dialogues):
         """Per dialogue (lists of Turn), per turn: (predicted label, probabilities array). A UserError for a
         dialogue that conversations.py's rules refuse."""
-        check_dialogues(dialogues)
+        check_request(dialogues)
         queue = self.started()
         future = asyncio.get_running_loop().create_future()
         await queue.put(Job(dialogues, future))
