@@ -89,7 +89,11 @@ def main(argv=None):
     if tuned and 'test_f1' in tuned:
         dialogue = tuned['settings'].get('head') == 'dialogue'
         which = "dialogue classifier (a GRU over each dialogue: not context-free)" if dialogue else "own classifier"
-        print(f"fine-tuned encoder's {which} (epoch {tuned['selected_epoch']} of {len(tuned['history'])}, "
+        folds = tuned['folds']
+        chosen = (f"the average of {len(folds)} cross-fitting folds' weights, their epochs "
+                  f"{', '.join(str(fold['selected_epoch']) for fold in folds)} of {tuned['settings']['epochs']}"
+                  if folds else f"epoch {tuned['selected_epoch']} of {len(tuned['history'])}")
+        print(f"fine-tuned encoder's {which} ({chosen}, "
               f"chosen on dev, seed {tuned['settings']['seed']}): test weighted F1 {tuned['test_f1']:.2f}, "
               f"accuracy {tuned['test_acc']:.2f} (dev weighted F1 {tuned['dev_f1']:.2f})")
 

@@ -152,8 +152,9 @@ def build_parser():
                         'encoder has seen (default 0.1; 0: none)')
     g.add_argument('--finetune-seed', type=seed_value, default=0, help='default 0')
     g.add_argument('--finetune-folds', type=positive_int, default=1,
-                   help='K >= 2: cross-fitting, each training fold\'s features from an encoder fine-tuned on the '
-                        'other folds (K more fine-tunings); default 1: none')
+                   help="K >= 2: cross-fitting, each training fold's features from an encoder fine-tuned on the "
+                        "other folds, dev, test and predict.py's from the average of the K encoders' weights (K "
+                        "fine-tunings of (K-1)/K of the data); default 1: none")
     g.add_argument('--finetune-head', choices=finetune.HEADS, default='utterance',
                    help="what reads the encoder while it is fine-tuned: one linear layer on each utterance "
                         "(utterance, default), or a bidirectional GRU over each dialogue's utterances, as MoED's text "

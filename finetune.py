@@ -25,9 +25,12 @@ is dropped after the fine-tuning.
 
 Cross-fitting (--finetune-folds K >= 2): an encoder fine-tuned on the training labels makes features of the
 training utterances more confident than those of dev and test, and a context model on top learns to trust
-them too much. So the training dialogues are split into K seeded folds; each fold's features come from an
-encoder fine-tuned on the other folds, while dev, test and predict.py use the encoder fine-tuned on all of
-them (the one saved in the feature folder). It costs K + 1 fine-tunings' worth of K-1/K of the data.
+them too much. So the training dialogues are split into K seeded folds and K encoders are fine-tuned, each on
+all folds but one (its epoch chosen on the dev split as above); each fold's features come from the encoder
+that did not see it. Dev, test and predict.py use the uniform average of the K fine-tuned classifiers' weights
+(a model soup, Wortsman et al. 2022: fine-tunings of one pre-trained model, from one seed, average well), the
+encoder saved in the feature folder. It costs K fine-tunings of (K-1)/K of the data, no fine-tuning on all of
+it.
 """
 import copy
 import sys
@@ -284,10 +287,37 @@ def as_encoder(base, model, name, hashed=True):
                             n_hidden_states=base.n_hidden_states, max_length=base.max_length)
 
 
+def cross_fit(settings, base, table, inputs, labels, train_rows, select_rows, n_classes, keys):
+    """Cross-fitting (the module's docstring): (the classifier whose weights are the average of the K fold
+    classifiers', each fold's record, (training rows, their (4, n, D) text features from the fold encoders that
+    did not see them))."""
+    k = settings.finetune_folds
+    crossfit = (train_rows, np.zeros((4, len(train_rows), base.model.config.hidden_size), dtype=np.float32))
+    position = {row: i for i, row in enumerate(train_rows)}
+    total, folds = None, []
+    for i, fold in enumerate(folds_of(table, train_rows, k, settings.finetune_seed)):
+        model, history, epoch = fine_tune(settings, base, inputs, labels, np.setdiff1d(train_rows, fold),
+                                          select_rows, n_classes, f'fold {i + 1}/{k}', keys)
+        crossfit[1][:, [position[r] for r in fold]] = features.extract_text(
+            settings, as_encoder(base, model.encoder, 'fold', hashed=False), table.iloc[fold])[0]
+        folds.append({'utterances': len(fold), 'history': history, 'selected_epoch': epoch,
+                      'select_f1': history[epoch - 1]['select_f1']})
+        state = model.state_dict()
+        if total is None:
+            total = {name: value.detach().clone() for name, value in state.items()}
+        else:
+            for name, value in state.items():
+                if value.is_floating_point():
+                    total[name] += value
+    model.load_state_dict({name: value / k if value.is_floating_point() else value for name, value in total.items()})
+    model.eval()
+    return model, folds, crossfit
+
+
 def finetune_encoder(settings, base, table, label_names, saved_as):
-    """(the encoder fine-tuned on all training rows, named saved_as (where extract_features.py saves it),
-    dataset.json's record of the fine-tuning, and with cross-fitting (training rows, their (4, n, D) text
-    features from the fold encoders) else None)."""
+    """(the fine-tuned encoder (with cross-fitting the fold encoders' average), named saved_as (where
+    extract_features.py saves it), dataset.json's record of the fine-tuning, and with cross-fitting (training
+    rows, their (4, n, D) text features from the fold encoders) else None)."""
     check_labels(table, label_names)
     started = time.perf_counter()
     index = {name: i for i, name in enumerate(label_names)}
@@ -298,11 +328,21 @@ def finetune_encoder(settings, base, table, label_names, saved_as):
     print(f"fine-tuning {base.name} on {len(train_rows)} training utterances; {selection}", file=sys.stderr)
     n = len(label_names)
     keys = table['key'].to_numpy() if settings.finetune_head == 'dialogue' else None
-    model, history, epoch = fine_tune(settings, base, inputs, labels, train_rows, select_rows, n, 'fine-tune', keys)
     record = {'base_text_model': features.encoder_description(base)['text_model'], 'base_sha256': base.sha256,
               'settings': settings_record(settings), 'classifier': CLASSIFIERS[settings.finetune_head],
-              'selection': selection, 'history': history, 'selected_epoch': epoch,
-              'dev_f1': history[epoch - 1]['select_f1'], 'dev_acc': history[epoch - 1]['select_acc']}
+              'selection': selection}
+    if settings.finetune_folds > 1:
+        model, record['folds'], crossfit = cross_fit(settings, base, table, inputs, labels, train_rows, select_rows,
+                                                     n, keys)
+        preds = predict_rows(model, base, inputs, select_rows, settings.finetune_batch_size, settings.device, keys)
+        record.update(history=[], selected_epoch=None, dev_f1=round(utils.weighted_f1(labels[select_rows], preds), 2),
+                      dev_acc=round(utils.accuracy(labels[select_rows], preds), 2))
+    else:
+        model, history, epoch = fine_tune(settings, base, inputs, labels, train_rows, select_rows, n, 'fine-tune',
+                                          keys)
+        crossfit, record['folds'] = None, []
+        record.update(history=history, selected_epoch=epoch, dev_f1=history[epoch - 1]['select_f1'],
+                      dev_acc=history[epoch - 1]['select_acc'])
     test = np.flatnonzero(((table['split'] == 'test') & table['label'].notna()).to_numpy())
     if len(test):
         preds = predict_rows(model, base, inputs, test, settings.finetune_batch_size, settings.device, keys)
@@ -310,18 +350,6 @@ def finetune_encoder(settings, base, table, label_names, saved_as):
                       test_acc=round(utils.accuracy(labels[test], preds), 2))
     encoder = as_encoder(base, model.encoder, saved_as)
     record['sha256'] = encoder.sha256
-    crossfit, record['folds'] = None, []
-    if settings.finetune_folds > 1:
-        crossfit = (train_rows, np.zeros((4, len(train_rows), base.model.config.hidden_size), dtype=np.float32))
-        position = {row: i for i, row in enumerate(train_rows)}
-        for k, fold in enumerate(folds_of(table, train_rows, settings.finetune_folds, settings.finetune_seed)):
-            others = np.setdiff1d(train_rows, fold)
-            fold_model, fold_history, fold_epoch = fine_tune(settings, base, inputs, labels, others, select_rows, n,
-                                                             f'fold {k + 1}/{settings.finetune_folds}', keys)
-            crossfit[1][:, [position[r] for r in fold]] = features.extract_text(
-                settings, as_encoder(base, fold_model.encoder, 'fold', hashed=False), table.iloc[fold])[0]
-            record['folds'].append({'utterances': len(fold), 'selected_epoch': fold_epoch,
-                                    'select_f1': fold_history[fold_epoch - 1]['select_f1']})
     record['seconds'] = round(time.perf_counter() - started, 1)
     return encoder, record, crossfit
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+import conversations
 import extract_features
 import features
 import finetune
@@ -56,8 +57,10 @@ def test_the_fine_tuned_encoder_is_saved_and_its_recipe_recorded(tuned):
     assert record['settings'] == {'epochs': 2, 'lr': 5e-5, 'batch_size': 8, 'warmup': 0.1, 'weight_decay': 0.01,
                                   'class_weight': False, 'label_smoothing': 0.1, 'seed': 0, 'folds': 2,
                                   'head': 'utterance'}
-    assert [h['epoch'] for h in record['history']] == [1, 2] and record['selected_epoch'] in (1, 2)
-    assert record['dev_f1'] == max(h['select_f1'] for h in record['history'])
+    assert record['history'] == [] and record['selected_epoch'] is None and 0 <= record['dev_f1'] <= 100
+    for fold in record['folds']:
+        assert [h['epoch'] for h in fold['history']] == [1, 2] and fold['selected_epoch'] in (1, 2)
+        assert fold['select_f1'] == max(h['select_f1'] for h in fold['history'])
     assert 'dev split' in record['selection'] and 0 <= record['test_f1'] <= 100
     assert meta['recipe']['modalities']['text']['encoder_sha256'] == saved.sha256
     assert meta['modalities']['text']['encoder']['text_model'] == str(tuned / 'feats' / 'encoder')
@@ -77,6 +80,28 @@ def test_cross_fitting_gives_only_the_training_rows_other_features(tuned):
     train = (table['split'] == 'train').to_numpy()
     np.testing.assert_allclose(text[:, ~train], again[:, ~train], atol=1e-5)
     assert np.abs(text[:, train] - again[:, train]).max() > 1e-3
+
+
+@pytest.mark.slow
+def test_the_saved_encoder_is_the_average_of_the_fold_encoders(tuned):
+    """Two fold classifiers fine-tuned here (each on the other fold's dialogues, the epoch chosen on dev) and
+    averaged weight by weight give the saved encoder."""
+    csvs = [str(tuned / f'{split}.csv') for split in SPLITS]
+    settings = extract_features.parse_args([*csvs, '--out', 'x', *FLAGS])
+    table = conversations.read_conversations(csvs, conversations.columns_from_args(settings)).table
+    names = extract_features.label_names(table)
+    labels = table['label'].map({name: i for i, name in enumerate(names)}).to_numpy()
+    base = features.load_encoder(features.DEFAULT_TEXT_MODEL, 'cpu')
+    inputs = features.encoder_inputs(table, features.text_input(settings))
+    train, dev, _ = finetune.selection_split(table, 0)
+    states = [finetune.fine_tune(settings, base, inputs, labels, np.setdiff1d(train, fold), dev, len(names),
+                                 'fold')[0].encoder.state_dict() for fold in finetune.folds_of(table, train, 2, 0)]
+    saved = features.load_encoder(str(tuned / 'feats' / 'encoder'), 'cpu').model.state_dict()
+    name = 'encoder.layer.5.output.dense.weight'
+    assert not torch.allclose(states[0][name], states[1][name], atol=1e-4)
+    for name, value in saved.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (states[0][name] + states[1][name]) / 2, atol=1e-6, rtol=0)
 
 
 @pytest.mark.slow
