@@ -171,56 +171,26 @@ def model_config(args, dims, n_classes, n_speakers):
 
 # ----------------------------------------------------------------------------- the command line
 
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def positive_float(text):
-    value = float(text)
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
-
-
-def non_negative_float(text):
-    value = float(text)
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+def checked(name, kind, ok, what):
+    """An argparse type: text read as kind, refused unless ok(value), the message saying it must be what."""
+    def parse(text):
+        value = kind(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    parse.__name__ = name       # argparse names the type in its message for text kind cannot read
+    return parse
 
 
 MAX_SEED = 2**32 - 1        # numpy's and sklearn's seeds are unsigned 32-bit integers
 
-
-def seed_value(text):
-    value = int(text)
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_SEED}, got {text}")
-    return value
-
-
-def probability(text):
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def open_fraction(text):
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
-    return value
+positive_int = checked('positive_int', int, lambda v: v >= 1, 'a positive integer')
+positive_float = checked('positive_float', float, lambda v: 0 < v < math.inf, 'a positive finite number')
+non_negative_int = checked('non_negative_int', int, lambda v: v >= 0, 'an integer >= 0')
+non_negative_float = checked('non_negative_float', float, lambda v: 0 <= v < math.inf, 'a finite number >= 0')
+seed_value = checked('seed_value', int, lambda v: 0 <= v <= MAX_SEED, f'an integer in 0..{MAX_SEED}')
+probability = checked('probability', float, lambda v: 0 <= v < 1, 'in [0, 1)')
+open_fraction = checked('open_fraction', float, lambda v: 0 < v < 1, 'strictly between 0 and 1')
 
 
 def validation_split(text):
