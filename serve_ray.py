@@ -54,6 +54,7 @@ def run(args, loaded, limits, create_app):
     class Model:
         def __init__(self, run_dir, text_model, device):
             self.loaded = predict.load(run_dir, text_model, device)
+            service.keep_text_features(self.loaded, limits)
 
         def predict(self, dialogues):
             return service.predict_batch(self.loaded, dialogues)

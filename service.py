@@ -13,7 +13,8 @@ dialogue's numbers do not depend on its neighbours. The model runs in one thread
 server keeps accepting requests while a batch runs. A batch that fails is run again request by request, so
 one bad request cannot fail the others.
 
-Sessions hold a conversation's turns; appending one predicts the whole conversation again (with a model that
+Sessions hold a conversation's turns; appending one predicts the whole conversation again (the earlier turns'
+text features kept from before: keep_text_features; MoED runs over them all, with a model that
 reads the future every turn can change) and marks the turns whose predicted label changed (`revised`, with the
 label before). `final` is true only with a past-only model (train.py --causal): no later turn is read, so a
 prediction never changes; a full model's reverse recurrent direction reads to the end of the conversation, so
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 import conversations
+import features
 import predict
 from utils import UserError
 
@@ -47,6 +49,7 @@ class Limits:
     batch_wait_ms: float = 2.0          # how long the batcher waits for more once a request is there
     sessions: int = 1000                # sessions held at once
     session_idle_s: float = 900.0       # a session unused this long is dropped
+    cached_turns: int = 20_000          # turns whose text features are kept for later requests (keep_text_features)
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,14 @@ def predict_batch(loaded, dialogues):
     return [(list(labels[a:b]), probabilities[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def keep_text_features(loaded, limits):
+    """The run's encoder keeps the features of the last limits.cached_turns turns it read: a session's append
+    encodes only the new turn (with --context-turns, the same turn and context give the same input), and a
+    turn sent again is not encoded again."""
+    if loaded.encoder is not None:
+        loaded.encoder.cache = features.FeatureCache(limits.cached_turns)
+
+
 def check_request(dialogues):
     """The rules conversations.py applies to a CSV, applied to a request's dialogues: a UserError names the
     turn (its dialogue and position in the request) that breaks one."""
@@ -114,6 +125,8 @@ class Service:
         predict_batch in this process's model thread. in_flight: batches run at once (serve.py --replicas: one
         per replica)."""
         self.loaded, self.limits = loaded, limits
+        if runner is None:
+            keep_text_features(loaded, limits)
         self.runner, self.in_flight = runner or self.run_here, in_flight
         self.sessions = {}
         self.queue = self.worker = self.slots = None

@@ -186,6 +186,25 @@ def test_a_causal_sessions_earlier_predictions_never_change(runs, causal_run):
                 assert a['previous'] == (b['predicted'] if a['revised'] else None)
 
 
+def test_a_sessions_append_encodes_only_its_new_turn(runs):
+    """With the features of turns read before kept (the default), each append runs the encoder on the new turn
+    alone, a turn sent again in /predict on none, and the answers are those of a server that keeps nothing."""
+    turns = [{'speaker': s, 'text': ' '.join(WORDS[k % 8:k % 8 + 3]) + f' {k}'} for k, s in enumerate('ABABBA')]
+    answers, encoded = {}, {}
+    for kept in (0, LIMITS.cached_turns):
+        loaded = predict.load(runs['full'])
+        rows, forward = [], loaded.encoder.model.forward
+        loaded.encoder.model.forward = lambda **batch: rows.append(len(batch['input_ids'])) or forward(**batch)
+        with TestClient(serve.create_app(service.Service(loaded, service.Limits(cached_turns=kept)))) as c:
+            labels = c.get('/info').json()['labels']
+            answers[kept] = probabilities(session_answers(c, turns)[1][-1], labels)
+            whole = c.post('/predict', json={'turns': turns}).json()['turns']
+            np.testing.assert_allclose(probabilities(whole, labels), answers[kept], atol=1e-5)
+        encoded[kept] = sum(rows)
+    assert encoded == {0: sum(range(1, 7)) + 6, LIMITS.cached_turns: 6}
+    np.testing.assert_allclose(answers[LIMITS.cached_turns], answers[0], atol=1e-5)
+
+
 def test_sessions_are_bounded_in_number_turns_and_idle_time(runs):
     with client_of(runs['full'], sessions=2, turns=2, session_idle_s=0.5) as c:
         first = c.post('/sessions').json()['id']
