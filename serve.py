@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 import predict
 import service
 import utils
+from config import non_negative_int
 from utils import UserError
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'serve_page.html')
@@ -56,7 +57,7 @@ def parse_args(argv=None):
                    help='once a request waits, how long to wait for others to batch with it (default %(default)s)')
     p.add_argument('--max-sessions', type=int, default=d.sessions, help='sessions held at once')
     p.add_argument('--session-idle-s', type=float, default=d.session_idle_s, help='a session idle this long is dropped')
-    p.add_argument('--cached-turns', type=int, default=d.cached_turns,
+    p.add_argument('--cached-turns', type=non_negative_int, default=d.cached_turns,
                    help="turns whose text features are kept for later requests, a session's earlier turns "
                         "(default %(default)s; 0: none)")
     p.add_argument('--replicas', type=int, default=0, help='run N model replicas under Ray Serve (0: this process)')
@@ -65,8 +66,8 @@ def parse_args(argv=None):
     for flag in ('batch_dialogues', 'batch_turns', 'max_sessions'):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be at least 1")
-    if args.batch_wait_ms < 0 or args.session_idle_s <= 0 or args.replicas < 0 or args.cached_turns < 0:
-        p.error("--batch-wait-ms must be >= 0, --session-idle-s > 0, --replicas >= 0 and --cached-turns >= 0")
+    if args.batch_wait_ms < 0 or args.session_idle_s <= 0 or args.replicas < 0:
+        p.error("--batch-wait-ms must be >= 0, --session-idle-s > 0 and --replicas >= 0")
     if args.address and not args.replicas:
         p.error("--address names the Ray cluster of --replicas: give --replicas N too")
     args.device = utils.parsed_device(p, args.device)
