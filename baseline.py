@@ -10,8 +10,9 @@ deviation of test weighted F1 (lbfgs is deterministic: the seed changes nothing 
 
 When the folder was made with extract_features.py --finetune, the fine-tuned encoder's own classifier (the
 other context-free model on the same features: its epoch chosen on dev, as recorded in dataset.json) is
-printed too; with --finetune-head dialogue that classifier reads each dialogue through a GRU (a context
-model, said so), and the logistic regression is the context-free model.
+printed too; with --finetune-head dialogue that classifier reads each dialogue through a GRU, with
+--finetune-head moed it is MoED (context models, said so), and the logistic regression is the context-free
+model.
 When the folder has several modalities, the same model on each modality alone follows (its
 C picked on dev the same way): how much each one carries without the others.
 """
@@ -28,6 +29,10 @@ import feature_folder
 import utils
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+HEAD_NAMES = {'utterance': "fine-tuned encoder's own classifier",   # dataset.json's finetune.settings.head
+              'dialogue': "fine-tuned encoder's dialogue classifier (a GRU over each dialogue: not context-free)",
+              'moed': "MoED fine-tuned with the encoder (--finetune-head moed: not context-free; train.py starts "
+                      "from it)"}
 BLOCKS = {'text': lambda d: np.mean(d.text, 0), 'audio': lambda d: d.audio, 'visual': lambda d: d.visual}
 
 
@@ -87,13 +92,12 @@ def main(argv=None):
         print(f"logistic regression on {modality} alone, {summary(alone)}")
     tuned = fs.meta.get('finetune')
     if tuned and 'test_f1' in tuned:
-        dialogue = tuned['settings'].get('head') == 'dialogue'
-        which = "dialogue classifier (a GRU over each dialogue: not context-free)" if dialogue else "own classifier"
+        which = HEAD_NAMES[tuned['settings'].get('head', 'utterance')]
         folds = tuned['folds']
         chosen = (f"the average of {len(folds)} cross-fitting folds' weights, their epochs "
                   f"{', '.join(str(fold['selected_epoch']) for fold in folds)} of {tuned['settings']['epochs']}"
                   if folds else f"epoch {tuned['selected_epoch']} of {len(tuned['history'])}")
-        print(f"fine-tuned encoder's {which} ({chosen}, "
+        print(f"{which} ({chosen}, "
               f"chosen on dev, seed {tuned['settings']['seed']}): test weighted F1 {tuned['test_f1']:.2f}, "
               f"accuracy {tuned['test_acc']:.2f} (dev weighted F1 {tuned['dev_f1']:.2f})")
 

@@ -286,6 +286,10 @@ def build_parser(default_dataset='IEMOCAP', description=None):
                    help='a past-only MoED: no utterance reads a later one (the graphs keep only their edges from '
                         'earlier turns, normalised by in-degrees; the recurrent encoders run forward only, hidden '
                         'size D_g, the width of both directions): predictions that never change as turns arrive')
+    p.add_argument('--from-scratch', action='store_true',
+                   help=f"--Dataset {CUSTOM}: start from the seeded initialisation even where the feature folder "
+                        "holds a MoED fine-tuned with its encoder (extract_features.py --finetune-head moed), "
+                        "which training otherwise starts from")
     p.add_argument('--no-cuda', action='store_true', help='never use CUDA (same as --device cpu)')
 
     p.add_argument('--paper', action='store_true',

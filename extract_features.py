@@ -157,9 +157,10 @@ def build_parser():
                         "fine-tunings of (K-1)/K of the data); default 1: none")
     g.add_argument('--finetune-head', choices=finetune.HEADS, default='utterance',
                    help="what reads the encoder while it is fine-tuned: one linear layer on each utterance "
-                        "(utterance, default), or a bidirectional GRU over each dialogue's utterances, as MoED's text "
+                        "(utterance, default), a bidirectional GRU over each dialogue's utterances, as MoED's text "
                         "path reads them (dialogue; each utterance still encoded alone; about 1.5x the fine-tuning "
-                        "time)")
+                        "time), or MoED itself with train.py's defaults, whose weights train.py then starts from "
+                        "(moed)")
     conversations.add_column_flags(p)
     return p
 
@@ -296,10 +297,11 @@ def main(argv=None):
         return 0
 
     names = label_names(table)
-    finetuned = crossfit = None
+    finetuned = crossfit = head = None
     if args.finetune:
         saved_as = os.path.join(os.path.abspath(args.out), ENCODER)
-        encoder, finetuned, crossfit = finetune.finetune_encoder(args, encoder, table, names, saved_as)
+        encoder, finetuned, crossfit, head = finetune.finetune_encoder(
+            args, encoder, table, names, saved_as, finetune.Speakers(speaker_index, n_speakers))
         recipe['modalities']['text'] = as_json(EXTRACTORS['text'][0](args, encoder, conv.table))
     arrays, details, seconds = features.extract_modalities(args, encoder, table, recipe['modalities'])
     if crossfit is not None:
@@ -313,6 +315,8 @@ def main(argv=None):
     if finetuned:
         fields['finetune'] = finetuned
         extras[ENCODER] = lambda path: finetune.save_encoder(encoder, path)
+        if head is not None:
+            extras[feature_folder.HEAD] = lambda path: feature_folder.save_head(path, head)
     recordings = media_files(table, modalities)
     if recordings is not None:
         extras[feature_folder.MEDIA] = lambda path: save_csv(path, recordings)

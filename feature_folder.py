@@ -17,6 +17,8 @@ The files (written whole into a temporary folder beside the target, then renamed
                      input file, dialogue (first appearance), turn
     media.csv        when the CSVs name media files: each file read (recordings, .npy vectors) once, by its
                      absolute path, with its sha256 (MEDIA_COLUMNS); the recipe's media_sha256 covers them
+    moed_head.pth    with extract_features.py --finetune-head moed: the MoED fine-tuned with the encoder
+                     (save_head: its model configuration and state_dict), which train.py starts from (read_head)
     (extras)         any other file or subfolder the writer is given (write_folder's extras), e.g. a text
                      encoder; each of its files is listed in `files` like the two above
 
@@ -57,10 +59,11 @@ elsewhere (no or another meta_sha256), every field, row and array is checked bef
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
+import torch
 
 from dataloader import Dialogue, FeatureSet
 from utils import UserError, as_json, file_sha256, load_json, replace_folder, save_csv, save_json
@@ -70,6 +73,7 @@ META, FEATURES, UTTERANCES = 'dataset.json', 'features.npz', 'utterances.csv'
 MEDIA = 'media.csv'             # every recording or vector file the features were made of, with its sha256
 MEDIA_COLUMNS = ('path', 'sha256')
 TRAINING_READS = (FEATURES, UTTERANCES)     # the files train.py reads (encoder/ is predict.py's)
+HEAD = 'moed_head.pth'      # --finetune-head moed: MoED fine-tuned with the encoder, where train.py starts
 SPLITS = ('train', 'dev', 'test')
 MODALITY_LETTERS = {'text': 'l', 'audio': 'a', 'visual': 'v'}     # modality -> its --modals letter
 UTTERANCE_COLUMNS = ('dialogue_key', 'file', 'dialogue', 'turn', 'speaker', 'speaker_index', 'text', 'label',
@@ -358,6 +362,25 @@ def conversation_set(keys, speakers, labels, arrays, label_names, n_classes, n_s
     return FeatureSet(name='custom', dims=dims_of(arrays), n_classes=n_classes, n_speakers=n_speakers,
                       label_names=tuple(label_names), train_keys=[], test_keys=list(dialogues), dialogues=dialogues,
                       source=list(source))
+
+
+# ----------------------------------------------------------------------------- the MoED head
+
+def save_head(path, moed):
+    """HEAD: the model configuration (dataclass fields) and state_dict (on the CPU) of the MoED that
+    extract_features.py --finetune-head moed fine-tuned with the encoder."""
+    torch.save({'model_config': asdict(moed.cfg),
+                'state_dict': {name: value.detach().cpu() for name, value in moed.state_dict().items()}}, path)
+
+
+def read_head(folder, meta):
+    """(model configuration dict, state_dict) of the folder's HEAD, or None when it has none. Its sha256 is
+    checked against dataset.json's files: a matching file is this module's and is read as written."""
+    if HEAD not in meta['files']:
+        return None
+    _check_file_hashes(folder, meta, (HEAD,))
+    head = torch.load(os.path.join(folder, HEAD), map_location='cpu', weights_only=True)
+    return head['model_config'], head['state_dict']
 
 
 # ----------------------------------------------------------------------------- what a run reads of it

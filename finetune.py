@@ -23,6 +23,15 @@ extraction is unchanged); batches are whole dialogues (shuffled), at least
 --finetune-batch-size utterances each; the GRU and the linear layer, new weights, learn at HEAD_LR; the GRU
 is dropped after the fine-tuning.
 
+The MoED head (--finetune-head moed, `MoEDClassifier`): what the dialogue head learns stays in its GRU, which is
+dropped, and a MoED trained afterwards on the fixed features gets less than the joint model did. With this head
+the context model trained with the encoder is MoED itself, as train.py --Dataset custom builds it by default (text
+only): each utterance encoded alone and pooled as the extraction pools it (the mean of each of --layers over its
+tokens), the four vectors of each dialogue's utterances with their speaker indices read by MoED, whose weights
+(at MoED's own learning rate, train.py's --lr) are fine-tuned together with the encoder's. The selected epoch's
+MoED is kept with the features (feature_folder.HEAD) and train.py starts from it, so the run's model is the one the
+encoder was trained for; the batches are the dialogue head's.
+
 Cross-fitting (--finetune-folds K >= 2): an encoder fine-tuned on the training labels makes features of the
 training utterances more confident than those of dev and test, and a context model on top learns to trust
 them too much. So the training dialogues are split into K seeded folds and K encoders are fine-tuned, each on
@@ -35,31 +44,37 @@ it.
 import copy
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+import config
 import features
+import model as moed_model
 import utils
 from utils import UserError
 
 HELD_OUT = 0.1      # share of the training dialogues held out for the epoch choice when there is no dev split
 
 
-HEADS = ('utterance', 'dialogue')          # --finetune-head
+HEADS = ('utterance', 'dialogue', 'moed')  # --finetune-head
 HEAD_LR = 1e-3      # the dialogue head's GRU and linear layer (new weights): AdamW's usual rate, not tuned
 CLASSIFIERS = {     # --finetune-head -> dataset.json's finetune.classifier
     'utterance': 'mean of the last hidden states, dropout 0.1, linear',
     'dialogue': f'mean of the last hidden states, dropout 0.1, a bidirectional GRU over the dialogue (hidden/2 per '
-                f'direction; it and the linear layer at lr {HEAD_LR}), dropout 0.1, linear'}
+                f'direction; it and the linear layer at lr {HEAD_LR}), dropout 0.1, linear',
+    'moed': 'the features (the mean of each of --layers over the tokens) read by MoED with the defaults of train.py '
+            '--Dataset custom (text only; its lr and l2)'}
 
 
 class Classifier(nn.Module):
     """encoder -> mean of the last hidden states over the pooled tokens -> dropout -> linear.
     batch: the tokenizer's dict, input_ids (B, L); mask (B, L): the tokens pooled (features.tokenize);
     returns logits (B, n_classes)."""
+    head_lr = None      # the linear layer learns at --finetune-lr
 
     def __init__(self, encoder_model, n_classes, dropout=0.1):
         super().__init__()
@@ -78,6 +93,7 @@ class DialogueClassifier(nn.Module):
     reads it; the GRU is dropped afterwards. chunks: (tokenizer dict, pooling mask, positions in the batch's
     utterance order) per encoder call; lengths: utterances per dialogue, the dialogues one after another.
     Returns logits (sum(lengths), n_classes) in that order."""
+    head_lr = HEAD_LR
 
     def __init__(self, encoder_model, n_classes, dropout=0.1):
         super().__init__()
@@ -87,16 +103,59 @@ class DialogueClassifier(nn.Module):
         self.gru = nn.GRU(hidden, hidden // 2, bidirectional=True)
         self.head = nn.Linear(2 * (hidden // 2), n_classes)
 
-    def forward(self, chunks, lengths):
-        pooled = torch.cat([features.masked_mean(self.encoder(**batch).last_hidden_state, mask)
-                            for batch, mask, _ in chunks])
-        order = torch.cat([positions for _, _, positions in chunks])
-        vectors = torch.empty_like(pooled)
-        vectors[order] = pooled
+    def forward(self, chunks, lengths, speakers=None):
+        vectors = dialogue_order(chunks, lambda batch, mask: features.masked_mean(
+            self.encoder(**batch).last_hidden_state, mask)[None])[0]
         padded = nn.utils.rnn.pad_sequence(vectors.split(lengths))         # (T, B, hidden)
         packed = nn.utils.rnn.pack_padded_sequence(self.dropout(padded), torch.tensor(lengths), enforce_sorted=False)
         out = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0])[0]      # (T, B, hidden)
         return self.head(self.dropout(torch.cat([out[:n, b] for b, n in enumerate(lengths)])))
+
+
+class MoEDClassifier(nn.Module):
+    """--finetune-head moed: each utterance encoded alone, its features pooled as the extraction pools them
+    (the mean of each of `layers` over its tokens), then MoED as train.py --Dataset custom builds it by default
+    (cfg, text only) over its dialogue: the encoder is fine-tuned for the model that will read its features, and
+    MoED's weights are kept with them (feature_folder's HEAD) as train.py's starting point. chunks, lengths as
+    DialogueClassifier; speakers: each utterance's speaker index, in the same order. Returns MoED's log
+    probabilities (sum(lengths), n_classes) in that order."""
+
+    def __init__(self, encoder_model, cfg, layers, lr):
+        super().__init__()
+        self.encoder, self.layers, self.head_lr = encoder_model, layers, lr
+        self.moed = moed_model.MoED(cfg)
+
+    def forward(self, chunks, lengths, speakers):
+        vectors = dialogue_order(chunks, lambda batch, mask: features.pooled_layers(self.encoder, batch, self.layers,
+                                                                                   mask))  # (4, N, D)
+        text = [nn.utils.rnn.pad_sequence(layer.split(lengths)) for layer in vectors]      # four (T, B, D)
+        qmask = nn.utils.rnn.pad_sequence(
+            nn.functional.one_hot(speakers, self.moed.cfg.n_speakers).float().split(lengths))
+        return self.moed(text, None, None, qmask, torch.tensor(lengths))['log_prob']
+
+
+def dialogue_order(chunks, encode):
+    """encode(tokenizer dict, pooling mask) -> (k, n, D) of each chunk, joined as (k, N, D) in the batch's
+    utterance order (each chunk's positions)."""
+    pooled = torch.cat([encode(batch, mask) for batch, mask, _ in chunks], 1)
+    vectors = torch.empty_like(pooled)
+    vectors[:, torch.cat([positions for _, _, positions in chunks])] = pooled
+    return vectors
+
+
+class Speakers(NamedTuple):
+    """Each utterance's speaker index (the folder's, extract_features.py) and their number (n_speakers)."""
+    index: np.ndarray
+    n: int
+
+
+def moed_config(width, n_classes, n_speakers):
+    """(the ModelConfig train.py --Dataset custom builds by default for text features of this width, its
+    resolved flags)."""
+    args = config.parse_args(['--Dataset', config.CUSTOM, '--data-dir', '.'])
+    config.resolve_extracted(args, 'l')
+    dims = {'D_text': width, 'D_audio': 0, 'D_visual': 0}
+    return config.model_config(args, dims, n_classes, n_speakers), args
 
 
 def settings_record(settings):
@@ -143,12 +202,13 @@ def folds_of(table, rows, k, seed):
     return [rows[which == i] for i in range(k)]
 
 
-def batches(encoder, inputs, rows, batch_size, rng=None, keys=None):
+def batches(encoder, inputs, rows, batch_size, rng=None, keys=None, speakers=None):
     """(rows, the model's inputs) of batches of rows, inputs = features.encoder_inputs(...); shuffled when rng is
     given. Without keys (the utterance head): (tokenizer dict, pooling mask) of similar lengths together (the
-    order of the batches shuffled too); with each row's dialogue key (the dialogue head): dialogue_batches."""
+    order of the batches shuffled too); with each row's dialogue key (the dialogue and MoED heads):
+    dialogue_batches (speakers: each row's speaker index, for the MoED head)."""
     if keys is not None:
-        yield from dialogue_batches(encoder, inputs, rows, batch_size, rng, keys)
+        yield from dialogue_batches(encoder, inputs, rows, batch_size, rng, keys, speakers)
         return
     texts, contexts = inputs
     lengths = features.token_lengths(encoder, [texts[i] for i in rows], contexts and [contexts[i] for i in rows])
@@ -167,10 +227,11 @@ def batches(encoder, inputs, rows, batch_size, rng=None, keys=None):
         yield chosen, features.tokenize(encoder, [texts[i] for i in chosen], contexts and [contexts[i] for i in chosen])
 
 
-def dialogue_batches(encoder, inputs, rows, batch_size, rng, keys, chunk=16):
+def dialogue_batches(encoder, inputs, rows, batch_size, rng, keys, speakers=None, chunk=16):
     """Whole dialogues of rows (each in rows' order), at least batch_size utterances a batch (the dialogues
-    shuffled when rng is given): (their rows, dialogue after dialogue; (chunks, lengths) as DialogueClassifier
-    takes them, the chunks chunk utterances of similar length each)."""
+    shuffled when rng is given): (their rows, dialogue after dialogue; (chunks, lengths, their speaker indices
+    or None) as DialogueClassifier and MoEDClassifier take them, the chunks chunk utterances of similar length
+    each)."""
     texts, contexts = inputs
     groups = {}
     for i, key in enumerate(keys[rows]):
@@ -192,25 +253,27 @@ def dialogue_batches(encoder, inputs, rows, batch_size, rng, keys, chunk=16):
             batch, mask = features.tokenize(encoder, [texts[i] for i in chosen[part]],
                                             contexts and [contexts[i] for i in chosen[part]])
             chunks.append((batch, mask, torch.as_tensor(part)))
-        yield chosen, (chunks, [len(g) for g in groups[start:end]])
+        yield chosen, (chunks, [len(g) for g in groups[start:end]],
+                       None if speakers is None else torch.as_tensor(speakers[chosen]))
         start = end
 
 
 def on_device(model_inputs, device):
     """A batch's model inputs (batches) moved to device."""
-    first, second = model_inputs
-    if isinstance(first, list):
-        return [(batch.to(device), mask.to(device), positions.to(device)) for batch, mask, positions in first], second
-    return first.to(device), second.to(device)
+    if len(model_inputs) == 3:
+        chunks, lengths, speakers = model_inputs
+        return ([(batch.to(device), mask.to(device), positions.to(device)) for batch, mask, positions in chunks],
+                lengths, None if speakers is None else speakers.to(device))
+    return tuple(part.to(device) for part in model_inputs)
 
 
-def predict_rows(model, encoder, inputs, rows, batch_size, device, keys=None):
+def predict_rows(model, encoder, inputs, rows, batch_size, device, keys=None, speakers=None):
     """Predicted class of each row (in rows' order)."""
     preds = np.empty(len(rows), dtype=np.int64)
     position = {row: i for i, row in enumerate(rows)}
     model.eval()
     with torch.inference_mode():
-        for part, model_inputs in batches(encoder, inputs, rows, batch_size * 2, keys=keys):
+        for part, model_inputs in batches(encoder, inputs, rows, batch_size * 2, keys=keys, speakers=speakers):
             logits = model(*on_device(model_inputs, device))
             preds[[position[r] for r in part]] = logits.argmax(-1).cpu().numpy()
     return preds
@@ -218,11 +281,12 @@ def predict_rows(model, encoder, inputs, rows, batch_size, device, keys=None):
 
 def optimizer_and_schedule(model, settings, steps):
     """AdamW without decay on biases and LayerNorm weights; linear warm-up then linear decay to 0. The
-    dialogue head's new layers (its GRU and linear layer) learn at HEAD_LR, the rest at --finetune-lr."""
-    groups, dialogue = [], isinstance(model, DialogueClassifier)
+    new layers of a head with its own rate (model.head_lr: the dialogue head's GRU and linear layer, MoED) learn
+    at that rate, the rest at --finetune-lr."""
+    groups, own = [], model.head_lr is not None
     for fresh in (False, True):
-        lr = HEAD_LR if fresh else settings.finetune_lr
-        named = [(n, p) for n, p in model.named_parameters() if (dialogue and not n.startswith('encoder.')) == fresh]
+        lr = model.head_lr if fresh else settings.finetune_lr
+        named = [(n, p) for n, p in model.named_parameters() if (own and not n.startswith('encoder.')) == fresh]
         groups += [{'params': [p for n, p in named if p.ndim >= 2], 'weight_decay': settings.finetune_weight_decay,
                     'lr': lr}, {'params': [p for n, p in named if p.ndim < 2], 'weight_decay': 0.0, 'lr': lr}]
     optimizer = torch.optim.AdamW([group for group in groups if group['params']], lr=settings.finetune_lr)
@@ -235,15 +299,26 @@ def optimizer_and_schedule(model, settings, steps):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes, title, keys=None):
-    """A copy of base.model fine-tuned on train_rows, the epoch chosen on select_rows: (encoder model in eval
-    mode, per-epoch history, the selected epoch's index from 1). keys (each row's dialogue): the dialogue
-    head, else the utterance head."""
+def make_head(settings, base, n_classes, speakers):
+    """The classifier of --finetune-head around a copy of base's encoder model (speakers: Speakers, for the
+    MoED head)."""
+    encoder_model = copy.deepcopy(base.model).float()
+    if settings.finetune_head == 'moed':
+        cfg, args = moed_config(encoder_model.config.hidden_size, n_classes, speakers.n)
+        return MoEDClassifier(encoder_model, cfg, features.resolve_layers(settings.layers, base), args.lr)
+    return (DialogueClassifier if settings.finetune_head == 'dialogue' else Classifier)(encoder_model, n_classes)
+
+
+def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes, title, keys=None, speakers=None):
+    """A copy of base.model fine-tuned on train_rows with the head of --finetune-head, the epoch chosen on
+    select_rows: (the classifier in eval mode (its .encoder the encoder model), per-epoch history, the
+    selected epoch's index from 1). keys: each row's dialogue (the dialogue and MoED heads); speakers: each
+    row's speaker index and their number (the MoED head)."""
     device = settings.device
     torch.manual_seed(settings.finetune_seed)
     rng = np.random.RandomState(settings.finetune_seed)
-    head = Classifier if keys is None else DialogueClassifier
-    model = head(copy.deepcopy(base.model).float(), n_classes).to(device)
+    model = make_head(settings, base, n_classes, speakers).to(device)
+    index = None if speakers is None else speakers.index
     weight = None
     if settings.finetune_class_weight:
         weight = torch.tensor(utils.inverse_class_frequency(labels[train_rows], n_classes), dtype=torch.float32,
@@ -256,7 +331,7 @@ def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes
     for epoch in range(1, settings.finetune_epochs + 1):
         model.train()
         total, seen = 0.0, 0
-        for part, model_inputs in batches(base, inputs, train_rows, settings.finetune_batch_size, rng, keys):
+        for part, model_inputs in batches(base, inputs, train_rows, settings.finetune_batch_size, rng, keys, index):
             loss = loss_fn(model(*on_device(model_inputs, device)), torch.as_tensor(labels[part], device=device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -265,7 +340,7 @@ def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes
             schedule.step()
             total, seen = total + loss.item() * len(part), seen + len(part)
             bar.update(1)
-        preds = predict_rows(model, base, inputs, select_rows, settings.finetune_batch_size, device, keys)
+        preds = predict_rows(model, base, inputs, select_rows, settings.finetune_batch_size, device, keys, index)
         f1 = utils.weighted_f1(labels[select_rows], preds)
         history.append({'epoch': epoch, 'train_loss': round(total / seen, 4), 'select_f1': round(f1, 2),
                         'select_acc': round(utils.accuracy(labels[select_rows], preds), 2)})
@@ -287,7 +362,7 @@ def as_encoder(base, model, name, hashed=True):
                             n_hidden_states=base.n_hidden_states, max_length=base.max_length)
 
 
-def cross_fit(settings, base, table, inputs, labels, train_rows, select_rows, n_classes, keys):
+def cross_fit(settings, base, table, inputs, labels, train_rows, select_rows, n_classes, keys, speakers):
     """Cross-fitting (the module's docstring): (the classifier whose weights are the average of the K fold
     classifiers', each fold's record, (training rows, their (4, n, D) text features from the fold encoders that
     did not see them))."""
@@ -297,7 +372,7 @@ def cross_fit(settings, base, table, inputs, labels, train_rows, select_rows, n_
     total, folds = None, []
     for i, fold in enumerate(folds_of(table, train_rows, k, settings.finetune_seed)):
         model, history, epoch = fine_tune(settings, base, inputs, labels, np.setdiff1d(train_rows, fold),
-                                          select_rows, n_classes, f'fold {i + 1}/{k}', keys)
+                                          select_rows, n_classes, f'fold {i + 1}/{k}', keys, speakers)
         crossfit[1][:, [position[r] for r in fold]] = features.extract_text(
             settings, as_encoder(base, model.encoder, 'fold', hashed=False), table.iloc[fold])[0]
         folds.append({'utterances': len(fold), 'history': history, 'selected_epoch': epoch,
@@ -314,44 +389,46 @@ def cross_fit(settings, base, table, inputs, labels, train_rows, select_rows, n_
     return model, folds, crossfit
 
 
-def finetune_encoder(settings, base, table, label_names, saved_as):
+def finetune_encoder(settings, base, table, label_names, saved_as, speakers=None):
     """(the fine-tuned encoder (with cross-fitting the fold encoders' average), named saved_as (where
-    extract_features.py saves it), dataset.json's record of the fine-tuning, and with cross-fitting (training
-    rows, their (4, n, D) text features from the fold encoders) else None)."""
+    extract_features.py saves it), dataset.json's record of the fine-tuning, with cross-fitting (training rows,
+    their (4, n, D) text features from the fold encoders) else None, and the MoED head's MoED (in eval mode)
+    else None). speakers: Speakers of the table's rows (needed by the MoED head)."""
     check_labels(table, label_names)
     started = time.perf_counter()
-    index = {name: i for i, name in enumerate(label_names)}
-    labels = table['label'].map(index).fillna(-1).astype(np.int64).to_numpy()
+    labels = table['label'].map({name: i for i, name in enumerate(label_names)}).fillna(-1).astype(np.int64).to_numpy()
     inputs = features.encoder_inputs(table, features.text_input(settings))
     train_rows, select_rows, selection = selection_split(table, settings.finetune_seed)
     train_rows = train_rows[labels[train_rows] >= 0]
     print(f"fine-tuning {base.name} on {len(train_rows)} training utterances; {selection}", file=sys.stderr)
     n = len(label_names)
-    keys = table['key'].to_numpy() if settings.finetune_head == 'dialogue' else None
+    keys = None if settings.finetune_head == 'utterance' else table['key'].to_numpy()
+    index = speakers.index if settings.finetune_head == 'moed' else None
     record = {'base_text_model': features.encoder_description(base)['text_model'], 'base_sha256': base.sha256,
               'settings': settings_record(settings), 'classifier': CLASSIFIERS[settings.finetune_head],
               'selection': selection}
     if settings.finetune_folds > 1:
         model, record['folds'], crossfit = cross_fit(settings, base, table, inputs, labels, train_rows, select_rows,
-                                                     n, keys)
-        preds = predict_rows(model, base, inputs, select_rows, settings.finetune_batch_size, settings.device, keys)
+                                                     n, keys, speakers)
+        preds = predict_rows(model, base, inputs, select_rows, settings.finetune_batch_size, settings.device, keys,
+                             index)
         record.update(history=[], selected_epoch=None, dev_f1=round(utils.weighted_f1(labels[select_rows], preds), 2),
                       dev_acc=round(utils.accuracy(labels[select_rows], preds), 2))
     else:
         model, history, epoch = fine_tune(settings, base, inputs, labels, train_rows, select_rows, n, 'fine-tune',
-                                          keys)
+                                          keys, speakers)
         crossfit, record['folds'] = None, []
         record.update(history=history, selected_epoch=epoch, dev_f1=history[epoch - 1]['select_f1'],
                       dev_acc=history[epoch - 1]['select_acc'])
     test = np.flatnonzero(((table['split'] == 'test') & table['label'].notna()).to_numpy())
     if len(test):
-        preds = predict_rows(model, base, inputs, test, settings.finetune_batch_size, settings.device, keys)
+        preds = predict_rows(model, base, inputs, test, settings.finetune_batch_size, settings.device, keys, index)
         record.update(test_f1=round(utils.weighted_f1(labels[test], preds), 2),
                       test_acc=round(utils.accuracy(labels[test], preds), 2))
     encoder = as_encoder(base, model.encoder, saved_as)
     record['sha256'] = encoder.sha256
     record['seconds'] = round(time.perf_counter() - started, 1)
-    return encoder, record, crossfit
+    return encoder, record, crossfit, getattr(model, 'moed', None)
 
 
 def save_encoder(encoder, folder):

@@ -194,12 +194,15 @@ def train(args, fs, net):
     run_dir = args.out_dir or default_run_dir(args)
     utils.check_output_folder(run_dir, '--out-dir')
     refuse_finished_run(run_dir)
+    start = training.start_from_head(args, fs, net)
     run, optimizer = training.Run.of(args, net, fs), training.make_optimizer(args, net)
     rule = selection_rule(args, len(splits.get('valid', ())))
     select_on = selection_metric(args)
     checkpoint = os.path.join(run_dir, f'best_model_{args.Dataset}.pth')
-    utils.save_json(os.path.join(run_dir, 'config.json'), run_config(args, net, fs, splits, rule))
+    utils.save_json(os.path.join(run_dir, 'config.json'), dict(run_config(args, net, fs, splits, rule),
+                                                               initial_weights=start))
     print(f"data: {training.data_description(args, fs)}; device: {args.device}; run folder: {run_dir}")
+    print(f"starting from {start}")
     print(f"training protocol: {protocol_description(args.protocol)}")
     progress = sys.stderr.isatty() and not args.quiet
 

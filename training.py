@@ -12,7 +12,7 @@ run for run on CPU, `textbook` draws a fresh order and fresh dropout masks every
 train.py, bench.py and the experiment and prediction scripts all go through these functions.
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -68,6 +68,28 @@ def build_model(args, fs):
     cfg = config.model_config(args, fs.dims, fs.n_classes, fs.n_speakers)
     utils.seed_everything(args.seed)
     return model.MoED(cfg).to(args.device)
+
+
+HEAD_MAY_DIFFER = ('dropout', 'graph_backend')      # flags that leave a model's weights and their meaning alone
+
+
+def start_from_head(args, fs, net):
+    """--Dataset custom training: load the feature folder's MoED head (extract_features.py --finetune-head moed:
+    MoED fine-tuned together with the encoder whose features these are) into net when it is the model these
+    flags build, and not --from-scratch. Returns what the run started from, as config.json records it."""
+    head = feature_folder.read_head(args.data_dir, fs.meta) if args.Dataset == config.CUSTOM else None
+    if head is None:
+        return 'the seeded initialisation'
+    if args.from_scratch:
+        return f"the seeded initialisation (--from-scratch: {feature_folder.HEAD} not used)"
+    built = asdict(net.cfg)
+    differ = [f"{name} {value!r} there, {built.get(name)!r} here" for name, value in head[0].items()
+              if name not in HEAD_MAY_DIFFER and built.get(name) != value]
+    if differ:
+        return (f"the seeded initialisation: {feature_folder.HEAD} (MoED fine-tuned with the encoder) is another "
+                f"model than these flags build ({'; '.join(differ)})")
+    net.load_state_dict({name: value.to(args.device) for name, value in head[1].items()})
+    return f"{feature_folder.HEAD}: the MoED fine-tuned with the feature folder's encoder (--finetune-head moed)"
 
 
 def make_optimizer(args, net):
