@@ -155,12 +155,12 @@ def build_parser():
                    help="K >= 2: cross-fitting, each training fold's features from an encoder fine-tuned on the "
                         "other folds, dev, test and predict.py's from the average of the K encoders' weights (K "
                         "fine-tunings of (K-1)/K of the data); default 1: none")
-    g.add_argument('--finetune-head', choices=finetune.HEADS, default='utterance',
-                   help="what reads the encoder while it is fine-tuned: one linear layer on each utterance "
-                        "(utterance, default), a bidirectional GRU over each dialogue's utterances, as MoED's text "
-                        "path reads them (dialogue; each utterance still encoded alone; about 1.5x the fine-tuning "
-                        "time), or MoED itself with train.py's defaults, whose weights train.py then starts from "
-                        "(moed)")
+    g.add_argument('--finetune-head', choices=finetune.HEADS,
+                   help="what reads the encoder while it is fine-tuned: MoED itself, as train.py builds it by default "
+                        "(text only), whose weights train.py then starts from (moed: the default for text; about 2x "
+                        "the fine-tuning time of utterance), one linear layer on each utterance (utterance: the "
+                        "default with audio or visual features), or a bidirectional GRU over each dialogue's "
+                        "utterances (dialogue); each utterance is encoded alone")
     conversations.add_column_flags(p)
     return p
 
@@ -286,6 +286,8 @@ def main(argv=None):
     conv = conversations.read_conversations(args.csv, conversations.columns_from_args(args), media_dirs=args.media_dir)
     table = conv.table.assign(path=conv.table['file'].map({f.name: f.path for f in conv.files}))
     modalities = present_modalities(conv, args)
+    if args.finetune_head is None:      # MoED's head is text only: a run with audio or visual could not start from it
+        args.finetune_head = 'moed' if modalities == ['text'] else 'utterance'
     previous = previous_meta(args.out)
     encoder = features.load_encoder(args.text_model, args.device)
     speaker_index, n_speakers, speakers = assign_speakers(table, args.speakers, args.max_speakers)

@@ -27,8 +27,8 @@ The MoED head (--finetune-head moed, `MoEDClassifier`): what the dialogue head l
 dropped, and a MoED trained afterwards on the fixed features gets less than the joint model did. With this head
 the context model trained with the encoder is MoED itself, as train.py --Dataset custom builds it by default (text
 only): each utterance encoded alone and pooled as the extraction pools it (the mean of each of --layers over its
-tokens), the four vectors of each dialogue's utterances with their speaker indices read by MoED, whose weights
-(at MoED's own learning rate, train.py's --lr) are fine-tuned together with the encoder's. The selected epoch's
+tokens), the four vectors of each dialogue's utterances with their speaker indices read by MoED, whose new
+weights learn at HEAD_LR while the encoder's are fine-tuned at --finetune-lr. The selected epoch's
 MoED is kept with the features (feature_folder.HEAD) and train.py starts from it, so the run's model is the one the
 encoder was trained for; the batches are the dialogue head's.
 
@@ -61,13 +61,13 @@ HELD_OUT = 0.1      # share of the training dialogues held out for the epoch cho
 
 
 HEADS = ('utterance', 'dialogue', 'moed')  # --finetune-head
-HEAD_LR = 1e-3      # the dialogue head's GRU and linear layer (new weights): AdamW's usual rate, not tuned
+HEAD_LR = 1e-3      # the new weights of the dialogue and MoED heads: AdamW's usual rate (MoED: 1e-4 measured worse)
 CLASSIFIERS = {     # --finetune-head -> dataset.json's finetune.classifier
     'utterance': 'mean of the last hidden states, dropout 0.1, linear',
     'dialogue': f'mean of the last hidden states, dropout 0.1, a bidirectional GRU over the dialogue (hidden/2 per '
                 f'direction; it and the linear layer at lr {HEAD_LR}), dropout 0.1, linear',
-    'moed': 'the features (the mean of each of --layers over the tokens) read by MoED with the defaults of train.py '
-            '--Dataset custom (text only; its lr and l2)'}
+    'moed': f'the features (the mean of each of --layers over the tokens) read by MoED with the defaults of train.py '
+            f'--Dataset custom (text only; at lr {HEAD_LR})'}
 
 
 class Classifier(nn.Module):
@@ -120,9 +120,11 @@ class MoEDClassifier(nn.Module):
     DialogueClassifier; speakers: each utterance's speaker index, in the same order. Returns MoED's log
     probabilities (sum(lengths), n_classes) in that order."""
 
-    def __init__(self, encoder_model, cfg, layers, lr):
+    head_lr = HEAD_LR
+
+    def __init__(self, encoder_model, cfg, layers):
         super().__init__()
-        self.encoder, self.layers, self.head_lr = encoder_model, layers, lr
+        self.encoder, self.layers = encoder_model, layers
         self.moed = moed_model.MoED(cfg)
 
     def forward(self, chunks, lengths, speakers):
@@ -150,12 +152,11 @@ class Speakers(NamedTuple):
 
 
 def moed_config(width, n_classes, n_speakers):
-    """(the ModelConfig train.py --Dataset custom builds by default for text features of this width, its
-    resolved flags)."""
+    """The ModelConfig train.py --Dataset custom builds by default for text features of this width."""
     args = config.parse_args(['--Dataset', config.CUSTOM, '--data-dir', '.'])
     config.resolve_extracted(args, 'l')
     dims = {'D_text': width, 'D_audio': 0, 'D_visual': 0}
-    return config.model_config(args, dims, n_classes, n_speakers), args
+    return config.model_config(args, dims, n_classes, n_speakers)
 
 
 def settings_record(settings):
@@ -304,8 +305,8 @@ def make_head(settings, base, n_classes, speakers):
     MoED head)."""
     encoder_model = copy.deepcopy(base.model).float()
     if settings.finetune_head == 'moed':
-        cfg, args = moed_config(encoder_model.config.hidden_size, n_classes, speakers.n)
-        return MoEDClassifier(encoder_model, cfg, features.resolve_layers(settings.layers, base), args.lr)
+        cfg = moed_config(encoder_model.config.hidden_size, n_classes, speakers.n)
+        return MoEDClassifier(encoder_model, cfg, features.resolve_layers(settings.layers, base))
     return (DialogueClassifier if settings.finetune_head == 'dialogue' else Classifier)(encoder_model, n_classes)
 
 

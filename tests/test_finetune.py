@@ -19,8 +19,8 @@ from helpers import LABELS, conversation_rows, ok, run_script, write_csv
 from utils import UserError, run_cli
 
 SPLITS = {'train': 8, 'dev': 3, 'test': 3}        # dialogues per split
-FLAGS = ['--finetune', '--finetune-epochs', '2', '--finetune-batch-size', '8', '--finetune-folds', '2',
-         '--device', 'cpu']
+FLAGS = ['--finetune', '--finetune-head', 'utterance', '--finetune-epochs', '2', '--finetune-batch-size', '8',
+         '--finetune-folds', '2', '--device', 'cpu']
 
 
 @pytest.fixture(scope='module')
@@ -186,7 +186,8 @@ def test_the_dialogue_head_learns_what_only_the_context_tells(encoder_dir):
     keys, labels = table['key'].to_numpy(), table['label'].to_numpy()
     base = features.load_encoder(str(encoder_dir), 'cpu')
     settings = extract_features.parse_args(['x.csv', '--out', 'x', '--finetune-epochs', '12', '--finetune-lr', '1e-3',
-                                            '--finetune-batch-size', '10', '--device', 'cpu'])
+                                            '--finetune-batch-size', '10', '--finetune-head', 'dialogue',
+                                            '--device', 'cpu'])
     inputs = features.encoder_inputs(table, {})
     seen = [part for part, _ in finetune.batches(base, inputs, train, 10, np.random.RandomState(0), keys)]
     assert sorted(np.concatenate(seen).tolist()) == train.tolist()

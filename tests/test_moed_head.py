@@ -1,5 +1,5 @@
-"""extract_features.py --finetune --finetune-head moed on small generated conversations and the tiny random
-encoder: MoED fine-tuned with the encoder is saved in the feature folder (moed_head.pth, hashed), it is the
+"""extract_features.py --finetune (its default head for text, moed) on small generated conversations and the
+tiny random encoder: MoED fine-tuned with the encoder is saved in the feature folder (moed_head.pth, hashed), it is the
 model train.py builds by default and starts from (not with other model flags or --from-scratch), and run on
 the extracted features it gives the test score the fine-tuning reported with the encoder in the loop.
 """
@@ -26,7 +26,7 @@ def headed(tmp_path_factory, encoder_dir):
     csvs = [write_csv(root / f'{split}.csv', conversation_rows(n, seed, LABELS))
             for seed, (split, n) in enumerate(SPLITS.items())]
     extract_features.main([*map(str, csvs), '--out', str(root / 'feats'), '--text-model', str(encoder_dir),
-                           '--finetune', '--finetune-head', 'moed', '--finetune-epochs', '2',
+                           '--finetune', '--finetune-epochs', '2',
                            '--finetune-batch-size', '8', '--finetune-lr', '1e-3', '--device', 'cpu'])
     return root
 

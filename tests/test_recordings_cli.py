@@ -78,6 +78,9 @@ def test_the_readme_commands_give_three_modalities_a_model_and_predictions(layou
     root, csvs = request.getfixturevalue(layout)
     meta, config, predictions = readme_commands(root, csvs)
     assert meta['modals'] == 'lav' and meta['dims'] == {'D_text': 32, 'D_audio': 88, 'D_visual': 649}
+    # recordings: the utterance classifier (a text-only MoED head could not be the three-modality run's start)
+    assert meta['finetune']['settings']['head'] == 'utterance'
+    assert config['initial_weights'] == 'the seeded initialisation'
     visual = meta['modalities']['visual']
     assert visual['fps'] == 2.0 and visual['detector']['cascade'] == 'haarcascade_frontalface_default.xml'
     assert visual['utterances_without_face'] == 0 and visual['frames'] == visual['frames_with_face'] == 60
