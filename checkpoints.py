@@ -3,7 +3,6 @@ report that names the flags that probably differ from the training run's."""
 import os
 import re
 import warnings
-from dataclasses import asdict
 
 import torch
 
@@ -77,16 +76,12 @@ def check_run_config(path, cfg):
     recorded = run.get('model_config') if isinstance(run, dict) else None
     if not isinstance(recorded, dict):
         return                          # a released checkpoint, or one copied out of its run folder
-    differ = [(name, recorded[name], value) for name, value in asdict(cfg).items()
-              if name in recorded and recorded[name] != value and name not in ('dropout', 'graph_backend')]
-    # evaluation has no dropout; both graph backends compute the same model
+    differ = config.model_differences(recorded, cfg)
     if differ:
-        flags = {**{f: f'--{f}' for f in config.MODEL_FLAGS}, 'dataset': '--Dataset', 'base_model': '--base-model'}
         raise utils.UserError(
             f"the checkpoint {path} was trained with other settings than these flags give (its run folder's "
-            "config.json): " + '; '.join(f"{flags.get(name, name)} {trained!r} there, {given!r} here"
-                                         for name, trained, given in differ)
-            + ". Give the flags of its training command (config.json's 'command').")
+            "config.json): " + '; '.join(differ) + ". Give the flags of its training command (config.json's "
+            "'command').")
 
 
 def load_checkpoint(net, path, device):

@@ -162,6 +162,19 @@ MODEL_FLAGS = [f.name for f in fields(ModelConfig)
                                  'graph_h')]
 
 
+# Flags that leave a model's weights and their meaning alone: a checkpoint or a fine-tuned MoED head fits a model
+# built with other values (evaluation has no dropout; both graph backends compute the same model).
+WEIGHT_NEUTRAL = ('dropout', 'graph_backend')
+
+
+def model_differences(recorded, cfg):
+    """'--flag X there, Y here' for each field of cfg (a ModelConfig) whose value differs from the recorded model
+    configuration's (a dict; fields it lacks are not compared), but the WEIGHT_NEUTRAL ones."""
+    flags = {**{f: f'--{f}' for f in MODEL_FLAGS}, 'dataset': '--Dataset', 'base_model': '--base-model'}
+    return [f"{flags.get(name, name)} {recorded[name]!r} there, {value!r} here" for name, value in asdict(cfg).items()
+            if name in recorded and recorded[name] != value and name not in WEIGHT_NEUTRAL]
+
+
 def model_config(args, dims, n_classes, n_speakers):
     """The ModelConfig of resolved flags and the data's sizes (dims: D_text, D_audio, D_visual)."""
     return ModelConfig(dataset=args.Dataset, n_classes=n_classes, n_speakers=n_speakers,

@@ -92,8 +92,9 @@ def protocol_description(name):
             "(DEVIATION from the original code: runs do not reproduce the authors')")
 
 
-def run_config(args, net, fs, splits, rule):
-    """Everything needed to understand and repeat a run: written to config.json."""
+def run_config(args, net, fs, splits, rule, start):
+    """Everything needed to understand and repeat a run, start (training.start_from_head) included: written to
+    config.json."""
     values = dict(
         command=[os.path.basename(sys.argv[0] or 'train.py')] + sys.argv[1:], flags=vars(args),
         model_config=asdict(net.cfg),
@@ -101,7 +102,8 @@ def run_config(args, net, fs, splits, rule):
                   synthetic_scale=args.synthetic_scale if args.synthetic else None,
                   description=training.data_description(args, fs), source=list(map(str, fs.source)),
                   dialogues={name: len(keys) for name, keys in splits.items()}),
-        checkpoint_selection=rule, protocol=protocol_description(args.protocol), device=args.device,
+        initial_weights=start, checkpoint_selection=rule, protocol=protocol_description(args.protocol),
+        device=args.device,
         device_name=torch.cuda.get_device_name() if args.device == 'cuda' else platform.processor() or 'cpu',
         torch=torch.__version__, python=platform.python_version(), numpy=np.__version__,
         threads=torch.get_num_threads(), started=datetime.datetime.now().isoformat(timespec='seconds'))
@@ -199,8 +201,7 @@ def train(args, fs, net):
     rule = selection_rule(args, len(splits.get('valid', ())))
     select_on = selection_metric(args)
     checkpoint = os.path.join(run_dir, f'best_model_{args.Dataset}.pth')
-    utils.save_json(os.path.join(run_dir, 'config.json'), dict(run_config(args, net, fs, splits, rule),
-                                                               initial_weights=start))
+    utils.save_json(os.path.join(run_dir, 'config.json'), run_config(args, net, fs, splits, rule, start))
     print(f"data: {training.data_description(args, fs)}; device: {args.device}; run folder: {run_dir}")
     print(f"starting from {start}")
     print(f"training protocol: {protocol_description(args.protocol)}")

@@ -12,7 +12,7 @@ run for run on CPU, `textbook` draws a fresh order and fresh dropout masks every
 train.py, bench.py and the experiment and prediction scripts all go through these functions.
 """
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -70,9 +70,6 @@ def build_model(args, fs):
     return model.MoED(cfg).to(args.device)
 
 
-HEAD_MAY_DIFFER = ('dropout', 'graph_backend')      # flags that leave a model's weights and their meaning alone
-
-
 def start_from_head(args, fs, net):
     """--Dataset custom training: load the feature folder's MoED head (extract_features.py --finetune-head moed:
     MoED fine-tuned together with the encoder whose features these are) into net when it is the model these
@@ -82,9 +79,7 @@ def start_from_head(args, fs, net):
         return 'the seeded initialisation'
     if args.from_scratch:
         return f"the seeded initialisation (--from-scratch: {feature_folder.HEAD} not used)"
-    built = asdict(net.cfg)
-    differ = [f"{name} {value!r} there, {built.get(name)!r} here" for name, value in head[0].items()
-              if name not in HEAD_MAY_DIFFER and built.get(name) != value]
+    differ = config.model_differences(head[0], net.cfg)
     if differ:
         return (f"the seeded initialisation: {feature_folder.HEAD} (MoED fine-tuned with the encoder) is another "
                 f"model than these flags build ({'; '.join(differ)})")
