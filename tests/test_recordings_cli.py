@@ -80,6 +80,7 @@ def test_the_readme_commands_give_three_modalities_a_model_and_predictions(layou
     assert meta['modals'] == 'lav' and meta['dims'] == {'D_text': 32, 'D_audio': 88, 'D_visual': 649}
     # recordings: the utterance classifier (a text-only MoED head could not be the three-modality run's start)
     assert meta['finetune']['settings']['head'] == 'utterance'
+    assert 'input' not in meta['modalities']['text']        # each utterance's text alone, for the utterance head
     assert config['initial_weights'] == 'the seeded initialisation'
     visual = meta['modalities']['visual']
     assert visual['fps'] == 2.0 and visual['detector']['cascade'] == 'haarcascade_frontalface_default.xml'
