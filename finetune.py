@@ -2,7 +2,7 @@
 (extract_features.py --finetune): the recipe behind every published ERC result (COSMIC: RoBERTa fine-tuned as
 an utterance classifier, the epoch chosen on dev, then its hidden states extracted).
 
-    encoder, record, crossfit = finetune_encoder(settings, encoder, table, label_names, saved_as)
+    encoder, record, crossfit, moed = finetune_encoder(settings, encoder, table, label_names, saved_as, speakers)
 
 The classifier (`Classifier`): the encoder, the mean of its last hidden states over the utterance's tokens
 (the pooling of the features), dropout 0.1, one linear layer to the classes. Training follows Hugging Face's
@@ -49,6 +49,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import transformers
 from torch import nn
 from tqdm import tqdm
 
@@ -206,12 +207,31 @@ def folds_of(table, rows, k, seed):
 
 def batches(encoder, inputs, rows, batch_size, rng=None, keys=None, speakers=None):
     """(rows, the model's inputs) of batches of rows, inputs = features.encoder_inputs(...); shuffled when rng is
-    given. Without keys (the utterance head): (tokenizer dict, pooling mask) of similar lengths together (the
-    order of the batches shuffled too); with each row's dialogue key (the dialogue and MoED heads):
-    dialogue_batches (speakers: each row's speaker index, for the MoED head)."""
+    given: tokenized(plan_batches(...)). speakers: each row's speaker index, for the MoED head."""
+    yield from tokenized(encoder, inputs, plan_batches(encoder, inputs, rows, batch_size, rng, keys), speakers)
+
+
+def plan_batches(encoder, inputs, rows, batch_size, rng=None, keys=None):
+    """The batches of rows, in order, each (its rows, the utterances of each of its dialogues or None); shuffled
+    when rng is given. Without keys (the utterance head): rows of similar lengths together, batch_size a batch
+    (the order of the batches shuffled too); with each row's dialogue key (the dialogue and MoED heads): whole
+    dialogues (each in rows' order), at least batch_size utterances a batch, so a batch may hold more and an
+    epoch has fewer batches than len(rows) / batch_size."""
     if keys is not None:
-        yield from dialogue_batches(encoder, inputs, rows, batch_size, rng, keys, speakers)
-        return
+        groups = {}
+        for i, key in enumerate(keys[rows]):
+            groups.setdefault(key, []).append(i)
+        groups = [np.array(group) for group in groups.values()]
+        if rng is not None:
+            groups = [groups[i] for i in rng.permutation(len(groups))]
+        plan, start = [], 0
+        while start < len(groups):
+            end, size = start, 0
+            while end < len(groups) and size < batch_size:
+                size, end = size + len(groups[end]), end + 1
+            plan.append((rows[np.concatenate(groups[start:end])], [len(g) for g in groups[start:end]]))
+            start = end
+        return plan
     texts, contexts = inputs
     lengths = features.token_lengths(encoder, [texts[i] for i in rows], contexts and [contexts[i] for i in rows])
     if rng is None:
@@ -224,29 +244,19 @@ def batches(encoder, inputs, rows, batch_size, rng=None, keys=None, speakers=Non
     parts = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if rng is not None:
         parts = [parts[i] for i in rng.permutation(len(parts))]
-    for part in parts:
-        chosen = rows[part]
-        yield chosen, features.tokenize(encoder, [texts[i] for i in chosen], contexts and [contexts[i] for i in chosen])
+    return [(rows[part], None) for part in parts]
 
 
-def dialogue_batches(encoder, inputs, rows, batch_size, rng, keys, speakers=None, chunk=16):
-    """Whole dialogues of rows (each in rows' order), at least batch_size utterances a batch (the dialogues
-    shuffled when rng is given): (their rows, dialogue after dialogue; (chunks, lengths, their speaker indices
-    or None) as DialogueClassifier and MoEDClassifier take them, the chunks chunk utterances of similar length
-    each)."""
+def tokenized(encoder, inputs, plan, speakers=None, chunk=16):
+    """(rows, the model's inputs) of each batch of plan (plan_batches): for the utterance head (tokenizer dict,
+    pooling mask); for whole dialogues (chunks, utterances per dialogue, their speaker indices or None) as
+    DialogueClassifier and MoEDClassifier take them, the chunks chunk utterances of similar length each."""
     texts, contexts = inputs
-    groups = {}
-    for i, key in enumerate(keys[rows]):
-        groups.setdefault(key, []).append(i)
-    groups = [np.array(group) for group in groups.values()]
-    if rng is not None:
-        groups = [groups[i] for i in rng.permutation(len(groups))]
-    start = 0
-    while start < len(groups):
-        end, size = start, 0
-        while end < len(groups) and size < batch_size:
-            size, end = size + len(groups[end]), end + 1
-        chosen = rows[np.concatenate(groups[start:end])]
+    for chosen, dialogues in plan:
+        if dialogues is None:
+            yield chosen, features.tokenize(encoder, [texts[i] for i in chosen],
+                                            contexts and [contexts[i] for i in chosen])
+            continue
         lengths = features.token_lengths(encoder, [texts[i] for i in chosen],
                                          contexts and [contexts[i] for i in chosen])
         order = np.argsort(-lengths, kind='stable')
@@ -255,9 +265,7 @@ def dialogue_batches(encoder, inputs, rows, batch_size, rng, keys, speakers=None
             batch, mask = features.tokenize(encoder, [texts[i] for i in chosen[part]],
                                             contexts and [contexts[i] for i in chosen[part]])
             chunks.append((batch, mask, torch.as_tensor(part)))
-        yield chosen, (chunks, [len(g) for g in groups[start:end]],
-                       None if speakers is None else torch.as_tensor(speakers[chosen]))
-        start = end
+        yield chosen, (chunks, dialogues, None if speakers is None else torch.as_tensor(speakers[chosen]))
 
 
 def on_device(model_inputs, device):
@@ -282,7 +290,8 @@ def predict_rows(model, encoder, inputs, rows, batch_size, device, keys=None, sp
 
 
 def optimizer_and_schedule(model, settings, steps):
-    """AdamW without decay on biases and LayerNorm weights; linear warm-up then linear decay to 0. The
+    """AdamW without decay on biases and LayerNorm weights; a linear warm-up over the first --finetune-warmup
+    of the steps (all the optimizer steps of the fine-tuning), then a linear decay to 0 at the last. The
     new layers of a head with its own rate (model.head_lr: the dialogue head's GRU and linear layer, MoED) learn
     at that rate, the rest at --finetune-lr."""
     groups, own = [], model.head_lr is not None
@@ -293,12 +302,7 @@ def optimizer_and_schedule(model, settings, steps):
                     'lr': lr}, {'params': [p for n, p in named if p.ndim < 2], 'weight_decay': 0.0, 'lr': lr}]
     optimizer = torch.optim.AdamW([group for group in groups if group['params']], lr=settings.finetune_lr)
     warmup = int(round(settings.finetune_warmup * steps))
-
-    def factor(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (steps - step) / max(1, steps - warmup))
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return optimizer, transformers.get_linear_schedule_with_warmup(optimizer, warmup, steps)
 
 
 def make_head(settings, base, n_classes, speakers):
@@ -326,14 +330,17 @@ def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes
         weight = torch.tensor(utils.inverse_class_frequency(labels[train_rows], n_classes), dtype=torch.float32,
                               device=device)
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=settings.finetune_label_smoothing)
-    per_epoch = -(-len(train_rows) // settings.finetune_batch_size)    # the dialogue head: at most this many
-    optimizer, schedule = optimizer_and_schedule(model, settings, per_epoch * settings.finetune_epochs)
+    # every epoch's batches drawn first: with whole dialogues their number depends on the shuffle
+    plans = [plan_batches(base, inputs, train_rows, settings.finetune_batch_size, rng, keys)
+             for _ in range(settings.finetune_epochs)]
+    steps = sum(len(plan) for plan in plans)
+    optimizer, schedule = optimizer_and_schedule(model, settings, steps)
     history, best = [], (-1.0, None, 0)
-    bar = tqdm(total=per_epoch * settings.finetune_epochs, unit='batch', desc=title, file=sys.stderr)
-    for epoch in range(1, settings.finetune_epochs + 1):
+    bar = tqdm(total=steps, unit='batch', desc=title, file=sys.stderr)
+    for epoch, plan in enumerate(plans, 1):
         model.train()
         total, seen = 0.0, 0
-        for part, model_inputs in batches(base, inputs, train_rows, settings.finetune_batch_size, rng, keys, index):
+        for part, model_inputs in tokenized(base, inputs, plan, index):
             loss = loss_fn(model(*on_device(model_inputs, device)), torch.as_tensor(labels[part], device=device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

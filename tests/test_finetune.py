@@ -179,7 +179,7 @@ def cue_dialogues(n, seed):
 @pytest.mark.slow
 def test_the_dialogue_head_learns_what_only_the_context_tells(encoder_dir):
     """--finetune-head dialogue: utterances that read alike ('ok ok': the utterance head gives them all one
-    prediction) get the label their dialogue's first utterance gives; dialogue_batches keeps dialogues whole
+    prediction) get the label their dialogue's first utterance gives; plan_batches keeps dialogues whole
     and every row once."""
     table = pd.DataFrame(cue_dialogues(24, 0) + cue_dialogues(8, 1))
     train, held = np.arange(72), np.arange(72, 96)
@@ -208,3 +208,43 @@ def test_the_dialogue_heads_new_layers_learn_at_their_own_rate(encoder_dir):
     assert len(rate) == sum(1 for _ in model.parameters())
     assert {rate[id(p)] for p in model.encoder.parameters()} == {2e-5}
     assert {rate[id(p)] for p in [*model.gru.parameters(), *model.head.parameters()]} == {finetune.HEAD_LR} != {2e-5}
+
+
+class Recorded:
+    """optimizer_and_schedule wrapped: the rate of the first parameter group at each optimizer step, and the
+    optimizer (its groups' rates after the last scheduler step)."""
+
+    def __init__(self, monkeypatch):
+        self.rates, self.optimizer = [], None
+        make = finetune.optimizer_and_schedule
+
+        def wrapped(model, settings, steps):
+            self.optimizer, schedule = make(model, settings, steps)
+            self.optimizer.register_step_pre_hook(
+                lambda optimizer, *_: self.rates.append(optimizer.param_groups[0]['lr']))
+            return self.optimizer, schedule
+        monkeypatch.setattr(finetune, 'optimizer_and_schedule', wrapped)
+
+
+@pytest.mark.parametrize('head', ['dialogue', 'moed'])
+def test_the_rate_warms_up_and_decays_to_zero_over_the_batches_that_run(encoder_dir, monkeypatch, head):
+    """Whole-dialogue batches hold at least --finetune-batch-size utterances, so an epoch has fewer batches than
+    rows / batch size: 24 dialogues of 3 utterances at 10 a batch make 6 batches of 12 (not 8). The schedule
+    counts the batches that run: the rate rises over the first 10% of the 12 steps, falls linearly to its last
+    step's peak / (12 - 1) and is 0 after it."""
+    table = pd.DataFrame(cue_dialogues(24, 0) + cue_dialogues(8, 1))
+    train, held = np.arange(72), np.arange(72, 96)
+    keys, labels = table['key'].to_numpy(), table['label'].to_numpy()
+    base = features.load_encoder(str(encoder_dir), 'cpu')
+    settings = extract_features.parse_args(['x.csv', '--out', 'x', '--finetune-epochs', '2', '--finetune-lr', '1e-3',
+                                            '--finetune-batch-size', '10', '--finetune-head', head,
+                                            '--device', 'cpu'])
+    recorded = Recorded(monkeypatch)
+    speakers = finetune.Speakers(np.zeros(len(table), dtype=np.int64), 1)
+    finetune.fine_tune(settings, base, features.encoder_inputs(table, {}), labels, train, held, 2, 'test', keys,
+                       speakers if head == 'moed' else None)
+    peak = finetune.HEAD_LR
+    assert len(recorded.rates) == 2 * 24 * 3 // 12 == 12
+    assert {group['lr'] for group in recorded.optimizer.param_groups} == {0.0}
+    assert recorded.rates[0] == 0 and recorded.rates[1] == pytest.approx(peak)     # round(0.1 * 12) = 1 warm-up step
+    assert recorded.rates[1:] == pytest.approx([peak * (12 - step) / 11 for step in range(1, 12)])
