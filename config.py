@@ -52,6 +52,19 @@ NORMS = ('BN', 'LN', 'LN2', 'none')
 GRAPH_BACKENDS = ('dense', 'pyg')   # graph.py's block-dense layers, or pyg_graph.py's MessagePassing ones
 
 
+# The modalities whose features enter model.MoED without a normalisation of their own (linear_a, linear_v): on
+# custom data they are standardised per dimension with the training split's statistics (model.Standardise), since
+# a user's audio and visual features come on any scale (openSMILE's functionals: values in the thousands beside
+# others of 0.01, HOG in [0, 1], a speech model's hidden states). The text has --norm; the paper's datasets keep
+# the reference's exact pass.
+STANDARDISED = 'av'
+
+
+def standardised_modalities(dataset, modals):
+    """The letters of the modalities a model of this dataset and --modals standardises (STANDARDISED)."""
+    return ''.join(m for m in STANDARDISED if m in modals) if dataset == CUSTOM else ''
+
+
 # ----------------------------------------------------------------------------- the model's configuration
 
 @dataclass(frozen=True)
@@ -86,9 +99,13 @@ class ModelConfig:
     av_using_lstm: bool = False
     graph_backend: str = 'dense'  # how the graphs run (not in the state_dict): GRAPH_BACKENDS
     causal: bool = False        # --causal: past-only graphs and forward-only recurrent encoders
+    standardised: str = ''      # modalities standardised with training-split statistics (standardised_modalities)
 
     def __post_init__(self):
         check_model_flags(asdict(self))
+        if not set(self.standardised) <= set(STANDARDISED) & set(self.modals or ''):
+            raise UserError(f"standardised={self.standardised!r}: only the used modalities among "
+                            f"{STANDARDISED!r} can be standardised")
         if self.D_g % 2:
             raise UserError(f"the hidden size D_g={self.D_g} must be even (bidirectional halves)")
         if 'l' in self.modals and self.text_skips_linear and self.D_text != self.D_g:
@@ -159,7 +176,8 @@ def check_model_flags(flags):
 
 MODEL_FLAGS = [f.name for f in fields(ModelConfig)
                if f.name not in ('dataset', 'n_classes', 'n_speakers', 'D_text', 'D_audio', 'D_visual', 'D_g',
-                                 'graph_h')]
+                                 'graph_h', 'standardised')]
+
 
 
 # Flags that leave a model's weights and their meaning alone: a checkpoint or a fine-tuned MoED head fits a model
@@ -179,7 +197,8 @@ def model_config(args, dims, n_classes, n_speakers):
     """The ModelConfig of resolved flags and the data's sizes (dims: D_text, D_audio, D_visual)."""
     return ModelConfig(dataset=args.Dataset, n_classes=n_classes, n_speakers=n_speakers,
                        D_text=dims['D_text'], D_audio=dims['D_audio'], D_visual=dims['D_visual'],
-                       D_g=PAPER_D_G[args.Dataset], **{name: getattr(args, name) for name in MODEL_FLAGS})
+                       D_g=PAPER_D_G[args.Dataset], standardised=standardised_modalities(args.Dataset, args.modals),
+                       **{name: getattr(args, name) for name in MODEL_FLAGS})
 
 
 # ----------------------------------------------------------------------------- the command line

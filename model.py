@@ -25,6 +25,9 @@ The paper in the code (flags as train.py spells them; state_dict keys of MoED.st
   embeddings                                                                          graph_model.modal_embeddings
   encoders         text norm + linear + RNN; a, v        --norm, --base-model,        normBN{a-d}, normLN{a-d},
                    linear (+ RNN)                        --av_using_lstm, --modals    linear_{a,v,l}, {gru,lstm}_{l,a,v}
+  standardise      custom data: audio and visual features    (none: recorded in the      standardise_{a,v}.mean,
+                   standardised with the training split's    run's ModelConfig)          standardise_{a,v}.std
+                   statistics (Standardise)
   classifier       log_softmax of the readout            --graph_type,                smax_fc
                                                          --multimodal_node
 
@@ -184,6 +187,31 @@ class GraphModel(nn.Module):
         return outputs
 
 
+class Standardise(nn.Module):
+    """Per-dimension standardisation with fixed statistics: y = (x - mean) / std.
+
+    x: (..., D) -> (..., D). mean and std (D,) are buffers, set once from the training split's features
+    (set_statistics, by training.build_model) and saved in the state_dict with the weights, so every evaluation of
+    a checkpoint (--testing, predict.py, serve.py) applies what training applied. A constant dimension (std 0)
+    keeps a std of 1: it becomes 0.
+    """
+
+    def __init__(self, dim):
+        super().__init__()
+        self.register_buffer('mean', torch.zeros(dim))
+        self.register_buffer('std', torch.ones(dim))
+
+    def set_statistics(self, rows):
+        """mean and std of rows (n, D), computed in float64."""
+        rows = torch.as_tensor(rows, dtype=torch.float64)
+        std = rows.std(0, correction=0)
+        self.mean.copy_(rows.mean(0))
+        self.std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
 class MoED(nn.Module):
     """The whole network, built from a ModelConfig (flags and feature sizes)."""
 
@@ -208,6 +236,8 @@ class MoED(nn.Module):
                 hidden = D_g if cfg.causal else D_g // 2
                 self.add_module(f'{self.rnn}_{m}', rnn_cls(D_g, hidden, num_layers=2, bidirectional=not cfg.causal,
                                                          dropout=cfg.dropout))
+        for m in cfg.standardised:                # buffers only: the seeded initialisation is unchanged
+            self.add_module(f'standardise_{m}', Standardise(in_dims[m]))
         self.linear_u = nn.Linear(D_g * len(self.modals), D_g)
         self.graph_model = GraphModel(cfg, D_g, h)
         self.hidfc = nn.Linear(h, cfg.n_classes)                        # checkpoint-only: never used (see top)
@@ -296,6 +326,9 @@ class MoED(nn.Module):
         T = qmask.shape[0]
         batch = recurrent.PaddedBatch([int(n) for n in lengths], T, qmask.device)
         raw = {'a': audio, 'v': visual}
+        for m in self.cfg.standardised:               # padded positions stay zero, as make_batch pads them
+            real = torch.arange(T, device=qmask.device)[:, None] < torch.as_tensor(lengths, device=qmask.device)
+            raw[m] = getattr(self, f'standardise_{m}')(raw[m]) * real[..., None]
         nodes, r2 = {}, None                                                          # block -> (N, D_g)
         for m in self.modals:
             if m == 'l':
@@ -317,7 +350,7 @@ class MoED(nn.Module):
             scores = self.smax_fc(features)
         before = None
         if len(self.modals) == 3 and not self.training:    # exported by --testing only
-            before = real_rows(torch.cat([r2, audio, visual], -1), batch.rows)
+            before = real_rows(torch.cat([r2, raw['a'], raw['v']], -1), batch.rows)
         return {'log_prob': F.log_softmax(scores, -1),
                 'features_after': features,
                 'features_before': before,

@@ -26,7 +26,6 @@ import torch
 
 import checkpoints
 import config
-import dataloader
 import feature_folder
 import overhead
 import plots
@@ -69,20 +68,6 @@ def selection_rule(args, n_valid):
             f"fraction {args.valid}, held out with seed {args.seed}; the test set plays no part)")
 
 
-def run_splits(args, fs):
-    """split -> dialogue keys: train, valid (with --valid: a held-out fraction of train, or the dev split) and test."""
-    splits = dict(train=fs.train_keys)
-    if args.valid == 'dev':
-        if not fs.valid_keys:
-            raise utils.UserError(f"--valid dev: the feature folder {args.data_dir} has no dev split (give "
-                                  "extract_features.py a dev CSV too), or hold out a fraction: --valid 0.1")
-        splits['valid'] = fs.valid_keys
-    elif args.valid is not None:
-        splits['train'], splits['valid'] = dataloader.split_valid(fs.train_keys, args.valid, args.seed)
-    splits['test'] = fs.test_keys
-    return splits
-
-
 def protocol_description(name):
     """One line for the run header and report.txt; the textbook protocol is flagged as a deviation."""
     if name == 'original':
@@ -119,18 +104,6 @@ class Best(NamedTuple):
     f1: float
     epoch: int
     test_pass: training.Pass
-
-
-class Stopped(Exception):
-    """Ctrl-C or SIGTERM during training: keep what is done, report, exit with the signal's status."""
-
-    def __init__(self, status):
-        super().__init__(status)
-        self.status = status
-
-
-def raise_stopped(signum, frame):
-    raise Stopped(128 + signum)
 
 
 def epoch_passes(run, splits, optimizer, progress):
@@ -192,7 +165,7 @@ def track_best(best, row, test_pass):
 
 def train(args, fs, net):
     """Train for --epochs, keep the checkpoint the selection rule picks, write the run folder."""
-    splits = run_splits(args, fs)
+    splits = training.run_splits(args, fs)
     run_dir = args.out_dir or default_run_dir(args)
     utils.check_output_folder(run_dir, '--out-dir')
     refuse_finished_run(run_dir)
@@ -209,36 +182,33 @@ def train(args, fs, net):
 
     rows, best, stopped, started = [], {}, None, time.time()
     board = tensorboard_writer(run_dir) if args.tensorboard else None
-    previous_handler = signal.signal(signal.SIGTERM, raise_stopped)
-    try:
-        for epoch in range(1, args.epochs + 1):
-            start = time.time()
-            passes = epoch_passes(run, splits, optimizer, progress)
-            row = epoch_row(epoch, passes, args.Dataset)
-            if select_on in track_best(best, row, passes['test']):
-                checkpoints.save_checkpoint(checkpoint, net)
-            rows.append(row)
-            utils.save_csv(os.path.join(run_dir, 'metrics.csv'), pd.DataFrame(rows))
+    with utils.SigtermAsInterrupt() as interrupt:     # Ctrl-C or SIGTERM: keep what is done, report, exit
+        try:
+            for epoch in range(1, args.epochs + 1):
+                start = time.time()
+                passes = epoch_passes(run, splits, optimizer, progress)
+                row = epoch_row(epoch, passes, args.Dataset)
+                if select_on in track_best(best, row, passes['test']):
+                    checkpoints.save_checkpoint(checkpoint, net)
+                rows.append(row)
+                utils.save_csv(os.path.join(run_dir, 'metrics.csv'), pd.DataFrame(rows))
+                if board:
+                    log_scalars(board, row)
+                if not args.quiet:
+                    print(epoch_line(dict(row, seconds=time.time() - start)))
+        except KeyboardInterrupt:
+            stopped = interrupt.status
+            print(f"\ninterrupted: keeping the {len(rows)} finished epoch(s)", file=sys.stderr)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)     # the run folder is completed whatever comes now
             if board:
-                log_scalars(board, row)
-            if not args.quiet:
-                print(epoch_line(dict(row, seconds=time.time() - start)))
-    except (KeyboardInterrupt, Stopped) as stop:
-        stopped = getattr(stop, 'status', 130)
-        print(f"\ninterrupted: keeping the {len(rows)} finished epoch(s)", file=sys.stderr)
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # the run folder is completed whatever comes now
-        if board:
-            board.close()
-    try:
+                board.close()
         save_pictures(run_dir, args, fs, rows, best)
         report = training_report(args, fs, rows, best, rule, checkpoint, stopped is not None)
         utils.save_text(os.path.join(run_dir, 'report.txt'), report)
         utils.save_json(os.path.join(run_dir, 'result.json'),
                         run_result(args, rows, best, stopped, time.time() - started))
         print(report)
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
     if stopped is not None:
         sys.exit(stopped)
 

@@ -63,11 +63,33 @@ def data_description(args, fs):
     return f"real {args.Dataset} features from {', '.join(map(str, fs.source))}"
 
 
+def run_splits(args, fs):
+    """split -> dialogue keys: train, valid (with --valid: a held-out fraction of train, or the dev split) and test."""
+    splits = dict(train=fs.train_keys)
+    if args.valid == 'dev':
+        if not fs.valid_keys:
+            raise utils.UserError(f"--valid dev: the feature folder {args.data_dir} has no dev split (give "
+                                  "extract_features.py a dev CSV too), or hold out a fraction: --valid 0.1")
+        splits['valid'] = fs.valid_keys
+    elif args.valid is not None:
+        splits['train'], splits['valid'] = dataloader.split_valid(fs.train_keys, args.valid, args.seed)
+    splits['test'] = fs.test_keys
+    return splits
+
+
 def build_model(args, fs):
-    """MoED for the flags and the data, on args.device, with the seeded initialisation of the original."""
+    """MoED for the flags and the data, on args.device, with the seeded initialisation of the original; the
+    modalities it standardises (custom data: config.standardised_modalities) get the statistics of the dialogues
+    the run trains on (run_splits' train: never dev, test, or a held-out --valid fraction)."""
     cfg = config.model_config(args, fs.dims, fs.n_classes, fs.n_speakers)
     utils.seed_everything(args.seed)
-    return model.MoED(cfg).to(args.device)
+    net = model.MoED(cfg)
+    train_keys = run_splits(args, fs)['train'] if cfg.standardised else []
+    names = {letter: name for name, letter in feature_folder.MODALITY_LETTERS.items()}
+    for m in cfg.standardised:
+        rows = np.concatenate([getattr(fs.dialogues[key], names[m]) for key in train_keys])
+        getattr(net, f'standardise_{m}').set_statistics(rows)
+    return net.to(args.device)
 
 
 def start_from_head(args, fs, net):
