@@ -1,12 +1,13 @@
 """A context-free baseline on a feature folder of extract_features.py: logistic regression per utterance.
 
-    python baseline.py DIR --seeds 1 2 3 4 5
+    python baseline.py DIR
 
 Each utterance on its own (no dialogue, no speaker): the mean of its four text inputs, joined by its audio
-and visual features when the folder has them, standardised on the training split. The inverse
-regularisation C is picked from a grid by weighted F1 on the dev split, then the model is trained on the
-training split and scored on the test split. Prints one JSON line per seed and the mean and standard
-deviation of test weighted F1 (lbfgs is deterministic: the seed changes nothing but is recorded).
+and visual features when the folder has them, standardised on the training split. A model is trained on the
+training split for each inverse regularisation C of a grid; the one with the best weighted F1 on the dev split
+is scored on the test split. Prints its JSON line and its test weighted F1. lbfgs uses no randomness, so
+there are no seeds: one fit per C gives the numbers every seed would (--seeds is accepted for older commands
+and changes nothing).
 
 When the folder was made with extract_features.py --finetune, the fine-tuned encoder's own classifier (the
 other context-free model on the same features: its epoch chosen on dev, as recorded in dataset.json) is
@@ -39,8 +40,8 @@ BLOCKS = {'text': lambda d: np.mean(d.text, 0), 'audio': lambda d: d.audio, 'vis
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('data_dir', help='a feature folder written by extract_features.py (with a dev split)')
-    p.add_argument('--seeds', type=config.seed_value, nargs='+', default=[67137],
-                   help='random_state of each fit (default 67137)')
+    p.add_argument('--seeds', type=config.seed_value, nargs='+',
+                   help='accepted for older commands; changes nothing (lbfgs is deterministic: one fit per C)')
     return p.parse_args(argv)
 
 
@@ -52,29 +53,24 @@ def utterance_features(fs, keys, modalities=BLOCKS):
     return X, np.concatenate([d.labels for d in dialogues])
 
 
-def fit(X, y, C, seed):
-    return LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(X, y)
-
-
-def run(fs, seed, modalities=BLOCKS):
-    """The dev-tuned C and its dev and test weighted F1 (and accuracy) for one seed."""
+def run(fs, modalities=BLOCKS):
+    """The dev-tuned C and its dev and test weighted F1 (and accuracy)."""
     scaler = StandardScaler().fit(utterance_features(fs, fs.train_keys, modalities)[0])
     (X_train, y_train), (X_dev, y_dev), (X_test, y_test) = [
         (scaler.transform(X), y) for X, y in (utterance_features(fs, keys, modalities)
                                               for keys in (fs.train_keys, fs.valid_keys, fs.test_keys))]
     started = time.perf_counter()
-    dev_f1 = {C: utils.weighted_f1(y_dev, fit(X_train, y_train, C, seed).predict(X_dev)) for C in C_GRID}
+    models = {C: LogisticRegression(C=C, max_iter=2000).fit(X_train, y_train) for C in C_GRID}
+    dev_f1 = {C: utils.weighted_f1(y_dev, model.predict(X_dev)) for C, model in models.items()}
     best_C = max(C_GRID, key=lambda C: dev_f1[C])
-    preds = fit(X_train, y_train, best_C, seed).predict(X_test)
-    return dict(seed=seed, C=best_C, dev_f1=round(dev_f1[best_C], 2),
-                test_f1=round(utils.weighted_f1(y_test, preds), 2), test_acc=round(utils.accuracy(y_test, preds), 2),
-                seconds=round(time.perf_counter() - started, 1))
+    preds = models[best_C].predict(X_test)
+    return dict(C=best_C, dev_f1=round(dev_f1[best_C], 2), test_f1=round(utils.weighted_f1(y_test, preds), 2),
+                test_acc=round(utils.accuracy(y_test, preds), 2), seconds=round(time.perf_counter() - started, 1))
 
 
-def summary(results):
-    f1 = np.array([result['test_f1'] for result in results])
-    spread = f1.std(ddof=1) if len(f1) > 1 else 0.0
-    return f"test weighted F1 over {len(f1)} seed(s): {f1.mean():.2f} ± {spread:.2f} (sample standard deviation)"
+def summary(result):
+    return (f"test weighted F1 {result['test_f1']:.2f}, accuracy {result['test_acc']:.2f} (C {result['C']:g} "
+            f"chosen on dev: weighted F1 {result['dev_f1']:.2f})")
 
 
 def main(argv=None):
@@ -82,14 +78,14 @@ def main(argv=None):
     fs = feature_folder.load(args.data_dir)
     if not fs.valid_keys:
         raise utils.UserError(f"{args.data_dir} has no dev split to choose C on; give extract_features.py a dev CSV.")
-    results = [run(fs, seed) for seed in args.seeds]
-    for result in results:
-        print(json.dumps(result))
-    print(f"logistic regression, {summary(results)}")
+    result = run(fs)
+    print(json.dumps(result))
+    print(f"logistic regression, {summary(result)}")
+    if args.seeds:
+        print("(--seeds changes nothing: lbfgs is deterministic, so every seed gives these numbers)")
     extracted = [m for m, letter in feature_folder.MODALITY_LETTERS.items() if letter in fs.modals]
     for modality in extracted if len(extracted) > 1 else ():
-        alone = [run(fs, seed, (modality,)) for seed in args.seeds]
-        print(f"logistic regression on {modality} alone, {summary(alone)}")
+        print(f"logistic regression on {modality} alone, {summary(run(fs, (modality,)))}")
     tuned = fs.meta.get('finetune')
     if tuned and 'test_f1' in tuned:
         which = HEAD_NAMES[tuned['settings'].get('head', 'utterance')]
