@@ -22,28 +22,30 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
+import config
 import conversations
 import utils
 from utils import UserError
 
 LOCAL = ('127.0.0.1', 'localhost', '::1')
+client_count = config.checked('client_count', int, lambda v: 1 <= v <= 256, 'an integer in 1..256')
+duration = config.checked('duration', float, lambda v: 0 < v <= 600, 'a number of seconds in (0, 600]')
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('url', help='the server, e.g. http://127.0.0.1:8000 (this machine only)')
     p.add_argument('csv', help='conversations (the CSV schemas predict.py reads): the dialogues to send')
-    p.add_argument('--clients', type=int, default=1, help='concurrent clients (default 1)')
-    p.add_argument('--seconds', type=float, default=10, help='how long to send (default 10, at most 600)')
-    p.add_argument('--turns', type=int, default=10, help='turns per dialogue sent (default 10)')
+    p.add_argument('--clients', type=client_count, default=1, help='concurrent clients, 1-256 (default 1)')
+    p.add_argument('--seconds', type=duration, default=10, help='how long to send (default 10, at most 600)')
+    p.add_argument('--turns', type=config.positive_int, default=10, help='turns per dialogue sent (default 10)')
     p.add_argument('--baseline', metavar='RUN_DIR', help="also time predict.py's batch path on the same dialogues")
-    p.add_argument('--session-turns', type=int, default=0, help='also time appending turns to a session this long')
+    p.add_argument('--session-turns', type=config.non_negative_int, default=0,
+                   help='also time appending turns to a session this long (default 0: not timed)')
     p.add_argument('--json', metavar='FILE', help='write the numbers to this JSON file')
     args = p.parse_args(argv)
     if urlparse(args.url).hostname not in LOCAL:
         p.error(f"{args.url}: loadtest.py loads a server on this machine only ({', '.join(LOCAL)})")
-    if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 600 or args.turns < 1:
-        p.error("--clients must be 1-256, --seconds in (0, 600], --turns >= 1")
     return args
 
 
@@ -124,7 +126,11 @@ def main(argv=None):
     dialogues = read_dialogues(args.csv, args.turns)
     result = asyncio.run(load(args.url.rstrip('/'), dialogues, args.clients, args.seconds))
     if args.session_turns:
-        result.update(asyncio.run(session_cost(args.url.rstrip('/'), dialogues[0], args.session_turns)))
+        try:
+            result.update(asyncio.run(session_cost(args.url.rstrip('/'), dialogues[0], args.session_turns)))
+        except httpx.HTTPError as err:
+            raise UserError(f"--session-turns: a session request to {args.url} failed ({err or type(err).__name__}); "
+                            "is serve.py running there?") from None
     if args.baseline:
         result.update(baseline(args.baseline, dialogues))
     print(' '.join(f'{k}={v}' for k, v in result.items()))
