@@ -25,24 +25,20 @@ dialogue of utterance i, for messages. Returns (N, D) float32 and one info dict 
   CSV, line, dialogue and file; the utterances done so far stay cached.
 - A progress bar (tqdm) on stderr counts cached utterances as done and shows the rate and the ETA.
 """
-import atexit
 import hashlib
-import io
 import json
 import multiprocessing
 import os
 import signal
 import sys
-import tempfile
 
 import numpy as np
 from tqdm import tqdm
 
 import media
 import media_features
+import utils
 from utils import UserError
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def cache_key(kind, recipe, sha256, start, end):
@@ -69,14 +65,7 @@ class Cache:
             return None             # absent, or cut short by a crash before the rename (never renamed)
 
     def put(self, key, vector, info):
-        path = self.path(key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        buffer = io.BytesIO()
-        np.savez(buffer, vector=vector, info=np.array(json.dumps(info)))
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.', suffix='.tmp')
-        with open(fd, 'wb') as f:
-            f.write(buffer.getvalue())
-        os.replace(tmp, path)
+        utils.atomic_write(self.path(key), lambda f: np.savez(f, vector=vector, info=np.array(json.dumps(info))))
 
 
 # ----------------------------------------------------------------------------- one task
@@ -119,16 +108,8 @@ def in_processes(tasks, workers):
 
 
 def in_ray(tasks, address, workers):
-    import logging
-
     import ray
-    os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
-    env = {'env_vars': {'PYTHONPATH': os.pathsep.join(filter(None, [HERE, os.environ.get('PYTHONPATH')])),
-                        'OMP_NUM_THREADS': '1'}}
-    options = dict(include_dashboard=False, num_cpus=workers) if address == 'local' else {}
-    if not ray.is_initialized():        # once per process: the audio and the visual pass share it
-        ray.init(address=address, runtime_env=env, logging_level=logging.ERROR, log_to_driver=False, **options)
-        atexit.register(ray.shutdown)
+    utils.start_ray(address, {'OMP_NUM_THREADS': '1'}, workers)     # once: the audio and the visual pass share it
     remote = ray.remote(num_cpus=1)(work)
     pending = [remote.remote(task) for task in tasks]
     try:
@@ -138,22 +119,6 @@ def in_ray(tasks, address, workers):
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
-
-
-class SignalAsInterrupt:
-    """SIGTERM raises KeyboardInterrupt in this process while the work runs (as Ctrl-C does); the status is kept."""
-
-    def __enter__(self):
-        self.status, self.previous = 130, signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, self)
-        return self
-
-    def __call__(self, signum, frame):
-        self.status = 128 + signum
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self.previous)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -172,7 +137,7 @@ def run(kind, spec, recipe, sources, sha256s, where, workers, ray_address=None, 
         stream = in_processes(tasks, min(workers, len(tasks)))
     else:
         stream = in_process(tasks)
-    with SignalAsInterrupt() as interrupt, bar:
+    with utils.SigtermAsInterrupt() as interrupt, bar:
         try:
             for i, vector, info, problem in stream:
                 if problem is not None:

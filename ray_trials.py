@@ -5,7 +5,6 @@ marked interrupted.
     prepare_data(args)                                          # the synthetic data once, not in every trial
     outcomes, stopped, timing = run_on_ray(trials, args, out_dir)   # trial -> Outcome
 """
-import logging
 import os
 import signal
 import subprocess
@@ -64,30 +63,6 @@ class Outcome(NamedTuple):
     status: str                 # finished, failed, interrupted or not run
     error: str = ''
     seconds: float = 0.0        # wall-clock time of the train.py process
-
-
-class SigtermAsCtrlC:
-    """A SIGTERM handler: stop like Ctrl-C, by a KeyboardInterrupt (the only exception Ray's waits pass on), and
-    remember the exit status it asks for."""
-
-    def __init__(self):
-        self.status = 130
-
-    def __call__(self, signum, frame):
-        self.status = 128 + signum
-        raise KeyboardInterrupt
-
-
-def start_ray(address):
-    """Connect to the cluster at address, or start Ray inside this process; the seconds it took."""
-    import ray  # imported when a grid runs: the rest of experiments.py starts without it
-    os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
-    started = time.time()
-    if address:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-    else:
-        ray.init(address='local', include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    return time.time() - started
 
 
 def trial_slots(args):
@@ -198,22 +173,20 @@ def run_grid(trials, args, out_dir, slots):
 def run_on_ray(trials, args, out_dir):
     """Start or join Ray, run the trials, leave Ray; (trial -> Outcome, stop status or None, timing line)."""
     import ray
-    init_seconds = start_ray(args.address)
-    sigterm = SigtermAsCtrlC()
-    previous = signal.signal(signal.SIGTERM, sigterm)
+    init_seconds = utils.start_ray(args.address)
     try:
-        slots = trial_slots(args)
-        os.makedirs(out_dir, exist_ok=True)
-        print(f"Ray: {slots} trial(s) at a time, {args.cpus_per_trial} CPU(s)"
-              + f" and {args.gpus_per_trial:g} GPU" * bool(args.gpus_per_trial) + " each", flush=True)
-        started = time.time()
-        outcomes, stopped = run_grid(trials, args, out_dir, slots)
-        wall = time.time() - started
+        with utils.SigtermAsInterrupt() as interrupt:      # run_grid stops the trials on either
+            slots = trial_slots(args)
+            os.makedirs(out_dir, exist_ok=True)
+            print(f"Ray: {slots} trial(s) at a time, {args.cpus_per_trial} CPU(s)"
+                  + f" and {args.gpus_per_trial:g} GPU" * bool(args.gpus_per_trial) + " each", flush=True)
+            started = time.time()
+            outcomes, stopped = run_grid(trials, args, out_dir, slots)
+            wall = time.time() - started
     finally:
-        signal.signal(signal.SIGTERM, previous)
         ray.shutdown()
     busy = sum(outcome.seconds for outcome in outcomes.values())
     ran = sum(outcome.status != 'not run' for outcome in outcomes.values())
     timing = (f"Ray started in {init_seconds:.1f} s; {ran} trial(s) took {wall:.1f} s wall-clock on {slots} "
               f"slot(s); their train.py processes ran {busy:.1f} s in all ({busy / slots:.1f} s per slot)")
-    return outcomes, sigterm.status if stopped else None, timing
+    return outcomes, interrupt.status if stopped else None, timing

@@ -16,9 +16,9 @@ from functools import partial
 
 import predict
 import service
+import utils
 
 APP = 'moed'
-REPO = os.path.dirname(os.path.abspath(__file__))
 HANDLE = []                 # in the Front replica: the Model deployment's handle
 
 
@@ -59,10 +59,10 @@ def run(args, loaded, limits, create_app):
         def predict(self, dialogues):
             return service.predict_batch(self.loaded, dialogues)
 
-    env = {'PYTHONPATH': os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])), 'TQDM_DISABLE': '1'}
+    env = {'TQDM_DISABLE': '1'}
     if 'OMP_NUM_THREADS' in os.environ:
         env['OMP_NUM_THREADS'] = os.environ['OMP_NUM_THREADS']
-    ray.init(address=args.address, runtime_env={'env_vars': env}, include_dashboard=False, log_to_driver=False)
+    utils.start_ray(args.address, env)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

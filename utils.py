@@ -1,15 +1,22 @@
-"""Seeding, metrics, reports and safe I/O shared by every script."""
+"""Seeding, metrics, reports, safe I/O and process plumbing (SIGTERM as Ctrl-C, starting Ray) shared by every
+script."""
+import atexit
 import hashlib
 import json
+import logging
 import os
 import pickle
 import random
 import shutil
+import signal
 import sys
 import tempfile
+import time
 
 import numpy as np
 import torch
+
+REPO = os.path.dirname(os.path.abspath(__file__))
 
 
 class UserError(Exception):
@@ -347,3 +354,43 @@ def replace_folder(path, write_fn):
         raise
     if old:
         shutil.rmtree(old)
+
+
+# ----------------------------------------------------------------------------- processes
+
+class SigtermAsInterrupt:
+    """with SigtermAsInterrupt() as interrupt: SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does
+    (one exception to catch, and the only one Ray's waits pass on); interrupt.status is the exit status the
+    signal asks for (128 + 15), 130 (Ctrl-C's) until one comes. Leaving gives SIGTERM back its previous handler."""
+
+    def __enter__(self):
+        self.status, self.previous = 130, signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, self)
+        return self
+
+    def __call__(self, signum, frame):
+        self.status = 128 + signum
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self.previous)
+
+
+def start_ray(address=None, env_vars=None, num_cpus=None):
+    """Ray for this process, once (a later call finds it started): address None or 'local' starts it here
+    (no dashboard; num_cpus CPUs, default all), any other (auto, HOST:PORT, ray://HOST:PORT) joins that cluster.
+    Its workers run with this repository on their PYTHONPATH (a cluster's machines need it at the same path) and
+    env_vars; Ray's own logging only for errors, the workers' output not copied here; no usage statistics. Shut
+    down when the process ends (or by ray.shutdown before). Returns the seconds it took."""
+    import ray  # imported where Ray is used: the scripts start without it
+    started = time.time()
+    if ray.is_initialized():
+        return 0.0
+    os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
+    env = {'PYTHONPATH': os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])), **(env_vars or {})}
+    local = address in (None, 'local')
+    options = dict(include_dashboard=False, num_cpus=num_cpus) if local else {}
+    ray.init(address='local' if local else address, runtime_env={'env_vars': env}, logging_level=logging.ERROR,
+             log_to_driver=False, **options)
+    atexit.register(ray.shutdown)
+    return time.time() - started

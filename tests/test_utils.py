@@ -1,8 +1,11 @@
-"""utils: metrics against hand-computed cases and sklearn, the restricted unpickler, atomic writes."""
+"""utils: metrics against hand-computed cases and sklearn, the restricted unpickler, atomic writes, SIGTERM as
+Ctrl-C, Ray started once with the repository on its workers' path."""
 import json
 import os
 import pickle
 import random
+import signal
+import time
 
 import numpy as np
 import pandas as pd
@@ -175,3 +178,32 @@ def test_save_pickle_json_csv_and_state_dict_round_trip(tmp_path):
     utils.save_state_dict(tmp_path / "model.pth", state)
     loaded = torch.load(tmp_path / "model.pth", weights_only=True)
     assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_sigterm_raises_keyboard_interrupt_with_its_status_and_the_handler_is_given_back():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with utils.SigtermAsInterrupt() as interrupt:
+            assert interrupt.status == 130                  # Ctrl-C's, until a SIGTERM comes
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)                                  # interrupted at once
+    assert interrupt.status == 128 + signal.SIGTERM == 143
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.slow
+def test_ray_starts_once_with_the_repository_and_the_given_variables_on_its_workers(tmp_path, monkeypatch):
+    import ray
+    monkeypatch.chdir(tmp_path)                         # the workers find the modules by PYTHONPATH, not the cwd
+    assert not ray.is_initialized()
+    try:
+        utils.start_ray('local', {'MOED_PROBE': 'seen'}, num_cpus=1)
+        assert ray.cluster_resources()['CPU'] == 1 and utils.start_ray('local') == 0.0
+
+        @ray.remote
+        def probe():
+            import utils as worker_utils
+            return os.environ.get('MOED_PROBE'), worker_utils.REPO, os.environ.get('RAY_USAGE_STATS_ENABLED')
+        assert ray.get(probe.remote()) == ('seen', utils.REPO, '0')
+    finally:
+        ray.shutdown()
