@@ -89,9 +89,7 @@ def load_encoder(name, device):
     if not is_folder and (os.path.isabs(name) or name.startswith(('.', '~')) or os.path.exists(name)):
         raise UserError(f"--text-model {name} is not a folder, so it cannot be loaded: give the folder of a saved "
                         "Hugging Face model or a hub id such as roberta-large.")
-    tokenizer, model = load_pretrained(name, local_files_only=True)
-    if model is None and not is_folder:     # a hub id not in the local cache: download it
-        tokenizer, model = load_pretrained(name, local_files_only=False)
+    tokenizer, model = media_features.load_pretrained(name)     # a hub id not in the local cache: downloaded
     if model is None:
         reason = ("the folder does not hold a complete Hugging Face model (config.json, weights, tokenizer files)"
                   if is_folder else "it is not a local folder, not in the local Hugging Face cache, and it could "
@@ -114,31 +112,17 @@ def load_encoder(name, device):
                    max_length=min(limits) if limits else 512)
 
 
-def load_pretrained(name, local_files_only):
-    """(tokenizer, model), or (None, None) when they cannot be found."""
-    transformers.utils.logging.disable_progress_bar()      # its "Loading weights" bar: the text bar is ours
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
-        model = transformers.AutoModel.from_pretrained(name, local_files_only=local_files_only, dtype=torch.float32)
-    except (OSError, ValueError):
-        return None, None
-    return tokenizer, model
-
-
 def encoder_sha256(tokenizer, model):
     """sha256 of the weights (names, dtypes, shapes, values) and the tokenizer's class and vocabulary."""
     return weights_sha256(model, type(tokenizer).__name__, json.dumps(sorted(tokenizer.get_vocab().items())))
 
 
 def resolve_layers(layers, encoder):
-    """--layers as non-negative hidden_states indices, checked against the model's depth."""
+    """--layers as non-negative hidden_states indices, checked against the model's depth; in the order given,
+    repeats kept (each is one of the four text inputs)."""
     n = encoder.n_hidden_states
-    bad = [layer for layer in layers if not -n <= layer < n]
-    if bad:
-        raise UserError(f"--layers {','.join(map(str, layers))}: {encoder.name} has {n} hidden states (the "
-                        f"embedding layer 0 and {n - 1} transformer layers), so valid indices are {-n}..{n - 1}; "
-                        f"{bad[0]} is not.")
-    return [layer % n for layer in layers]
+    return media_features.hidden_state_indices('--layers', layers, encoder.name, n,
+                                               f'the embedding layer 0 and {n - 1} transformer layers')
 
 
 def masked_mean(hidden, mask):

@@ -24,6 +24,7 @@ Visual, frames sampled at --fps (media.decode_frames; default 2 per second):
 - the utterance's vector: the mean and the standard deviation over the frames with a face, then the share of
   frames with a face (one value); an utterance without any face gets zeros (share 0), and is counted.
 """
+import functools
 import os
 
 import av
@@ -98,15 +99,13 @@ def media_recipe(kind, spec):
 # ----------------------------------------------------------------------------- Hugging Face models
 
 class HFModel:
-    """A speech or image model (in eval mode, float32, CPU) with its processor and the sha256 of both."""
+    """A speech or image model (in eval mode, float32, CPU) with its processor and the sha256 of both; layers: the
+    speech model's hidden states averaged (--audio-layers)."""
 
-    def __init__(self, kind, spec):
+    def __init__(self, kind, name, layers=None):
         processor_class = transformers.AutoFeatureExtractor if kind == 'audio' else transformers.AutoImageProcessor
         flag = f'--{kind}-model'
-        name = spec['model']
-        self.processor, self.model = load_pretrained(processor_class, name, local_files_only=True)
-        if self.model is None and not os.path.isdir(name) and not os.path.isabs(name):
-            self.processor, self.model = load_pretrained(processor_class, name, local_files_only=False)
+        self.processor, self.model = load_pretrained(name, processor_class)
         if self.model is None:
             raise UserError(f"{flag} {name} cannot be loaded: it is not a folder holding a complete Hugging Face "
                             f"{'speech' if kind == 'audio' else 'image'} model (config.json, weights and the "
@@ -116,50 +115,59 @@ class HFModel:
         self.sha256 = weights_sha256(self.model, self.processor.to_json_string())
         self.layers = None
         if kind == 'audio':
-            self.layers = audio_layers(flag, name, spec.get('layers'), self.model.config.num_hidden_layers + 1)
+            n = self.model.config.num_hidden_layers + 1
+            # averaged: a set of layers (sorted, each once), default every transformer layer
+            self.layers = (list(range(1, n)) if layers is None else
+                           sorted(set(hidden_state_indices('--audio-layers', layers, f'{flag} {name}', n,
+                                                           '0 is the feature projection'))))
 
 
-def load_pretrained(processor_class, name, local_files_only):
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        processor = processor_class.from_pretrained(name, local_files_only=local_files_only)
-        model = transformers.AutoModel.from_pretrained(name, local_files_only=local_files_only, dtype=torch.float32)
-    except (OSError, ValueError, KeyError):
-        return None, None
-    return processor, model
+def load_pretrained(name, processor_class=None):
+    """(processor, model) of the Hugging Face model name, float32: a folder, or a hub id from the local Hugging Face
+    cache, or else downloaded (a hub id only: a path is never looked up online); (None, None) when none of these
+    works. processor: the tokenizer, or processor_class's (a speech feature extractor, an image processor)."""
+    transformers.utils.logging.disable_progress_bar()      # its "Loading weights" bar: the bars are ours
+    processor_class = processor_class or transformers.AutoTokenizer
+    is_path = os.path.isdir(name) or os.path.isabs(name) or name.startswith(('.', '~')) or os.path.exists(name)
+    for local_files_only in (True,) if is_path else (True, False):
+        try:
+            return (processor_class.from_pretrained(name, local_files_only=local_files_only),
+                    transformers.AutoModel.from_pretrained(name, local_files_only=local_files_only,
+                                                           dtype=torch.float32))
+        except (OSError, ValueError, KeyError):
+            pass
+    return None, None
 
 
-def audio_layers(flag, name, layers, n):
-    """--audio-layers as hidden_states indices (default: every transformer layer, 1..n-1)."""
-    if layers is None:
-        return list(range(1, n))
+def hidden_state_indices(flag, layers, model, n, zero):
+    """flag's layers as non-negative hidden_states indices, in the order given, repeats kept; checked against
+    the model's n hidden states (model: how to name it; zero: what index 0 is) with a UserError."""
     bad = [layer for layer in layers if not -n <= layer < n]
     if bad:
-        raise UserError(f"--audio-layers {','.join(map(str, layers))}: {flag} {name} has {n} hidden states (0 is "
-                        f"the feature projection), so valid indices are {-n}..{n - 1}; {bad[0]} is not.")
-    return sorted({layer % n for layer in layers})
+        raise UserError(f"{flag} {','.join(map(str, layers))}: {model} has {n} hidden states ({zero}), so valid "
+                        f"indices are {-n}..{n - 1}; {bad[0]} is not.")
+    return [layer % n for layer in layers]
 
 
-_LOADED = {}        # per process: (kind, model) -> HFModel, so a worker loads a model once
+@functools.cache
+def hf_model(kind, name, layers=None):
+    """HFModel, once per process (a worker loads a model once); layers: a tuple."""
+    return HFModel(kind, name, layers)
 
 
 def loaded(kind, spec):
-    key = (kind, spec['model'])
-    if key not in _LOADED:
-        _LOADED[key] = HFModel(kind, spec)
-    return _LOADED[key]
+    """The HFModel of a spec (audio_spec, visual_spec)."""
+    layers = spec.get('layers')
+    return hf_model(kind, spec['model'], None if layers is None else tuple(layers))
 
 
 # ----------------------------------------------------------------------------- per utterance
 
-_SMILE = {}
-
-
+@functools.cache
 def smile(feature_set):
-    if feature_set not in _SMILE:
-        _SMILE[feature_set] = opensmile.Smile(feature_set=opensmile.FeatureSet[feature_set],
-                                              feature_level=opensmile.FeatureLevel.Functionals)
-    return _SMILE[feature_set]
+    """openSMILE's functionals of feature_set, once per process."""
+    return opensmile.Smile(feature_set=opensmile.FeatureSet[feature_set],
+                           feature_level=opensmile.FeatureLevel.Functionals)
 
 
 def audio_vector(spec, samples):
@@ -172,20 +180,21 @@ def audio_vector(spec, samples):
     return torch.stack([hidden[layer][0].mean(0) for layer in model.layers]).mean(0).numpy().astype(np.float32)
 
 
-_CASCADE = []
+@functools.cache
+def face_detector():
+    """OpenCV's Haar cascade CASCADE, once per process."""
+    return cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, CASCADE))
 
 
 def largest_face(frame):
     """The largest face's crop of an RGB frame (full resolution), or None."""
-    if not _CASCADE:
-        _CASCADE.append(cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, CASCADE)))
     height, width = frame.shape[:2]
     scale = DETECTION_SIDE / max(height, width)
     small = cv2.resize(frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
     grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     side = min(grey.shape) // 8
-    boxes = _CASCADE[0].detectMultiScale(grey, scaleFactor=DETECTOR['scale_factor'],
-                                         minNeighbors=DETECTOR['min_neighbors'], minSize=(side, side))
+    boxes = face_detector().detectMultiScale(grey, scaleFactor=DETECTOR['scale_factor'],
+                                             minNeighbors=DETECTOR['min_neighbors'], minSize=(side, side))
     if len(boxes) == 0:
         return None
     x, y, w, h = (v / scale for v in max(boxes, key=lambda b: (b[2] * b[3], tuple(b))))
