@@ -4,6 +4,7 @@
     conv.table      # pandas DataFrame, one row per utterance (columns: TABLE_COLUMNS)
     conv.files      # per input file: path, sha256, schema, the column of each role, where its split came from
     conv = read_dataframe(frame, 'notebook', split='test')     # a DataFrame as if it were the CSV 'notebook'
+    conv = read_conversations(['call.vtt'], split='test')     # a meeting transcript (transcripts.py)
 
 Schemas, detected from each file's header (the first whose dialogue, turn, speaker and text columns
 are all there):
@@ -36,6 +37,9 @@ Rules:
   utterance's video as DIR/dia{dialogue}_utt{turn}.mp4 (MELD's raw clips; one folder for all the files or
   one per file). Every recording is probed here (media.py: its headers, nothing decoded): a missing or
   unreadable file, a missing stream, or a segment outside it is reported before any extraction.
+- A .vtt or .srt input is a meeting transcript (transcripts.py): one dialogue, read as the plain-schema CSV its
+  cues make (with the recording beside it or `recordings=`, and the labels of its labels CSV) and checked as a
+  CSV's rows, each line its cue's timing line; its split from its file name, else its folder's (train/a.vtt).
 - Every problem is a UserError naming the file, the line (1 = the header) and the dialogue.
 """
 import ast
@@ -49,6 +53,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 import media
+import transcripts
 from utils import UserError
 
 REQUIRED_ROLES = ('dialogue', 'turn', 'speaker', 'text')
@@ -126,9 +131,10 @@ def columns_from_args(args):
 
 # ----------------------------------------------------------------------------- reading
 
-def read_conversations(paths, overrides=None, split=None, media_dirs=None):
-    """Read and validate the CSVs into one table (see the module docstring for the rules); media_dirs: the
-    folders of --media-dir (one for all files, or one per file)."""
+def read_conversations(paths, overrides=None, split=None, media_dirs=None, recordings=None):
+    """Read and validate the CSVs and transcripts into one table (see the module docstring for the rules);
+    media_dirs: the folders of --media-dir (one for all files, or one per file); recordings: those of --recording
+    (one per transcript)."""
     overrides = overrides or {}
     paths = [os.fspath(path) for path in paths]
     if media_dirs and len(media_dirs) not in (1, len(paths)):
@@ -139,11 +145,13 @@ def read_conversations(paths, overrides=None, split=None, media_dirs=None):
         if name in names[:i]:
             raise UserError(f"{paths[i]} and {paths[names.index(name)]} share the file name {name}, which scopes "
                             "their dialogue ids; give each input file its own name.")
+    recording_of = transcripts.recordings_of(paths, recordings, media_dirs)
     files, tables = [], []
     probes = {}
     for i, path in enumerate(paths):
         media_dir = media_dirs[i if len(media_dirs) > 1 else 0] if media_dirs else None
-        input_file, rows = read_file(path, read_bytes(path), overrides, split, media_dir, probes)
+        input_file, rows = read_file(path, read_bytes(path), overrides, split, media_dir, probes,
+                                     recording_of.get(path))
         files.append(input_file)
         tables.append(rows)
     table = pd.DataFrame([row for rows in tables for row in rows], columns=list(TABLE_COLUMNS))
@@ -161,11 +169,14 @@ def read_dataframe(frame, name, overrides=None, split=None):
     return Conversations(table=ordered(table, [input_file.name]), files=[input_file])
 
 
-def read_file(path, data, overrides, split=None, media_dir=None, probes=None):
-    """One CSV's bytes: (InputFile, list of row dicts with TABLE_COLUMNS), every row validated; probes: path ->
-    media.MediaInfo of the recordings probed so far (one recording serves many rows)."""
-    header, records = parse_csv(path, decode_utf8(path, data))
-    schema, columns = detect_columns(path, header, overrides)
+def read_file(path, data, overrides, split=None, media_dir=None, probes=None, recording=None):
+    """One CSV's or transcript's bytes: (InputFile, list of row dicts with TABLE_COLUMNS), every row validated;
+    probes: path -> media.MediaInfo of the recordings probed so far (one recording serves many rows); recording: a
+    transcript's (None: the one beside it)."""
+    spoken = transcripts.is_transcript(path)
+    header, records, data = (transcript_table(path, data, overrides.get('label'), recording) if spoken
+                             else (*parse_csv(path, decode_utf8(path, data)), data))
+    schema, columns = detect_columns(path, header, {} if spoken else overrides)
     if columns['video'] and columns['visual']:
         raise UserError(f"{path} has both a video column ({columns['video']}) and a visual column "
                         f"({columns['visual']}): the visual features come from the recordings' frames or from the "
@@ -176,7 +187,7 @@ def read_file(path, data, overrides, split=None, media_dir=None, probes=None):
     if media_dir and not os.path.isdir(media_dir):
         raise UserError(f"--media-dir {media_dir} is not a folder.")
     split_from = 'given' if split else 'column' if columns['split'] else 'file name'
-    file_split = split or (None if columns['split'] else split_from_name(path))
+    file_split = split or (None if columns['split'] else split_from_name(path, folder=spoken))
     index = {name: i for i, name in enumerate(header)}
     name = os.path.basename(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -206,7 +217,8 @@ def read_file(path, data, overrides, split=None, media_dir=None, probes=None):
     if media_dir:
         columns = {**columns, 'video': f'--media-dir {os.path.join(os.path.abspath(media_dir), MELD_CLIP)}'}
     return InputFile(path=os.path.abspath(path), name=name, sha256=hashlib.sha256(data).hexdigest(),
-                     schema=schema, columns=columns, split_from=split_from), rows
+                     schema=transcripts.format_name(path) if spoken else schema, columns=columns,
+                     split_from=split_from), rows
 
 
 def read_bytes(path):
@@ -227,6 +239,16 @@ def decode_utf8(path, data):
         line = data[:err.start].count(b'\n') + 1
         raise UserError(f"{path}, line {line}: the file is not UTF-8 (byte 0x{data[err.start]:02x} at offset "
                         f"{err.start} is not valid UTF-8); save it as UTF-8 (from Excel: 'CSV UTF-8').") from None
+
+
+def transcript_table(path, data, label_column, recording):
+    """(header, records, the bytes hashed) of a meeting transcript: the plain-schema CSV its cues make
+    (transcripts.py), with the labels of its labels CSV when there is one (whose bytes are hashed after its own)."""
+    text, sidecar, table = decode_utf8(path, data), transcripts.labels_path(path), None
+    if os.path.isfile(sidecar):
+        labels = read_bytes(sidecar)
+        table, data = (sidecar, *parse_csv(sidecar, decode_utf8(sidecar, labels))), data + labels
+    return (*transcripts.as_table(path, text, recording, table, label_column or transcripts.LABEL), data)
 
 
 def parse_csv(path, text):
@@ -361,14 +383,17 @@ def parse_split(where, cell, column):
     return SPLIT_WORDS[word]
 
 
-def split_from_name(path):
-    """The split named by the file name (train, dev/valid/validation, test), for a file without a split column."""
-    stem = os.path.splitext(os.path.basename(path))[0].lower()
-    found = sorted({SPLIT_WORDS[word] for word in SPLIT_IN_NAME.findall(stem)})
+def split_from_name(path, folder=False):
+    """The split named by the file name (train, dev/valid/validation, test), for a file without a split column;
+    with folder (a transcript), else by the name of its folder."""
+    names = [os.path.splitext(os.path.basename(path))[0], os.path.basename(os.path.dirname(os.path.abspath(path)))]
+    found = next(filter(None, (sorted({SPLIT_WORDS[word] for word in SPLIT_IN_NAME.findall(name.lower())})
+                               for name in names[:1 + folder])), [])
     if len(found) != 1:
         says = f"names several splits ({', '.join(found)})" if found else "names no split"
-        raise UserError(f"{path} has no split column and its file name {says}. Put exactly one of train, dev "
-                        "(or valid) and test in the file name, or add a split column (--split-col NAME).")
+        fix = 'or in the name of its folder' if folder else 'or add a split column (--split-col NAME)'
+        raise UserError(f"{path} has no split column and its file name{' (nor its folder)' * (folder and not found)} "
+                        f"{says}. Put exactly one of train, dev (or valid) and test in the file name, {fix}.")
     return found[0]
 
 

@@ -22,6 +22,10 @@ when there is no split column). Per utterance:
   the mean and spread over the frames and the share of frames with a face; or the given .npy vectors of a
   visual column. Recordings: docs/recordings.md.
 
+A meeting transcript (.vtt, .srt) is an input too: one dialogue whose cues are its turns, cut out of the recording
+of its name beside it (or --recording's), its labels from the CSV beside it (call.labels.csv), its split from its
+file name or its folder's (transcripts.py).
+
 The media work runs in --workers processes (default: every core) or, with --ray-address, Ray tasks; each
 utterance's result is cached in the work area .DIR.work/ beside DIR as it comes, so an extraction stopped by
 Ctrl-C, SIGTERM or a crash resumes where it stopped when run again; the work area is removed once DIR is
@@ -57,6 +61,7 @@ import feature_folder
 import features
 import finetune
 import media_features
+import transcripts
 from config import non_negative_float, non_negative_int, positive_float, positive_int, probability, seed_value
 from features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, EXTRACTORS
 from speaker_scheme import assign_speakers
@@ -96,7 +101,8 @@ def layer_indices(text):
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('csv', nargs='+', help='conversation CSV files (one row per utterance)')
+    p.add_argument('csv', nargs='+', help='conversation CSV files (one row per utterance) or meeting transcripts '
+                                          '(.vtt, .srt: one dialogue each; docs/recordings.md)')
     p.add_argument('--out', required=True, help='the feature folder to write')
     p.add_argument('--text-model', default=DEFAULT_TEXT_MODEL,
                    help='local folder or Hugging Face hub id of the text encoder (default: the encoder of the '
@@ -114,7 +120,8 @@ def build_parser():
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='default: cuda when available')
     p.add_argument('--audio-features', choices=[s.name for s in opensmile.FeatureSet],
                    help=f'openSMILE functionals set for the wav files (default {DEFAULT_AUDIO_FEATURES})')
-    g = p.add_argument_group('recordings (audio, video columns, --media-dir: docs/recordings.md)')
+    g = p.add_argument_group('recordings (audio, video columns, --media-dir, --recording: docs/recordings.md)')
+    transcripts.add_recording_flag(g)
     g.add_argument('--audio-model', metavar='NAME_OR_DIR',
                    help='a Hugging Face speech encoder (wav2vec 2.0, HuBERT, WavLM) instead of openSMILE: local '
                         'folder, or hub id (the local cache, else downloaded)')
@@ -300,7 +307,8 @@ def utterance_table(table, speaker_index):
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
-    conv = conversations.read_conversations(args.csv, conversations.columns_from_args(args), media_dirs=args.media_dir)
+    conv = conversations.read_conversations(args.csv, conversations.columns_from_args(args), media_dirs=args.media_dir,
+                                            recordings=args.recording)
     table = conv.table.assign(path=conv.table['file'].map({f.name: f.path for f in conv.files}))
     modalities = present_modalities(conv, args)
     resolve_recipe_defaults(args, modalities)

@@ -2,6 +2,7 @@
 (`train.py --Dataset custom`).
 
     python predict.py RUN_DIR conversations.csv [--out predictions.csv]
+    python predict.py RUN_DIR call.vtt --out call.csv          # a meeting transcript, cut from call.mp4 beside it
 
     import predict
     table = predict.predict('runs/custom-...', 'talks.csv')        # or a pandas DataFrame of the same columns
@@ -11,7 +12,9 @@
 RUN_DIR is the run folder of `train.py --Dataset custom`: its config.json holds the flags, the model
 configuration and the feature folder's dataset.json (label names, speaker scheme, the extraction recipe),
 its best_model_custom.pth the weights. The CSV is read as extract_features.py reads one (conversations.py:
-plain, MELD or EmoryNLP schema, --ROLE-col flags); it needs no split, and labels are optional. Its features
+plain, MELD or EmoryNLP schema, --ROLE-col flags; or a meeting transcript, .vtt or .srt, one dialogue whose cues
+are its turns, cut out of the recording beside it or --recording's: transcripts.py); it needs no split, and labels
+are optional. Its features
 are extracted with the recorded recipe (features.py): the same encoder (the sha256 of its weights and
 vocabulary), layers, pooling, maximum length, audio feature set or speech model, the recordings' decoder, fps,
 face detector, descriptor or image model (their sha256) and speaker scheme; a difference is refused, named.
@@ -44,6 +47,7 @@ import features
 import model
 import speaker_scheme
 import training
+import transcripts
 import utils
 import viewer
 from utils import UserError
@@ -57,7 +61,8 @@ RUN_KEYS = {'flags': ('protocol', 'seed', 'batch_size'), 'model_config': ('modal
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('run_dir', help='the run folder of train.py --Dataset custom')
-    p.add_argument('csv', help='conversations, one row per utterance (labels optional)')
+    p.add_argument('csv', help='conversations: a CSV, one row per utterance (labels optional), or a meeting '
+                               'transcript, .vtt or .srt (docs/recordings.md)')
     p.add_argument('--out', default='predictions.csv', help='the predictions CSV to write (default predictions.csv)')
     p.add_argument('--html', metavar='FILE', help='also write the conversation viewer of the predictions, one '
                                                   'self-contained HTML page (see viewer.py)')
@@ -67,6 +72,7 @@ def parse_args(argv=None):
                    help=f'processes decoding recordings and computing their features (default {os.cpu_count()})')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='auto: cuda when available')
     conversations.add_column_flags(p)
+    transcripts.add_recording_flag(p)
     args = p.parse_args(argv)
     if args.split_col:
         p.error("--split-col: predict.py predicts every utterance, whatever its split")
@@ -154,11 +160,13 @@ def load_model(run, run_dir, device):
 
 # ----------------------------------------------------------------------------- the conversations
 
-def read_input(data, columns, media_dirs=None):
-    """The conversations of a CSV path or a DataFrame, every row in the 'test' split."""
+def read_input(data, columns, media_dirs=None, recordings=None):
+    """The conversations of a CSV or transcript path or a DataFrame, every row in the 'test' split; recordings:
+    --recording's (a transcript's recording, when it is not the one beside it)."""
     if isinstance(data, pd.DataFrame):
         return conversations.read_dataframe(data, 'dataframe', columns, split='test')
-    return conversations.read_conversations([data], columns, split='test', media_dirs=media_dirs)
+    return conversations.read_conversations([data], columns, split='test', media_dirs=media_dirs,
+                                            recordings=recordings)
 
 
 def label_indices(table, label_names):
@@ -231,9 +239,12 @@ def feature_set(loaded, conv):
     # in features.EXTRACTORS order, as extract_features.py goes: a bad .npy or wav stops it before the text pass
     for modality in loaded.modalities:
         if features.media_columns(conv.files[0].columns)[modality] is None:
-            raise UserError(f"{conv.files[0].path} has no {modality} column, but the model uses {modality}: give "
-                            f"each utterance its {'audio or video' if modality == 'audio' else 'video or .npy'} "
-                            "path.")
+            path = conv.files[0].path
+            if transcripts.is_transcript(path):
+                raise UserError(f"the model uses {modality}, but the recording of {path} is an audio file: give the "
+                                "call's video (--recording FILE).")
+            raise UserError(f"{path} has no {modality} column, but the model uses {modality}: give each utterance "
+                            f"its {'audio or video' if modality == 'audio' else 'video or .npy'} path.")
     settings, recipes = repeat_recipe(meta, table, loaded.modalities, encoder, loaded.device, loaded.workers)
     dims = {m: cfg[f'D_{m}'] for m in recipes}
     arrays, _, _ = features.extract_modalities(settings, encoder, table, recipes, dims)
@@ -246,11 +257,13 @@ def feature_set(loaded, conv):
 
 # ----------------------------------------------------------------------------- predicting
 
-def predict(run_dir, data, text_model=None, device='cpu', columns=None, media_dirs=None, workers=None):
-    """One row per utterance of `data` (a CSV path or a DataFrame), in its order: dialogue, turn, speaker, text,
-    label (if given), predicted, p_<label> per class. columns: role -> column name (conversations.py)."""
+def predict(run_dir, data, text_model=None, device='cpu', columns=None, media_dirs=None, workers=None,
+            recordings=None):
+    """One row per utterance of `data` (a CSV or transcript path, or a DataFrame), in its order: dialogue, turn,
+    speaker, text, label (if given), predicted, p_<label> per class. columns: role -> column name
+    (conversations.py); recordings: --recording's."""
     read_run(run_dir)                  # a folder that is not a run is named before the CSV is read
-    conv = read_input(data, columns or {}, media_dirs)
+    conv = read_input(data, columns or {}, media_dirs, recordings)
     predictions = predict_conversations(load(run_dir, text_model, device, workers), conv)
     note_unfinished(run_dir)           # after the work: an error stays the one paragraph on stderr
     return predictions
@@ -303,7 +316,7 @@ def main(argv=None):
     if args.html:
         viewer.check_page_path(args.html, '--html', others=(args.out, args.csv))
     predictions = predict(args.run_dir, args.csv, args.text_model, args.device,
-                          conversations.columns_from_args(args), args.media_dir, args.workers)
+                          conversations.columns_from_args(args), args.media_dir, args.workers, args.recording)
     utils.save_csv(args.out, predictions)
     if args.html:
         viewer.write_predictions(args.html, predictions, read_run(args.run_dir), f"{args.csv}, model {args.run_dir}")
