@@ -402,7 +402,7 @@ def test_every_command_of_the_pages_is_one_this_file_runs():
             counts[page.name] = counts.get(page.name, 0) + 1
             if program in DEFAULT_DATASET and option(args, '--Dataset') != config.CUSTOM:   # custom: its folder
                 assert config.parse_args(args, DEFAULT_DATASET[program]).Dataset
-    assert {'README.md', 'own-data.md', 'experiments.md', 'performance.md'} <= set(counts), counts
+    assert {'README.md', 'own-data.md', 'own-data-study.md', 'experiments.md', 'performance.md'} <= set(counts), counts
 
 
 @pytest.fixture
