@@ -212,6 +212,21 @@ def tiny_csv(path, seed):
     pd.DataFrame(rows, columns=['dialogue', 'turn', 'speaker', 'text', 'emotion']).to_csv(path, index=False)
 
 
+def tiny_call(path, seed):
+    """A little two-person call: the transcript at path (.vtt or .srt), its recording beside it and its labels."""
+    import random
+
+    import transcripts
+    from media_maker import write_recording
+    rng = random.Random(seed)
+    turns = [('AB'[t % 2], ' '.join(rng.choices(WORDS, k=3)), t * 0.5, t * 0.5 + 0.5) for t in range(4)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_recording(path.with_suffix('.wav'), [(2.0, 150, 0.3)], video=False)
+    pd.DataFrame({'turn': [1, 2, 3, 4], 'emotion': rng.choices(['anger', 'joy', 'neutral'], k=4)}).to_csv(
+        transcripts.labels_path(path), index=False)
+    transcripts.write(path, turns)
+
+
 class Page:
     """A page's commands run in order in one folder (cwd), sharing what they write."""
 
@@ -223,12 +238,14 @@ class Page:
         monkeypatch.chdir(self.cwd)
 
     def make_inputs(self, args):
-        """Tiny CSVs for the command's input CSVs that do not exist (inside this page's folder only)."""
-        inputs = [arg for before, arg in zip(['', *args], args) if arg.endswith('.csv') and not before.startswith('-')]
+        """Tiny CSVs for the command's input CSVs that do not exist, a tiny call for its transcripts (inside this
+        page's folder only)."""
+        inputs = [arg for before, arg in zip(['', *args], args)
+                  if arg.endswith(('.csv', '.vtt', '.srt')) and not before.startswith('-')]
         for i, arg in enumerate(inputs):
             path = (self.cwd / arg).resolve()
             if not path.exists() and self.root.resolve() in path.parents:
-                tiny_csv(path, seed=i)
+                (tiny_csv if arg.endswith('.csv') else tiny_call)(path, seed=i)
 
     def as_main(self, script, args):
         """The script run as `python script args` would, in this process; its exit status."""
