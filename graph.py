@@ -182,8 +182,8 @@ def stage_graph(stage, cfg, blocks, valid, speakers):
 def turn_edges(stage, cfg, speakers):
     """One dialogue's edges between its turns in ECGNN ('ECG') or EIGNN ('EIG') under the model flags cfg: (n, n)
     edge counts [dst, src], duplicates counted, the same in every block (stage_graph's within). speakers: (n,)
-    each turn's speaker index."""
-    speakers = torch.as_tensor(speakers, dtype=torch.long)
+    each turn's speaker index (a list, array or tensor; copied: a read-only array is never shared)."""
+    speakers = torch.tensor([int(s) for s in speakers], dtype=torch.long)
     valid = torch.ones(1, len(speakers), dtype=torch.bool)
     return stage_graph(stage, cfg, [], valid, speakers[None]).within[0]
 
