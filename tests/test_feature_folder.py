@@ -1,6 +1,6 @@
-"""feature_folder.py without an encoder: a folder written by write_folder is read back as written; a trusted
-folder (every recorded sha256 matches) is read without the field and row checks, an edited one gets them all,
-and each of those checks names the file, line or array. Folders are written directly here (milliseconds)."""
+"""feature_folder.py without an encoder: a folder written by write_folder is read back as written; every read
+checks the fields, rows and arrays, a matching meta_sha256 (recomputed by anyone) included, and each of those
+checks names the file, line or array. Folders are written directly here (milliseconds)."""
 import json
 import os
 
@@ -92,19 +92,30 @@ def test_a_failed_write_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_trust_decides_whether_rows_are_checked(tmp_path):
-    """n_speakers lowered below the indices in utterances.csv: as a hand edit, the row check refuses it; with a
-    matching meta_sha256 (trusted) the rows are not checked again."""
+@pytest.mark.parametrize('rehash', [False, True], ids=['hand edit', 'meta_sha256 recomputed'])
+def test_rows_are_checked_whatever_meta_sha256_says(tmp_path, rehash):
+    """n_speakers lowered below the indices in utterances.csv: the row check refuses it, whether the edit left
+    meta_sha256 stale (then the folder is not up to date for a rerun either) or recomputed it."""
     folder = tmp_path / 'feats'
     write(folder)
-    edit_json(folder, lambda meta: meta.__setitem__('n_speakers', 1))
-    assert F.read_meta(folder)[1] is False and F.trusted_meta(folder) is None
+    edit_json(folder, lambda meta: meta.__setitem__('n_speakers', 1), rehash=rehash)
+    assert F.read_meta(folder)[1] is rehash and (F.trusted_meta(folder) is not None) is rehash
     with pytest.raises(UserError, match=r'utterances.csv, line 3 \(dialogue t.csv:a\): the utterance has a '
                                         r'speaker_index outside 0..0 \(n_speakers in dataset.json\)'):
         F.load(folder)
-    edit_json(folder, lambda meta: None, rehash=True)
+
+
+def test_arrays_and_fields_are_checked_whatever_meta_sha256_says(tmp_path):
+    folder = tmp_path / 'feats'
+    text = np.zeros((4, 6, 3), np.float32)
+    text[2, 1, 0] = np.nan
+    write(folder, text=text)
     assert F.read_meta(folder)[1] is True
-    assert F.load(folder).n_speakers == 1
+    with pytest.raises(UserError, match='features.npz: text contains NaN or infinite values'):
+        F.load(folder)
+    edit_json(folder, lambda meta: meta.__setitem__('modals', 'lx'), rehash=True)
+    with pytest.raises(UserError, match='modals should be the letters of the extracted modalities'):
+        F.read_meta(folder)
 
 
 def test_a_folder_without_meta_sha256_is_checked_and_loads(tmp_path):
@@ -115,7 +126,7 @@ def test_a_folder_without_meta_sha256_is_checked_and_loads(tmp_path):
     assert F.load(folder).test_keys == ['t.csv:c']
 
 
-def test_unlabelled_utterances_and_missing_splits_are_refused_even_when_trusted(tmp_path):
+def test_unlabelled_utterances_and_missing_splits_are_refused(tmp_path):
     labels = LABELS.copy()
     labels[4] = ''
     table = utterances().assign(label=labels)
