@@ -25,9 +25,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-import config
-import feature_folder
 import utils
+from core import config, feature_folder
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 HEAD_NAMES = {'utterance': "fine-tuned encoder's own classifier",   # dataset.json's finetune.settings.head

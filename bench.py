@@ -50,9 +50,8 @@ from pathlib import Path
 
 import torch
 
-import config
-import training
 import utils
+from core import config, training
 
 # a --compare worker runs this file over an older tree, whose config.py may know the dense path only
 BACKENDS = getattr(config, 'GRAPH_BACKENDS', ('dense',))

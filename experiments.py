@@ -22,11 +22,10 @@ from typing import NamedTuple
 
 import pandas as pd
 
-import config
-import feature_folder
-import plots
-import ray_trials
 import utils
+from core import config, feature_folder
+from reports import plots
+from studies import ray_trials
 from utils import UserError
 
 PAPER_F1 = {'IEMOCAP': 74.24, 'MELD': 67.40}          # published weighted F1 of the full model (one run)

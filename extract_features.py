@@ -55,16 +55,12 @@ import opensmile
 import pandas as pd
 import torch
 
-import conversations
 import dataloader
-import feature_folder
-import features
-import finetune
-import media_features
-import transcripts
-from config import non_negative_float, non_negative_int, positive_float, positive_int, probability, seed_value
-from features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, EXTRACTORS
-from speaker_scheme import assign_speakers
+from core import feature_folder
+from core.config import non_negative_float, non_negative_int, positive_float, positive_int, probability, seed_value
+from core.speaker_scheme import assign_speakers
+from owndata import conversations, features, finetune, media_features, transcripts
+from owndata.features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, EXTRACTORS
 from utils import UserError, as_json, check_output_folder, parsed_device, run_cli, save_csv
 
 ENCODER = 'encoder'      # the fine-tuned text encoder's subfolder in the feature folder

@@ -6,7 +6,7 @@
 Each client sends POST /predict with one dialogue after another (the CSV's dialogues cut to their first
 --turns turns; shorter ones are skipped) as soon as its previous answer came, for --seconds. Printed (and with
 --json written): requests, failed (any non-200 or transport error), latency p50 / p95 / max in ms, throughput
-in turns per second. --baseline RUN_DIR also times predict.py's batch path (predict.predict_conversations,
+in turns per second. --baseline RUN_DIR also times predict.py's batch path (prediction.predict_conversations,
 the run loaded once, best of 3) on the same dialogues in this process: the throughput a server cannot beat on
 the same CPU (stop other work first). --session-turns N times appending each turn of a session of N turns
 (POST /sessions/ID/turns), N turns of one dialogue repeated. Only a server on this machine is loaded
@@ -22,9 +22,9 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
-import config
-import conversations
 import utils
+from core import config
+from owndata import conversations
 from utils import UserError
 
 LOCAL = ('127.0.0.1', 'localhost', '::1')
@@ -109,14 +109,14 @@ def baseline(run_dir, dialogues):
     """predict.py's batch throughput on the dialogues (turns per second), the run loaded once, best of 3."""
     import pandas as pd
 
-    import predict
-    loaded = predict.load(run_dir)
+    from owndata import prediction
+    loaded = prediction.load(run_dir)
     frame = pd.DataFrame([(str(d), t, turn['speaker'], turn['text']) for d, turns in enumerate(dialogues)
                           for t, turn in enumerate(turns)], columns=['dialogue', 'turn', 'speaker', 'text'])
     best = float('inf')
     for _ in range(3):
         tic = time.perf_counter()
-        predict.predict_conversations(loaded, predict.read_input(frame, {}))
+        prediction.predict_conversations(loaded, prediction.read_input(frame, {}))
         best = min(best, time.perf_counter() - tic)
     return dict(baseline_turns_per_s=round(len(frame) / best, 1), baseline_turns=len(frame))
 

@@ -43,8 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import graph
-import recurrent
-from config import ModelConfig
+from core import recurrent
+from core.config import ModelConfig
 from dataloader import IEMOCAP_CLASS_FREQ
 
 MODAL_EMBEDDING_ROW = {'a': 0, 'v': 1, 'l': 2}
@@ -69,7 +69,7 @@ def conv_types(backend):
     """The convolution classes of --graph-backend: {'ECG': ..., 'EIG': ...}; pyg (torch_geometric) is
     imported only when asked for."""
     if backend == 'pyg':
-        import pyg_graph
+        from core import pyg_graph
         return pyg_graph.CONVS
     return {stage: layers.conv_type for stage, layers in STAGES.items()}
 
@@ -141,7 +141,7 @@ class GraphModel(nn.Module):
         layers, convs = STAGES[stage], self.convs(stage)
         epsilon, n_layers = getattr(self.cfg, layers.epsilon), len(convs)
         if self.cfg.graph_backend == 'pyg':
-            import pyg_graph
+            from core import pyg_graph
             return pyg_graph.run_stage(stage, self.cfg, convs, epsilon, x0, blocks, layout.lengths, spk)[wanted]
         outputs = []
         for x, slots, valid in zip(layout.to_groups(x0), layout.slots, layout.valid):   # x: nb x (B_g, T_g, h)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 import utils
-from config import seed_value
+from core.config import seed_value
 from utils import UserError
 
 FILES = [f'emorynlp_{split}_final.csv' for split in ('train', 'dev', 'test')]

@@ -24,14 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-import checkpoints
-import config
-import feature_folder
-import overhead
-import plots
-import training
 import utils
-import viewer
+from core import checkpoints, config, feature_folder, training
+from reports import overhead, plots, viewer
 
 # ----------------------------------------------------------------------------- the run folder
 

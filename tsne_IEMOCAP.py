@@ -7,8 +7,8 @@ tsne_figures.py's (see there for the flags and figures).
 """
 import functools
 
-import tsne_figures
 import utils
+from reports import tsne_figures
 
 if __name__ == "__main__":
     utils.run_cli(functools.partial(tsne_figures.main, dataset="IEMOCAP"))

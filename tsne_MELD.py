@@ -6,8 +6,8 @@ The code is tsne_figures.py's (see there), run on saved_features/*_MELD.pkl.
 """
 import functools
 
-import tsne_figures
 import utils
+from reports import tsne_figures
 
 if __name__ == "__main__":
     utils.run_cli(functools.partial(tsne_figures.main, dataset="MELD"))

@@ -7,8 +7,8 @@ speaker names of saved_features/class_names_custom.json.
 """
 import functools
 
-import tsne_figures
 import utils
+from reports import tsne_figures
 
 if __name__ == "__main__":
     utils.run_cli(functools.partial(tsne_figures.main, dataset="custom"))

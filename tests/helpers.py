@@ -23,7 +23,7 @@ import torch
 
 import dataloader
 import model
-from config import MODEL_FLAGS, ModelConfig, parse_args
+from core.config import MODEL_FLAGS, ModelConfig, parse_args
 from utils import run_cli
 
 REPO = Path(__file__).resolve().parents[1]

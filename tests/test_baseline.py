@@ -7,7 +7,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 import baseline
-import feature_folder as F
+from core import feature_folder as F
 from utils import run_cli
 
 SPLITS = {'train': 20, 'dev': 8, 'test': 8}         # dialogues of 3 utterances

@@ -9,8 +9,8 @@
 import pytest
 import torch
 
-import config
 import graph
+from core import config
 from helpers import SMALL_DIMS, build, paper_config, random_batch
 from utils import UserError
 
@@ -111,7 +111,7 @@ def test_causal_is_recorded_and_its_impossible_combinations_refused(tmp_path):
 
 def test_the_forward_only_gru_pass_is_nn_grus_at_the_real_utterances():
     """recurrent.forward_gru (the packed pass --causal trains with on the CPU): nn.GRU's outputs and gradients."""
-    import recurrent
+    from core import recurrent
     torch.manual_seed(4)
     gru = torch.nn.GRU(6, 5, num_layers=2, dropout=0.0)
     lengths, T = [4, 7, 2], 7

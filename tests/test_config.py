@@ -1,7 +1,7 @@
 """config.py: the paper's values per dataset, the defaults of --Dataset custom, the checks of flag combinations."""
 import pytest
 
-import config
+from core import config
 
 # docs/own-data.md: custom data takes the IEMOCAP command's text path and optimiser, the graphs of MELD's command
 # (windows, epsilons, speaker embedding, dropout), one layer each, 12 epochs and --protocol textbook

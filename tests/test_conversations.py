@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile
 
-import conversations as C
+from owndata import conversations as C
 from utils import UserError
 
 EMORYNLP = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'emorynlp'

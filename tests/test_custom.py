@@ -1,5 +1,5 @@
 """Your own conversations end to end: extract_features.py, train.py --Dataset custom (--valid dev, --class-weight,
---modals, --testing, t-SNE) and predict.py (the CLI and predict.predict), with a tiny random BERT made here.
+--modals, --testing, t-SNE) and predict.py (the CLI and prediction.predict), with a tiny random BERT made here.
 
 One tiny run is trained through the CLI and tested through the CLI; predict.py must give --testing's predictions
 for its test CSV, in the input's row order, and refuse bad input with exit 2, the file and row named and nothing
@@ -18,14 +18,13 @@ import torch.nn.functional as F
 import transformers
 
 import baseline
-import config
 import extract_features
-import feature_folder
 import predict
 import train
-import training
-import tsne_figures
+from core import config, feature_folder, training
 from helpers import BATCH, LABELS, assert_png, conversation_rows, in_process, ok, run_script, write_csv
+from owndata import prediction
+from reports import tsne_figures
 from utils import UserError, run_cli
 
 pytestmark = pytest.mark.slow      # every test here stands on an extraction and trainings run as processes
@@ -208,7 +207,7 @@ def test_predict_gives_the_predictions_of_testing(workspace, monkeypatch, capsys
     probabilities = out[['p_anger', 'p_joy', 'p_neutral']].to_numpy()
     np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
     assert [LABELS[i] for i in probabilities.argmax(1)] == out['predicted'].tolist()
-    scores = f"accuracy: {predict.scores(out)['acc']:.2f}  weighted F1: {predict.scores(out)['f1']:.2f}"
+    scores = f"accuracy: {prediction.scores(out)['acc']:.2f}  weighted F1: {prediction.scores(out)['f1']:.2f}"
     assert scores in stdout and scores in (workspace / 'testing' / 'stdout.txt').read_text()
 
 
@@ -218,17 +217,17 @@ def test_predict_api_follows_the_input_rows_and_matches_the_model(workspace):
     interleaved = test.iloc[np.argsort(test.groupby('dialogue').cumcount().to_numpy() * 10
                                        + test['dialogue'].str[1:].astype(int).to_numpy(), kind='stable')]
     interleaved = interleaved.drop(columns='emotion').reset_index(drop=True)
-    out = predict.predict(workspace / 'run', interleaved)
-    assert 'label' not in out and predict.scores(out) is None
+    out = prediction.predict(workspace / 'run', interleaved)
+    assert 'label' not in out and prediction.scores(out) is None
     with pytest.raises(UserError, match=r"^dataframe, line 3 \(dialogue d0\): the label 'surprise' was never seen"):
-        predict.predict(workspace / 'run', test.assign(emotion=['joy', 'surprise'] + ['joy'] * (len(test) - 2)))
+        prediction.predict(workspace / 'run', test.assign(emotion=['joy', 'surprise'] + ['joy'] * (len(test) - 2)))
     assert out[['dialogue', 'turn']].equals(interleaved[['dialogue', 'turn']])
 
     # the same probabilities as the checkpoint on the run's own test features (feature_folder.load, --testing's pass)
     args = config.parse_args(['--Dataset', 'custom', '--data-dir', str(workspace / 'feats'),
                               '--batch-size', str(BATCH)])
     fs = training.load_data(args)
-    net = predict.load_model(predict.read_run(workspace / 'run'), workspace / 'run', 'cpu')
+    net = prediction.load_model(prediction.read_run(workspace / 'run'), workspace / 'run', 'cpu')
     result = training.run_pass(training.Run.of(args, net, fs), fs.test_keys, keep_outputs=True)
     expected = pd.DataFrame(np.exp(result.outputs['log_prob']), columns=[f'p_{name}' for name in LABELS])
     expected['dialogue'] = np.repeat([key.split(':', 1)[1] for key in result.keys], result.outputs['lengths'])
@@ -244,10 +243,10 @@ def test_predict_reads_excel_style_csvs_as_plain_ones(workspace, tmp_path):
     text = (workspace / 'test.csv').read_text()
     excel = tmp_path / 'excel.csv'
     excel.write_bytes(b'\xef\xbb\xbf' + text.replace('\n', '\r\n').encode())
-    pd.testing.assert_frame_equal(predict.predict(workspace / 'run', excel),
-                                  predict.predict(workspace / 'run', workspace / 'test.csv'))
+    pd.testing.assert_frame_equal(prediction.predict(workspace / 'run', excel),
+                                  prediction.predict(workspace / 'run', workspace / 'test.csv'))
     single = write_csv(tmp_path / 'single.csv', [('x', 0, 'Ann', 'hi', 'joy'), ('y', 5, 'Bob', 'ok', 'anger')])
-    out = predict.predict(workspace / 'run', single)
+    out = prediction.predict(workspace / 'run', single)
     assert out['dialogue'].tolist() == ['x', 'y'] and np.allclose(out.filter(like='p_').sum(axis=1), 1)
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import dataloader as D
-import synthetic as S
+from core import synthetic as S
 from utils import UserError
 
 MAIN = ['videoIDs', 'videoSpeakers', 'videoLabels', 'videoText', 'videoAudio', 'videoVisual', 'videoSentence',

@@ -172,7 +172,7 @@ def test_tables_follow_the_documented_rules():
 
 def test_a_sweep_is_drawn_as_lines_with_a_band(tmp_path):
     import experiments
-    import plots
+    from reports import plots
     rows = experiments.table_rows('epsilon', [])
     stats = pd.DataFrame({'n': 2, 'best_test_f1_mean': range(len(rows)), 'best_test_f1_std': 0.5}, index=list(rows))
     plots.experiment_sweeps(tmp_path / 'summary.png', stats, experiments.sweep_lines(rows),

@@ -17,8 +17,8 @@ import transformers
 
 import dataloader
 import extract_features as X
-import feature_folder
 import utils
+from core import feature_folder
 from helpers import MAX_POSITIONS, N_LAYERS
 from utils import UserError, run_cli
 

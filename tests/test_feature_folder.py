@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import feature_folder as F
 import utils
+from core import feature_folder as F
 from utils import UserError
 
 # three dialogues: a (train, 3 utterances), b (dev, 1), c (test, 2)

@@ -10,12 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-import conversations
 import extract_features
-import features
-import finetune
 import predict
 from helpers import LABELS, conversation_rows, ok, run_script, write_csv
+from owndata import conversations, features, finetune, prediction
 from utils import UserError, run_cli
 
 SPLITS = {'train': 8, 'dev': 3, 'test': 3}        # dialogues per split
@@ -112,7 +110,7 @@ def test_a_rerun_is_up_to_date_and_predict_uses_the_folders_encoder(tuned, monke
     extract_features.main([*csvs, '--out', str(tuned / 'feats'), *FLAGS])
     assert 'is up to date' in capsys.readouterr().out
     assert (tuned / 'feats' / 'dataset.json').read_bytes() == before
-    out = predict.predict(tuned / 'run', tuned / 'test.csv')            # no --text-model: the folder's encoder
+    out = prediction.predict(tuned / 'run', tuned / 'test.csv')            # no --text-model: the folder's encoder
     testing = pd.read_csv(tuned / 'testing' / 'saved_outputs' / 'utterances_custom.csv')
     assert out['predicted'].tolist() == [LABELS[p] for p in testing['pred']]
 

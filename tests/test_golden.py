@@ -14,7 +14,7 @@ import torch
 
 import graph
 import model as M
-from config import ModelConfig
+from core.config import ModelConfig
 from helpers import GOLDEN_DIR
 
 MODEL_FIXTURES = sorted(GOLDEN_DIR.glob('*.pt'))

@@ -10,11 +10,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-import config
 import dataloader
-import synthetic
-import training
 import utils
+from core import config, synthetic, training
 
 pytestmark = pytest.mark.slow           # trainings of several epochs
 SCALE, EPOCHS, LR = 0.5, 6, '0.001'

@@ -8,9 +8,8 @@ import torch
 import transformers
 
 import extract_features as X
-import media
-import media_features
 from media_maker import RATE, write_recording
+from owndata import media, media_features
 from utils import run_cli
 
 

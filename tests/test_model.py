@@ -12,8 +12,8 @@ from torch_geometric.utils import degree
 import dataloader
 import graph
 import model as M
-import recurrent
-from config import GRAPH_H, PAPER_D_G
+from core import recurrent
+from core.config import GRAPH_H, PAPER_D_G
 from helpers import GOLDEN_DIR, SMALL_DIMS, build, paper_config, random_batch
 from utils import UserError
 

@@ -9,10 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-import config
-import feature_folder
-import training
 import utils
+from core import config, feature_folder, training
 from helpers import LABELS, conversation_rows, ok, run_script, write_csv
 
 SPLITS = {'train': 8, 'dev': 3, 'test': 3}        # dialogues per split

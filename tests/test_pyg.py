@@ -9,10 +9,9 @@ import pytest
 import torch
 from torch_geometric.data import HeteroData
 
-import checkpoints
 import graph
 import model as M
-import pyg_graph
+from core import checkpoints, pyg_graph
 from helpers import REPO, SMALL_DIMS, build, paper_config, random_batch
 
 WINDOWS = (-1, 0, 1, 2, 3)
@@ -176,7 +175,7 @@ def test_the_docs_examples_run(monkeypatch, capsys):
 def test_the_backend_flag_is_recorded_in_the_model_config_and_not_in_the_state_dict():
     from dataclasses import asdict
 
-    import config
+    from core import config
     for argv, expected in (([], 'dense'), (['--graph-backend', 'pyg'], 'pyg')):
         args = config.parse_args(['--paper', *argv])
         cfg = config.model_config(args, dict(D_text=16, D_audio=12, D_visual=10), 6, 2)

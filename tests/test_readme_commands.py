@@ -29,7 +29,7 @@ import sys
 import pandas as pd
 import pytest
 
-import config
+from core import config
 from helpers import REPO, WORDS, ok, run_script
 
 README = REPO / 'README.md'
@@ -216,8 +216,8 @@ def tiny_call(path, seed):
     """A little two-person call: the transcript at path (.vtt or .srt), its recording beside it and its labels."""
     import random
 
-    import transcripts
     from media_maker import write_recording
+    from owndata import transcripts
     rng = random.Random(seed)
     turns = [('AB'[t % 2], ' '.join(rng.choices(WORDS, k=3)), t * 0.5, t * 0.5 + 0.5) for t in range(4)]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -306,8 +306,8 @@ class Page:
     def experiments(self, script, args):
         """Plan the trials (train.py's parser resolves each one's flags) and write the summary; no Ray."""
         import experiments
-        import ray_trials
         import utils
+        from studies import ray_trials
         planned = []
 
         def plan_only(trials, args, out_dir):

@@ -15,11 +15,11 @@ import pytest
 
 import baseline
 import extract_features
-import media_jobs
 import predict
 import train
 from helpers import popen_script
 from media_maker import conversations_with_recordings
+from owndata import media_jobs, prediction
 from utils import run_cli
 
 pytestmark = pytest.mark.slow
@@ -95,8 +95,8 @@ def test_the_readme_commands_give_three_modalities_a_model_and_predictions(layou
 
 def test_predict_repeats_the_extraction(clips):
     root, csvs = clips
-    loaded = predict.load(root / 'my_run', workers=1)
-    fs, table, _ = predict.feature_set(loaded, predict.read_input(str(csvs[2]), {}))
+    loaded = prediction.load(root / 'my_run', workers=1)
+    fs, table, _ = prediction.feature_set(loaded, prediction.read_input(str(csvs[2]), {}))
     extracted = arrays(root / 'my_features')
     test_rows = slice(-len(table), None)                   # utterances.csv: train, dev, then test
     for modality in ('audio', 'visual'):
@@ -145,9 +145,9 @@ def test_heard_not_read_moed_far_above_text_and_the_same_from_long_recordings(cl
     score = {run: json.loads((root / run / 'result.json').read_text())['best_valid']['test_f1'] for run in
              ('all', 'text')}
     assert score['all'] >= 80 and score['all'] >= score['text'] + 30, score
-    clip_predictions = predict.predict(root / 'all', str(csvs[2]), workers=2)
-    long_predictions = predict.predict(root / 'all', str(recordings[1][2]), workers=2)
-    f1 = {name: predict.scores(table)['f1'] for name, table in (('clips', clip_predictions),
+    clip_predictions = prediction.predict(root / 'all', str(csvs[2]), workers=2)
+    long_predictions = prediction.predict(root / 'all', str(recordings[1][2]), workers=2)
+    f1 = {name: prediction.scores(table)['f1'] for name, table in (('clips', clip_predictions),
                                                                  ('long', long_predictions))}
     print(f"test weighted F1: MoED on text+audio+visual {score['all']:.1f}, text only {score['text']:.1f}; "
           f"predict.py on the clips {f1['clips']:.1f}, cut from one recording per dialogue {f1['long']:.1f}")

@@ -5,8 +5,8 @@ written)."""
 import pandas as pd
 import pytest
 
-import conversations
 import regroup_emorynlp
+from owndata import conversations
 from utils import run_cli
 
 EMOTIONS = ['Neutral', 'Joyful', 'Scared', 'Mad', 'Peaceful', 'Powerful', 'Sad']

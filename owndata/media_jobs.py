@@ -35,9 +35,8 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-import media
-import media_features
 import utils
+from owndata import media, media_features
 from utils import UserError
 
 

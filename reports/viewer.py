@@ -25,10 +25,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-import config
 import graph
-import speaker_scheme
 import utils
+from core import config, speaker_scheme
 
 GRAPH_FLAGS = ('window_spk', 'window_spk_f', 'window_dir', 'window_dir_f', 'single_edge')
 

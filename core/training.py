@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-import config
 import dataloader
-import feature_folder
 import model
-import synthetic
 import utils
+from core import config, feature_folder, synthetic
 
 # The original's SubsetRandomSampler; IEMOCAP trains in file order. Custom data is shuffled like MELD: its
 # files (MELD's, EmoryNLP's) list the dialogues of an episode together, and many short dialogues train

@@ -6,8 +6,8 @@ import warnings
 
 import torch
 
-import config
 import utils
+from core import config
 
 # Which flags probably differ when a checkpoint does not fit: (key pattern, kind of mismatch, flag, why).
 # kind: 'presence' (missing or unexpected key), 'rows' / 'width' (shape[0] / another dimension differs).

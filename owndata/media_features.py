@@ -34,7 +34,7 @@ import opensmile
 import torch
 import transformers
 
-import media
+from owndata import media
 from utils import UserError, file_sha256, weights_sha256
 
 DEFAULT_AUDIO_FEATURES = 'eGeMAPSv02'

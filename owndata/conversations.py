@@ -52,8 +52,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-import media
-import transcripts
+from owndata import media, transcripts
 from utils import UserError
 
 REQUIRED_ROLES = ('dialogue', 'turn', 'speaker', 'text')

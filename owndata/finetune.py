@@ -53,10 +53,10 @@ import transformers
 from torch import nn
 from tqdm import tqdm
 
-import config
-import features
 import model as moed_model
 import utils
+from core import config
+from owndata import features
 from utils import UserError
 
 HELD_OUT = 0.1      # share of the training dialogues held out for the epoch choice when there is no dev split

@@ -1,0 +1,1 @@
+"""Tables over seeds: experiments.py's trials as train.py processes, here or on a Ray cluster."""
