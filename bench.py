@@ -53,7 +53,7 @@ import torch
 import utils
 from core import config, training
 
-# a --compare worker runs this file over an older tree, whose config.py may know the dense path only
+# a --compare worker runs this file over an older tree, whose config may know the dense path only
 BACKENDS = getattr(config, 'GRAPH_BACKENDS', ('dense',))
 
 HERE = Path(__file__).resolve().parent

@@ -1,5 +1,5 @@
 """The feature pickles of IEMOCAP, MELD and CMU-MOSEI: safe loading, validation and time-major padded
-batches (synthetic.py writes a stand-in in the same on-disk format).
+batches (core/synthetic.py writes a stand-in in the same on-disk format).
 
     fs = load_features('IEMOCAP', data_dir)             # or data_dir = synthetic.ensure_synthetic('IEMOCAP', ...)
     train, valid = split_valid(fs.train_keys, 0.1, seed)
@@ -10,7 +10,7 @@ Feature files are downloads, so they are unpickled with utils.safe_load_pickle (
 containers only) and checked before any training; every problem is a UserError naming the file and the
 dialogue.
 
-Your own conversations' feature folders (extract_features.py) are feature_folder.py's; they load into the same
+Your own conversations' feature folders (extract_features.py) are core/feature_folder.py's; they load into the same
 Dialogue and FeatureSet and go through the same batching.
 """
 import os

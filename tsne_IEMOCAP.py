@@ -3,7 +3,7 @@
     python tsne_IEMOCAP.py [--features-dir saved_features] [--out-dir figures]
 
 Reads saved_features/*_IEMOCAP.pkl as `train.py --Dataset IEMOCAP ... --testing` writes them; the code is
-tsne_figures.py's (see there for the flags and figures).
+reports/tsne_figures.py's (see there for the flags and figures).
 """
 import functools
 

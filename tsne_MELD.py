@@ -2,7 +2,7 @@
 
     python tsne_MELD.py [--features-dir saved_features] [--out-dir figures]
 
-The code is tsne_figures.py's (see there), run on saved_features/*_MELD.pkl.
+The code is reports/tsne_figures.py's (see there), run on saved_features/*_MELD.pkl.
 """
 import functools
 

@@ -2,7 +2,7 @@
 
     python tsne_custom.py [--features-dir saved_features] [--out-dir figures]
 
-The code is tsne_figures.py's (see there), run on saved_features/*_custom.pkl with the class and
+The code is reports/tsne_figures.py's (see there), run on saved_features/*_custom.pkl with the class and
 speaker names of saved_features/class_names_custom.json.
 """
 import functools

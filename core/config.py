@@ -34,7 +34,7 @@ DEFAULTS = PAPER['IEMOCAP']
 # Your own conversations (a folder of extract_features.py), with or without --paper: the text path of the
 # IEMOCAP configuration (linear layer, then the recurrent encoder) and its optimiser, with one EIGNN and one
 # ECGNN layer on MELD's windows, epsilons, speaker embedding and dropout, 12 epochs, --protocol textbook (the
-# choices and their numbers: docs/own-data.md's EmoryNLP study). --modals and --directed_edge not given are
+# choices and their numbers: docs/own-data-study.md). --modals and --directed_edge not given are
 # the folder's modalities (dataset.json's modals), filled in by resolve_extracted once the folder is loaded.
 CUSTOM = 'custom'
 PAPER[CUSTOM] = dict(DEFAULTS, dropout=0.4, epochs=12, num_L=1, num_K=1, window_spk=3, window_spk_f=1, window_dir=8,
@@ -49,7 +49,7 @@ GRAPH_TYPES = ('both', 'ECG', 'EIG')
 SINGLE_EDGES = ('', 'intra', 'inter')
 BASE_MODELS = ('GRU', 'LSTM')
 NORMS = ('BN', 'LN', 'LN2', 'none')
-GRAPH_BACKENDS = ('dense', 'pyg')   # graph.py's block-dense layers, or pyg_graph.py's MessagePassing ones
+GRAPH_BACKENDS = ('dense', 'pyg')   # graph.py's block-dense layers, or core/pyg_graph.py's MessagePassing ones
 
 
 # The modalities whose features enter model.MoED without a normalisation of their own (linear_a, linear_v): on
@@ -166,7 +166,7 @@ def check_model_flags(flags):
         raise UserError("--causal reads no later turn, but --norm LN2 normalises over the whole dialogue: "
                         "use --norm BN, LN or none")
     if flags.get('causal') and flags['graph_backend'] != 'dense':
-        raise UserError("--causal runs with --graph-backend dense (pyg_graph.py builds the full graphs only)")
+        raise UserError("--causal runs with --graph-backend dense (core/pyg_graph.py builds the full graphs only)")
     graph_type, node = flags['graph_type'], flags['multimodal_node']
     if graph_type != 'both' and node not in ('both', graph_type):
         raise UserError(f"--graph_type={graph_type!r} reads the multimodal node of {graph_type}NN only, "
@@ -313,7 +313,7 @@ def build_parser(default_dataset='IEMOCAP', description=None):
                    help='with --testing: FLOPs, parameters, memory and latency of one 40-utterance dialogue')
     p.add_argument('--graph-backend', dest='graph_backend', default='dense', choices=list(GRAPH_BACKENDS),
                    help="dense (default): graph.py's block-dense layers; pyg: the same layers as torch_geometric "
-                        "MessagePassing over pyg_graph.py's graphs (same parameters and checkpoints, slower)")
+                        "MessagePassing over core/pyg_graph.py's graphs (same parameters and checkpoints, slower)")
     p.add_argument('--causal', action='store_true',
                    help='a past-only MoED: no utterance reads a later one (the graphs keep only their edges from '
                         'earlier turns, normalised by in-degrees; the recurrent encoders run forward only, hidden '

@@ -4,7 +4,7 @@
     conv.table      # pandas DataFrame, one row per utterance (columns: TABLE_COLUMNS)
     conv.files      # per input file: path, sha256, schema, the column of each role, where its split came from
     conv = read_dataframe(frame, 'notebook', split='test')     # a DataFrame as if it were the CSV 'notebook'
-    conv = read_conversations(['call.vtt'], split='test')     # a meeting transcript (transcripts.py)
+    conv = read_conversations(['call.vtt'], split='test')     # a meeting transcript (owndata/transcripts.py)
 
 Schemas, detected from each file's header (the first whose dialogue, turn, speaker and text columns
 are all there):
@@ -35,9 +35,9 @@ Rules:
   ones), visual a .npy vector. start / end (seconds, or hh:mm:ss,mmm as MELD's StartTime / EndTime) cut the
   utterance out of a longer recording; empty: from the start / to the end. `media_dirs=` finds each
   utterance's video as DIR/dia{dialogue}_utt{turn}.mp4 (MELD's raw clips; one folder for all the files or
-  one per file). Every recording is probed here (media.py: its headers, nothing decoded): a missing or
+  one per file). Every recording is probed here (owndata/media.py: its headers, nothing decoded): a missing or
   unreadable file, a missing stream, or a segment outside it is reported before any extraction.
-- A .vtt or .srt input is a meeting transcript (transcripts.py): one dialogue, read as the plain-schema CSV its
+- A .vtt or .srt input is a meeting transcript (owndata/transcripts.py): one dialogue, read as the plain-schema CSV its
   cues make (with the recording beside it or `recordings=`, and the labels of its labels CSV) and checked as a
   CSV's rows, each line its cue's timing line; its split from its file name, else its folder's (train/a.vtt).
 - Every problem is a UserError naming the file, the line (1 = the header) and the dialogue.
@@ -242,7 +242,8 @@ def decode_utf8(path, data):
 
 def transcript_table(path, data, label_column, recording):
     """(header, records, the bytes hashed) of a meeting transcript: the plain-schema CSV its cues make
-    (transcripts.py), with the labels of its labels CSV when there is one (whose bytes are hashed after its own)."""
+    (owndata/transcripts.py), with the labels of its labels CSV when there is one (whose bytes are hashed after
+    its own)."""
     text, sidecar, table = decode_utf8(path, data), transcripts.labels_path(path), None
     if os.path.isfile(sidecar):
         labels = read_bytes(sidecar)
@@ -404,7 +405,7 @@ def media_path(folder, cell):
 
 def recordings(where, folder, value, columns, media_dir, probes):
     """The row's audio and video paths (without an audio column, the video's sound is the audio) and its segment
-    (start, end; None: from the start / to the end), each recording probed (media.py) against the segment."""
+    (start, end; None: from the start / to the end), each recording probed (owndata/media.py) against the segment."""
     video = media_path(folder, value['video']) if columns['video'] else value['video'] if media_dir else None
     audio = media_path(folder, value['audio']) if columns['audio'] else video
     start, end = (parse_segment_time(where, value[role], columns[role], role) for role in ('start', 'end'))

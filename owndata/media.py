@@ -12,7 +12,7 @@ audio stream's first one, decoded, mixed down to mono and resampled to 16 kHz by
 (libswresample through av.AudioResampler, float samples), then cut to the segment's samples. Frames: the
 first video stream, sampled at fps at the midpoints of equal slots ((k + 0.5) / fps after start, at least
 one frame: the segment's middle), each sample the last decoded frame shown at that time; only sampled
-frames are converted to RGB. One decoder thread: the parallelism is the workers' (media_jobs.py).
+frames are converted to RGB. One decoder thread: the parallelism is the workers' (owndata/media_jobs.py).
 DECODER is what the features depend on here; it goes into each modality's recipe.
 """
 import math

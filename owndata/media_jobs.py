@@ -85,7 +85,7 @@ def worker_setup():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     import torch
-    torch.set_num_threads(1)        # as torch's DataLoader workers do (OpenCV has one thread: media_features.py)
+    torch.set_num_threads(1)        # as torch's DataLoader workers do (OpenCV: one thread, owndata/media_features.py)
 
 
 # ----------------------------------------------------------------------------- backends

@@ -6,7 +6,7 @@ cues with words one turn, cut out of the recording of the same name beside it.
     header, records = as_table('call.vtt', text, recording)    # the plain-schema CSV rows its cues make
     write('call.vtt', [('Ann', 'Hello there.', 0.0, 1.5), ('Bob', 'Hi!', 1.5, 2.2)])     # a transcript
 
-Reading (conversations.py reads the table as it reads a CSV: the same checks; docs/recordings.md):
+Reading (owndata/conversations.py reads the table as it reads a CSV: the same checks; docs/recordings.md):
 - WebVTT with webvtt-py, one block at a time (blocks end at an empty line; a line holding '-->' after a block's
   first line, or after the header, starts the next one, as webvtt-py splits them): the first block is the header
   (WEBVTT, then its metadata), NOTE, STYLE and REGION blocks are skipped, every other block is a cue: an optional
@@ -232,7 +232,7 @@ def recording_role(path):
     try:
         return 'video' if media.probe(path).video else 'audio'
     except media.MediaError:
-        return 'video'          # conversations.py reports why, naming the first cue's line
+        return 'video'          # owndata/conversations.py reports why, naming the first cue's line
 
 
 def cue_labels(path, cues, sidecar, header, records, column):

@@ -46,7 +46,7 @@ def matmul_flops(inputs, outputs):
 def recurrent_flops(net, n):
     """Multiply-adds of the GRU / LSTM encoders over an n-utterance dialogue, by thop's counting rules.
 
-    fvcore skips recurrent layers, and the model runs its GRUs through recurrent.py rather than their
+    fvcore skips recurrent layers, and the model runs its GRUs through core/recurrent.py rather than their
     forward(), so each module's rule is applied to the (n, 1, input size) input it reads."""
     from thop.rnn_hooks import count_gru, count_lstm
     rules = {torch.nn.GRU: count_gru, torch.nn.LSTM: count_lstm}

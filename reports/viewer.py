@@ -161,8 +161,8 @@ def write_viewer(path, table, label_names, flags, title):
 
 
 def write_predictions(path, predictions, run, title):
-    """predict.py --html: the viewer of predict()'s table, with the run's (config.json's) labels, speaker scheme
-    and graph flags."""
+    """predict.py --html: the viewer of owndata.prediction.predict()'s table, with the run's (config.json's) labels,
+    speaker scheme and graph flags."""
     write_viewer(path, predictions_speakers(predictions, run), run['features']['label_names'], run['model_config'],
                  title)
 

@@ -1,4 +1,4 @@
-"""config.py: the paper's values per dataset, the defaults of --Dataset custom, the checks of flag combinations."""
+"""core/config.py: the paper's values per dataset, the defaults of --Dataset custom, the checks of flag combinations."""
 import pytest
 
 from core import config

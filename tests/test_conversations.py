@@ -1,4 +1,4 @@
-"""conversations.py: the CSV schemas (plain, MELD, EmoryNLP, flags), file-scoped dialogue ids, splits from
+"""owndata/conversations.py: the CSV schemas (plain, MELD, EmoryNLP, flags), file-scoped dialogue ids, splits from
 file names, optional labels and media paths, and the problems it reports (file, line, dialogue named)."""
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""feature_folder.py without an encoder: a folder written by write_folder is read back as written; every read
+"""core/feature_folder.py without an encoder: a folder written by write_folder is read back as written; every read
 checks the fields, rows and arrays, a matching meta_sha256 (recomputed by anyone) included, and each of those
 checks names the file, line or array. Folders are written directly here (milliseconds)."""
 import json

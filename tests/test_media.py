@@ -1,7 +1,7 @@
-"""Recordings (media.py, media_features.py, media_jobs.py): times, probing, decoding, segments of a long file
-against the same clips alone, the face and its descriptor, tiny random speech and image models, and every
-bad-media case of extract_features.py (exit 2, one paragraph naming the CSV, line, dialogue and file, nothing
-written). Every recording is made here (media_maker.py); the models are built here."""
+"""Recordings (owndata/media.py, owndata/media_features.py, owndata/media_jobs.py): times, probing, decoding, segments
+of a long file against the same clips alone, the face and its descriptor, tiny random speech and image models, and every
+bad-media case of extract_features.py (exit 2, one paragraph naming the CSV, line, dialogue and file, nothing written).
+Every recording is made here (media_maker.py); the models are built here."""
 import numpy as np
 import pytest
 import torch

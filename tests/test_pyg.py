@@ -1,4 +1,4 @@
-"""pyg_graph.py: the graphs as torch_geometric objects against graph.py's edge multisets, and --graph-backend pyg
+"""core/pyg_graph.py: the graphs as torch_geometric objects against graph.py's edge multisets, and --graph-backend pyg
 against the dense backend (outputs, gradients, checkpoints)."""
 import random
 import re

@@ -5,7 +5,7 @@ The features here have the scales of real extractions: audio like openSMILE's eG
 from 0.01 to 2,800, standard deviations from 0.003 to 370, the emotion in a few columns among noise), visual like
 HOG descriptors in [0, 1] without any signal, text a small encoder's features without any signal. A run must learn
 the emotion from the audio; multiplied by 1000 or shifted per modality, the same features must give the same run.
-Folders are written directly (feature_folder.write_folder) and trained in-process through training.py.
+Folders are written directly (feature_folder.write_folder) and trained in-process through core/training.py.
 """
 import numpy as np
 import pandas as pd

@@ -1,11 +1,11 @@
-"""Meeting transcripts straight in (transcripts.py): a WebVTT or SubRip file is one conversation whose cues are its
-turns, cut out of the recording beside it. Fast: a two-person call's .vtt and .srt read as the rows of its start /
+"""Meeting transcripts straight in (owndata/transcripts.py): a WebVTT or SubRip file is one conversation whose cues are
+its turns, cut out of the recording beside it. Fast: a two-person call's .vtt and .srt read as the rows of its start /
 end CSV; the mess real tools write (BOM, CRLF, header, NOTE / STYLE / REGION blocks, cue settings, multi-line cues,
-inline tags, voice classes, hh omitted, overlaps, empty cues); the 'Name: text' rule; labels beside a transcript;
-splits from the file's or the folder's name; every bad transcript exits 2 naming the file and the cue's line, with
-nothing written. Slow: a run trained on start / end CSVs predicts on each test call's .vtt or .srt (predict.py as a
-real command once) exactly what it predicts on the CSV rows, transcripts with labels beside them give the CSVs'
-features, and predict.py refuses each bad transcript."""
+inline tags, voice classes, hh omitted, overlaps, empty cues); the 'Name: text' rule; labels beside a transcript; splits
+from the file's or the folder's name; every bad transcript exits 2 naming the file and the cue's line, with nothing
+written. Slow: a run trained on start / end CSVs predicts on each test call's .vtt or .srt (predict.py as a real command
+once) exactly what it predicts on the CSV rows, transcripts with labels beside them give the CSVs' features, and
+predict.py refuses each bad transcript."""
 import os
 import shutil
 

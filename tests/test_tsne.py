@@ -1,4 +1,4 @@
-"""tsne_figures.py through tsne_IEMOCAP.py and tsne_MELD.py, run as a user runs them, on small features saved in
+"""reports/tsne_figures.py through tsne_IEMOCAP.py and tsne_MELD.py, run as a user runs them, on small features saved in
 --testing's format.
 
 The figures are drawn by the real command line (processes, marked slow: a t-SNE takes seconds); bad input is

@@ -1,4 +1,4 @@
-"""The conversation viewer (viewer.py): its graph connections, its data, and the page in headless Chromium.
+"""The conversation viewer (reports/viewer.py): its graph connections, its data, and the page in headless Chromium.
 
 The browser is driven over Chromium's DevTools protocol on a pipe (--remote-debugging-pipe: JSON messages
 ending in NUL on file descriptors 3 and 4), so no driver package is needed. A page's script error fails
