@@ -190,7 +190,7 @@ def parse_args(argv=None):
 def resolve_recipe_defaults(args, modalities):
     """The defaults that depend on the modalities found: the MoED head is text only (a run with audio or visual
     could not start from it), and with it the encoder reads the previous turn and the speakers' names too (the
-    recipe measured on two corpora: docs/own-data.md)."""
+    recipe measured on two corpora: docs/own-data-study.md)."""
     if args.finetune_head is None:
         args.finetune_head = 'moed' if modalities == ['text'] else 'utterance'
     moed_head = args.finetune and args.finetune_head == 'moed'

@@ -1,5 +1,5 @@
-"""Audio and visual features of one utterance's segment of a recording (media.py decodes it): the function each
-worker runs (media_jobs.py), and the recipes that record what the features depend on.
+"""Audio and visual features of one utterance's segment of a recording (owndata/media.py decodes it): the function
+each worker runs (owndata/media_jobs.py), and the recipes that record what the features depend on.
 
     spec = audio_spec(settings)                     # or visual_spec(settings): what the worker needs, picklable
     recipe = media_recipe('audio', spec)            # the same, with the models' sha256, as dataset.json records it
@@ -54,8 +54,9 @@ AUDIO_POOLING = 'each chosen hidden state averaged over time, then averaged over
 
 
 CASCADE_SHA256 = file_sha256(os.path.join(cv2.data.haarcascades, CASCADE))
-cv2.setNumThreads(1)        # no OpenCV thread pool, here or in the processes forked from here (media_jobs.py): a
-#                             pool inherited by a fork hangs the child; the workers are the parallelism
+cv2.setNumThreads(1)        # no OpenCV thread pool, here or in the processes forked from here
+#                             (owndata/media_jobs.py): a pool inherited by a fork hangs the child; the workers are
+#                             the parallelism
 
 
 # ----------------------------------------------------------------------------- specs and recipes
