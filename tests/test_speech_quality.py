@@ -12,7 +12,7 @@ scored audio alone 100.0, all three modalities 83.1, text alone 26.4. With each 
 training split's statistics: MoED 79.8, long recordings 77.4, the baseline the same (84.4 on all three). A corpus
 of shorter dialogues (64 / 12 / 16 of 2 to 5 turns) gave 68.5 and 73.5 against 69.5 for the baseline on all
 three: MoED's score follows what the features allow, hence a floor of 60 and a bound relative to the baseline.
-3 to 5 minutes on 2 cores shared with other work (load average 4 to 8), about half of it the extraction."""
+3 to 6 minutes on 2 cores shared with other work (load average 4 to 8), about half of it the extraction."""
 import json
 import re
 import shutil
