@@ -143,7 +143,7 @@ NEUTRAL_WORDS = ('the', 'report', 'is', 'on', 'table', 'we', 'will', 'meet', 'at
                  'from', 'platform', 'four', 'a', 'window', 'seat', 'please', 'send', 'me', 'file', 'this',
                  'morning', 'door', 'opens', 'two', 'blue', 'folder', 'near', 'desk', 'it', 'was', 'tuesday',
                  'paper', 'in', 'box', 'they', 'walked', 'home', 'after', 'lunch', 'numbers', 'are', 'ready')
-VOICES = ('en+m1', 'en+m3', 'en+m7', 'en+f1', 'en+f2', 'en+f4')     # espeak-ng's variants: one per speaker
+ESPEAK_VOICES = ('en+m1', 'en+m3', 'en+m7', 'en+f1', 'en+f2', 'en+f4')     # espeak-ng's variants: one per speaker
 SPEECH_FPS = 10                                                     # a video call's frame rate
 FRAME = RATE // SPEECH_FPS                                          # samples per video frame
 NAMES = ('Ann', 'Ben', 'Cora', 'Dev', 'Eli', 'Fay', 'Gus', 'Hana')
@@ -171,7 +171,7 @@ class Speaker:
 def random_speaker(rng):
     look = (float(rng.uniform(0.85, 1.0)), int(rng.integers(-20, 21)), int(rng.integers(-20, 21)),
             bool(rng.integers(2)), float(rng.uniform(0.8, 1.15)))
-    return Speaker(str(rng.choice(VOICES)), float(rng.normal(0, 3)), float(rng.uniform(0.93, 1.07)),
+    return Speaker(str(rng.choice(ESPEAK_VOICES)), float(rng.normal(0, 3)), float(rng.uniform(0.93, 1.07)),
                    float(rng.uniform(0.7, 0.9)), look)
 
 
