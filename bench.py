@@ -51,7 +51,12 @@ from pathlib import Path
 import torch
 
 import utils
-from core import config, training
+
+try:
+    from core import config, training
+except ModuleNotFoundError:     # a --compare worker runs this file over an older tree, from before the packages
+    import config
+    import training
 
 # a --compare worker runs this file over an older tree, whose config may know the dense path only
 BACKENDS = getattr(config, 'GRAPH_BACKENDS', ('dense',))

@@ -274,11 +274,11 @@ def split_counts(table):
 
 # ----------------------------------------------------------------------------- main
 
-def make_recipe(args, conv, encoder, modalities, speakers):
+def make_recipe(settings, conv, encoder, modalities, speakers):
     """Everything the features depend on: equal recipes mean equal features (re-running is skipped)."""
     recipe = {'inputs': [{'name': f.name, 'sha256': f.sha256, 'columns': f.columns} for f in conv.files],
               'speakers': speakers,
-              'modalities': {m: EXTRACTORS[m][0](args, encoder, conv.table) for m in modalities},
+              'modalities': {m: EXTRACTORS[m][0](settings, encoder, conv.table) for m in modalities},
               'versions': features.versions()}
     return as_json(recipe)                       # as it comes back from dataset.json
 
@@ -308,10 +308,11 @@ def main(argv=None):
     table = conv.table.assign(path=conv.table['file'].map({f.name: f.path for f in conv.files}))
     modalities = present_modalities(conv, args)
     resolve_recipe_defaults(args, modalities)
+    settings = features.ExtractionSettings.from_args(args)
     previous = previous_meta(args.out)
     encoder = features.load_encoder(args.text_model, args.device)
     speaker_index, n_speakers, speakers = assign_speakers(table, args.speakers, args.max_speakers)
-    recipe = make_recipe(args, conv, encoder, modalities, speakers)
+    recipe = make_recipe(settings, conv, encoder, modalities, speakers)
     if args.finetune:
         recipe['finetune'] = {'base_sha256': encoder.sha256, **finetune.settings_record(args)}
     if previous is not None and comparable(previous.get('recipe')) == recipe:
@@ -324,8 +325,8 @@ def main(argv=None):
         saved_as = os.path.join(os.path.abspath(args.out), ENCODER)
         encoder, finetuned, crossfit, head = finetune.finetune_encoder(
             args, encoder, table, names, saved_as, finetune.Speakers(speaker_index, n_speakers))
-        recipe['modalities']['text'] = as_json(EXTRACTORS['text'][0](args, encoder, conv.table))
-    arrays, details, seconds = features.extract_modalities(args, encoder, table, recipe['modalities'])
+        recipe['modalities']['text'] = as_json(EXTRACTORS['text'][0](settings, encoder, conv.table))
+    arrays, details, seconds = features.extract_modalities(settings, encoder, table, recipe['modalities'])
     if crossfit is not None:
         arrays['text'][:, crossfit[0]] = crossfit[1]
     fields = {'label_names': names, 'label_order': 'sorted by name', 'n_speakers': n_speakers,

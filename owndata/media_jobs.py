@@ -122,14 +122,15 @@ def in_ray(tasks, address, workers):
 
 # ----------------------------------------------------------------------------- the run
 
-def run(kind, spec, recipe, sources, sha256s, where, workers, ray_address=None, cache_dir=None):
-    """(N, D) float32 vectors and per-utterance infos of kind ('audio' or 'visual'), cached under cache_dir."""
+def run(kind, spec, recipe, sources, sha256s, where, workers, ray_address=None, cache_dir=None, progress=True):
+    """(N, D) float32 vectors and per-utterance infos of kind ('audio' or 'visual'), cached under cache_dir; a
+    progress bar on stderr unless progress is false."""
     cache = Cache(cache_dir) if cache_dir else None
     keys = [cache_key(kind, recipe, sha256, start, end) for sha256, (_, start, end) in zip(sha256s, sources)]
     results = [cache.get(key) if cache else None for key in keys]
     tasks = [(i, kind, spec, source) for i, source in enumerate(sources) if results[i] is None]
     bar = tqdm(total=len(sources), initial=len(sources) - len(tasks), unit='utt', desc=kind, file=sys.stderr,
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=not progress)
     if ray_address:
         stream = in_ray(tasks, ray_address, workers)
     elif workers > 1 and len(tasks) > 1:

@@ -359,7 +359,7 @@ def test_predict_refuses_a_bad_out_before_the_work(workspace, tmp_path, capsys, 
     csv = tmp_path / 'new.csv'
     csv.write_bytes((workspace / 'test.csv').read_bytes())
     (tmp_path / 'outdir').mkdir()
-    monkeypatch.setattr(predict, 'predict', lambda *args, **kwargs: pytest.fail('the work started'))
+    monkeypatch.setattr(prediction, 'predict', lambda *args, **kwargs: pytest.fail('the work started'))
     monkeypatch.chdir(tmp_path)
     err = cli_error(capsys, predict.main, [workspace / 'run', 'new.csv', '--out', out])
     assert str(out) in err and '--out' in err and message in err
