@@ -24,7 +24,6 @@ field, an empty text, over a limit of /info, an unknown session) is a 4xx whose 
 the limit; the server goes on serving.
 """
 import argparse
-import os
 import sys
 
 import utils
@@ -72,24 +71,19 @@ def limits_of(args):
 
 # ----------------------------------------------------------------------------- running it
 
-def load_service(args):
-    """The run loaded once (prediction.load: exit 2 for a folder that is not a custom run or another encoder)."""
-    loaded = prediction.load(args.run_dir, args.text_model, args.device)
-    service.refuse_media_runs(loaded)
-    return loaded
-
-
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault('TQDM_DISABLE', '1')          # no progress bar per request
-    loaded = load_service(args)
-    if args.replicas:
+    limits = limits_of(args)
+    if args.replicas:                       # the replicas load the model; here the run is only described
+        service.refuse_media_runs(prediction.describe(args.run_dir))
         from serving import replicas
-        return replicas.run(args, loaded, limits_of(args), api.create_app)
+        return replicas.run(args, limits)
+    loaded = prediction.load(args.run_dir, args.text_model, args.device, progress=False)
+    service.refuse_media_runs(loaded)
     import uvicorn
     print(f"serving {args.run_dir} on http://{args.host}:{args.port}/ (OpenAPI page: /docs)", flush=True)
-    uvicorn.run(api.create_app(service.Service(loaded, limits_of(args))), host=args.host, port=args.port,
-                log_level='warning')
+    app = api.create_app(lambda: service.Service.in_process(loaded, limits), limits)
+    uvicorn.run(app, host=args.host, port=args.port, log_level='info')     # a line per request
 
 
 if __name__ == '__main__':

@@ -19,6 +19,12 @@ import torch
 REPO = os.path.dirname(os.path.abspath(__file__))
 
 
+def visible(text):
+    """Whether text has one visible character: a zero-width space or a byte-order mark alone is empty (the rule for
+    an utterance's text and a speaker's name, in a CSV and in a served request alike)."""
+    return any(char.isprintable() and not char.isspace() for char in text)
+
+
 class UserError(Exception):
     """A problem with the user's input (file, flag, checkpoint): reported in one paragraph, exit 2."""
 

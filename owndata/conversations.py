@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from owndata import media, transcripts
-from utils import UserError
+from utils import UserError, visible
 
 REQUIRED_ROLES = ('dialogue', 'turn', 'speaker', 'text')
 OPTIONAL_ROLES = ('label', 'split', 'audio', 'visual', 'video', 'start', 'end')
@@ -361,7 +361,7 @@ def parse_speaker(where, cell, column):
 
 def check_text(where, cell, column):
     """The text, which needs one visible character (a zero-width space or a byte-order mark alone is empty)."""
-    if not any(char.isprintable() and not char.isspace() for char in cell):
+    if not visible(cell):
         invisible = ' (only invisible characters)' if cell.strip() else ''
         raise UserError(f"{where}: the text ({column}) is empty{invisible}; every utterance needs its words.")
     return cell

@@ -23,7 +23,6 @@ first appearance, in batches of the run's --batch-size. A custom run's evaluatio
 """
 import os
 import sys
-from argparse import Namespace
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,16 +76,12 @@ def note_unfinished(run_dir):
 
 
 @dataclass
-class LoadedRun:
-    """A custom run read, checked and loaded once: its config.json, its model in eval mode, its text encoder
-    (None when the model reads no text), and the modalities the model uses (features.EXTRACTORS names)."""
+class RunInfo:
+    """What a custom run is, read and checked (describe): its config.json and the modalities its model uses
+    (features.EXTRACTORS names); no model (serving/replicas.py's front end, whose replicas hold the models)."""
     run_dir: str
     run: dict
-    net: model.MoED
-    encoder: object
     modalities: list
-    device: str
-    workers: int = None     # processes for the recordings' features (media_jobs.py; None: the cores)
 
     @property
     def label_names(self):
@@ -98,13 +93,30 @@ class LoadedRun:
         return bool(self.run['model_config'].get('causal', False))
 
 
-def load(run_dir, text_model=None, device='cpu', workers=None):
+@dataclass
+class LoadedRun(RunInfo):
+    """A custom run loaded once (load): its model in eval mode and its text encoder (None when the model reads
+    no text), beside what RunInfo says."""
+    net: model.MoED = None
+    encoder: object = None
+    device: str = 'cpu'
+    workers: int = None     # processes for the recordings' features (media_jobs.py; None: the cores)
+    progress: bool = True   # progress bars of the feature extraction (a server shows none)
+
+
+def describe(run_dir):
+    """The RunInfo of RUN_DIR (a folder that is not a custom run is a UserError)."""
+    run = read_run(run_dir)
+    return RunInfo(run_dir, run, model_modalities(run))
+
+
+def load(run_dir, text_model=None, device='cpu', workers=None, progress=True):
     """The run of RUN_DIR, loaded for predicting: a folder that is not a custom run, a missing checkpoint or
     another encoder than the recorded one is a UserError, before any conversation is read."""
-    run = read_run(run_dir)
-    modalities = model_modalities(run)
-    encoder = load_same_encoder(run['features'], text_model, device) if 'text' in modalities else None
-    return LoadedRun(run_dir, run, load_model(run, run_dir, device), encoder, modalities, device, workers)
+    info = describe(run_dir)
+    encoder = load_same_encoder(info.run['features'], text_model, device) if 'text' in info.modalities else None
+    return LoadedRun(run_dir, info.run, info.modalities, net=load_model(info.run, run_dir, device), encoder=encoder,
+                     device=device, workers=workers, progress=progress)
 
 
 def model_modalities(run):
@@ -130,6 +142,20 @@ def read_input(data, columns, media_dirs=None, recordings=None):
                                             recordings=recordings)
 
 
+def conversations_of(dialogues, name='request'):
+    """Dialogues of turns already checked (serving/service.py: objects with a speaker and a text) as the
+    Conversations of one input, dialogue ids 0, 1, ... in the 'test' split: the model's input, without writing
+    and reading them again as a CSV."""
+    rows = [dict(key=f'{name}:{d}', file=name, line=line, dialogue=str(d), turn=t, speaker=turn.speaker,
+                 text=turn.text, split='test')
+            for line, (d, t, turn) in enumerate((d, t, turn) for d, turns in enumerate(dialogues)
+                                                for t, turn in enumerate(turns))]
+    roles = {role: role if role in conversations.REQUIRED_ROLES else None for role in conversations.ROLES}
+    source = conversations.InputFile(path=name, name=name, sha256='', schema='request', columns=roles,
+                                     split_from='given')
+    return conversations.Conversations(pd.DataFrame(rows, columns=list(conversations.TABLE_COLUMNS)), [source])
+
+
 def label_indices(table, label_names):
     """Each row's label index (-1 where the CSV has no labels); a label the model never saw is a UserError."""
     if table['label'].isna().all():
@@ -152,16 +178,10 @@ def encoder_name(meta, text_model):
     return features.DEFAULT_TEXT_MODEL if 'package' in recorded else recorded['text_model']
 
 
-def repeat_recipe(meta, table, modalities, encoder, device, workers=None):
+def repeat_recipe(meta, table, modalities, encoder, device, workers=None, progress=True):
     """(settings, modality -> recipe) for these conversations, checked against the recorded recipe."""
     recorded = meta['recipe']['modalities']
-    shown = recorded.get('text', {}).get('input', {})
-    audio, visual = recorded.get('audio', {}), recorded.get('visual', {})
-    settings = Namespace(layers=recorded.get('text', {}).get('layers'), batch_size=64, device=device,
-                         audio_features=audio.get('feature_set'), audio_model=audio.get('model'),
-                         audio_layers=audio.get('layers'), visual_model=visual.get('model'), fps=visual.get('fps'),
-                         workers=workers, ray_address=None, work_dir=None,
-                         speaker_in_text=shown.get('speaker', False), context_turns=shown.get('past_turns', 0))
+    settings = features.ExtractionSettings.from_recipe(recorded, device, workers, progress)
     recipes = {m: features.EXTRACTORS[m][0](settings, encoder, table) for m in modalities}
     for modality, recipe in recipes.items():
         for key, value in recipe.items():
@@ -206,7 +226,8 @@ def feature_set(loaded, conv):
                                 "call's video (--recording FILE).")
             raise UserError(f"{path} has no {modality} column, but the model uses {modality}: give each utterance "
                             f"its {'audio or video' if modality == 'audio' else 'video or .npy'} path.")
-    settings, recipes = repeat_recipe(meta, table, loaded.modalities, encoder, loaded.device, loaded.workers)
+    settings, recipes = repeat_recipe(meta, table, loaded.modalities, encoder, loaded.device, loaded.workers,
+                                       loaded.progress)
     dims = {m: cfg[f'D_{m}'] for m in recipes}
     arrays, _, _ = features.extract_modalities(settings, encoder, table, recipes, dims)
     speakers = speaker_scheme.speaker_indices(table, meta['speakers'], cfg['n_speakers']).astype(np.int64)
@@ -236,7 +257,8 @@ def predict_conversations(loaded, conv, batch_size=None):
     --batch-size; a custom run's evaluation does not depend on it)."""
     fs, table, labels = feature_set(loaded, conv)
     flags = loaded.run['flags']
-    protocol = training.Protocol(flags['protocol'], flags['seed'], shuffle=False)
+    # an evaluation draws no random number: no protocol reseeds the global generators here (a server's batches)
+    protocol = training.Protocol('textbook', flags['seed'], shuffle=False)
     run = training.Run(loaded.net, fs, model.make_loss(config.CUSTOM), loaded.device,
                        batch_size or flags['batch_size'], protocol)
     result = training.run_pass(run, fs.test_keys, keep_outputs=True)

@@ -1,2 +1,2 @@
-"""A trained custom run over HTTP: the loaded run with its batching and sessions, the FastAPI app and its live page,
-Ray Serve replicas, and the load test."""
+"""A trained custom run over HTTP: the served run with its batching and sessions (service), the FastAPI app (api)
+and its live page (page.html), and Ray Serve replicas (replicas); loadtest.py at the root measures it."""

@@ -1,9 +1,9 @@
 """A loaded `--Dataset custom` run answering many clients: requests batched together, conversation sessions.
 
-    service = Service(prediction.load(run_dir), Limits())      # the run loaded once (serve.py builds its app on it)
-    await service.start()
-    dialogues = await service.predict([[Turn('Ann', 'hi'), Turn('Bob', 'hello')]])   # -> per dialogue, per turn
-    session = service.create_session(); turns = await service.append(session.id, Turn('Ann', 'hi'))
+    service = Service.in_process(prediction.load(run_dir, progress=False), Limits())   # the run loaded once
+    turns = check_turns(request_turns, limits, 'turns')        # the one check of a request's turns (-> Turn)
+    dialogues = await service.predict([turns])                 # -> per dialogue, per turn (label, probabilities)
+    session = service.create_session(); answer = await service.append(session.id, turns[0])
 
 Dynamic batching: every request's dialogues go into one queue; one worker takes what is waiting (up to
 Limits.batch_dialogues dialogues and Limits.batch_turns turns, waiting at most Limits.batch_wait_ms for more
@@ -28,10 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pandas as pd
 
-from owndata import conversations, features, prediction
-from utils import UserError
+from owndata import features, prediction
+from utils import UserError, visible
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,45 @@ class Turn:
     text: str
 
 
+class RequestError(Exception):
+    """A request's turn that breaks a rule: the field (turns.2.text, dialogues.0.turns.1.speaker) and why (a 422)."""
+
+    def __init__(self, field, message):
+        super().__init__(f"{field}: {message}")
+
+
+def check_turns(turns, limits, where):
+    """The one check of a request's turns (objects with speaker and text, as parsed from its JSON), with the
+    project's rules and the limits: the model's input, a list of Turn. where: the field path of the list ('turns',
+    'dialogues.1.turns')."""
+    if not 1 <= len(turns) <= limits.turns:
+        raise RequestError(where, f"a conversation has 1 to {limits.turns} turns (turns in GET /info), not "
+                                  f"{len(turns)}")
+    return [check_turn(turn, limits, f'{where}.{i}.') for i, turn in enumerate(turns)]
+
+
+def check_turn(turn, limits, where=''):
+    """One turn as a Turn: its speaker's name and its text need a visible character (utils.visible, the rule of a
+    CSV's too) and fit the limits; where: the prefix of its fields' path ('turns.2.': 'turns.2.text')."""
+    for name, most in (('speaker', limits.speaker_chars), ('text', limits.text_chars)):
+        value = getattr(turn, name)
+        if not visible(value):
+            raise RequestError(f"{where}{name}", f"is empty (only white space or invisible characters): give the "
+                                                 f"{name}")
+        if len(value) > most:
+            raise RequestError(f"{where}{name}", f"has {len(value)} characters, at most {most} are taken "
+                                                 f"({name}_chars in GET /info)")
+    return Turn(turn.speaker.strip(), turn.text)
+
+
+def check_dialogues(dialogues, limits):
+    """check_turns of each dialogue of a request's `dialogues` list."""
+    if not 1 <= len(dialogues) <= limits.dialogues:
+        raise RequestError('dialogues', f"a request holds 1 to {limits.dialogues} dialogues (dialogues in GET /info), "
+                                        f"not {len(dialogues)}")
+    return [check_turns(d.turns, limits, f'dialogues.{k}.turns') for k, d in enumerate(dialogues)]
+
+
 class SessionError(Exception):
     """A session request that cannot be served: status (404 unknown, 409 full, 429 too many) and a message."""
 
@@ -68,7 +106,6 @@ class SessionError(Exception):
 class Session:
     id: str
     turns: list = field(default_factory=list)          # Turn
-    predicted: list = field(default_factory=list)      # the labels last returned, per turn
     answer: list = field(default_factory=list)         # the last append's session_turns
     used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -84,17 +121,10 @@ class Job:
         return sum(len(d) for d in self.dialogues)
 
 
-def conversation_frame(dialogues):
-    """Dialogues (lists of Turn) as the plain CSV schema's rows, dialogue ids 0, 1, ..."""
-    return pd.DataFrame([(str(d), t, turn.speaker, turn.text) for d, turns in enumerate(dialogues)
-                         for t, turn in enumerate(turns)], columns=['dialogue', 'turn', 'speaker', 'text'])
-
-
 def predict_batch(loaded, dialogues):
     """prediction.predict_conversations on these dialogues (lists of Turn) as one batch: per dialogue, (labels,
     probabilities (turns, classes))."""
-    conv = conversations.read_dataframe(conversation_frame(dialogues), 'request', split='test')
-    table = prediction.predict_conversations(loaded, conv, batch_size=len(dialogues))
+    table = prediction.predict_conversations(loaded, prediction.conversations_of(dialogues), len(dialogues))
     probabilities = table[[f'p_{name}' for name in loaded.label_names]].to_numpy()
     labels = table['predicted'].to_numpy()
     bounds = np.cumsum([0] + [len(d) for d in dialogues])
@@ -109,32 +139,31 @@ def keep_text_features(loaded, limits):
         loaded.encoder.cache = features.FeatureCache(limits.cached_turns)
 
 
-def check_request(dialogues):
-    """The rules conversations.py applies to a CSV, applied to a request's dialogues: a UserError names the
-    turn (its dialogue and position in the request) that breaks one."""
-    conversations.read_dataframe(conversation_frame(dialogues), 'request', split='test')
-
-
 class Service:
     """The loaded run, its batching queue and its sessions."""
 
-    def __init__(self, loaded, limits=Limits(), runner=None, in_flight=1):
-        """runner: an async function running a batch (a list of dialogues) -> predict_batch's list; default
-        predict_batch in this process's model thread. in_flight: batches run at once (serve.py --replicas: one
-        per replica)."""
-        self.loaded, self.limits = loaded, limits
-        if runner is None:
-            keep_text_features(loaded, limits)
-        self.runner, self.in_flight = runner or self.run_here, in_flight
+    def __init__(self, info, limits, runner, in_flight=1, replicas=0):
+        """info: the run (prediction.RunInfo: labels, modalities, causal, config.json). runner: an async function
+        running a batch (a list of dialogues) -> predict_batch's list. in_flight: batches run at once (one per
+        model replica); replicas: how many serving/replicas.py runs (0: the model is in this process)."""
+        self.info, self.limits, self.runner, self.in_flight, self.replicas = info, limits, runner, in_flight, replicas
         self.sessions = {}
         self.queue = self.worker = self.slots = None
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix='moed')     # the model runs here, one batch at a time
-        self.batches = []                                                   # (dialogues, turns) of recent batches
         self.batches_run = 0
-        self.replicas = 0                                                   # serve_ray.py's model replicas
+        self.executor = None                    # in_process: the model's thread
 
-    async def run_here(self, dialogues):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, predict_batch, self.loaded, dialogues)
+    @classmethod
+    def in_process(cls, loaded, limits):
+        """The Service of a run loaded here (prediction.load): batches run in one model thread beside the event
+        loop, one at a time; the encoder keeps the text features of recent turns (keep_text_features)."""
+        keep_text_features(loaded, limits)
+        executor = ThreadPoolExecutor(1, thread_name_prefix='moed')
+
+        async def run_here(dialogues):
+            return await asyncio.get_running_loop().run_in_executor(executor, predict_batch, loaded, dialogues)
+        service = cls(loaded, limits, run_here)
+        service.executor = executor
+        return service
 
     def started(self):
         """The batching worker, started in the running event loop on first use."""
@@ -146,14 +175,13 @@ class Service:
     async def stop(self):
         if self.worker:
             self.worker.cancel()
-        self.executor.shutdown(wait=True)
+        if self.executor:
+            self.executor.shutdown(wait=True)
 
     # ------------------------------------------------------------------------- predicting, batched
 
     async def predict(self, dialogues):
-        """Per dialogue (lists of Turn), per turn: (predicted label, probabilities array). A UserError for a
-        dialogue that conversations.py's rules refuse."""
-        check_request(dialogues)
+        """Per dialogue (lists of Turn, checked: check_turns), per turn: (predicted label, probabilities array)."""
         queue = self.started()
         future = asyncio.get_running_loop().create_future()
         await queue.put(Job(dialogues, future))
@@ -169,8 +197,6 @@ class Service:
         """One batch of jobs; if it fails, each job alone, so that an error reaches only the job that caused it."""
         try:
             dialogues = [d for job in jobs for d in job.dialogues]
-            self.batches.append((len(dialogues), sum(map(len, dialogues))))
-            del self.batches[:-1000]
             self.batches_run += 1
             try:
                 results = await self.runner(dialogues)
@@ -266,7 +292,7 @@ class Service:
                                         "GET /info): start a new session")
             (labels, probabilities), = await self.predict([session.turns + [turn]])
             session.turns.append(turn)
-            previous, session.predicted = session.predicted, labels
+            previous = [t['predicted'] for t in session.answer]
             session.used = time.monotonic()
             session.answer = self.session_turns(session, labels, probabilities, previous)
             return session.answer
@@ -280,7 +306,7 @@ class Service:
     def session_turns(self, session, labels, probabilities, previous):
         """Per turn: speaker, text, predicted, probabilities, final, revised (its label changed with this
         answer) and previous (the label before, when revised)."""
-        names, final = self.loaded.label_names, self.loaded.causal
+        names, final = self.info.label_names, self.info.causal
         out = []
         for i, (turn, label, p) in enumerate(zip(session.turns, labels, probabilities)):
             before = previous[i] if i < len(previous) else None
@@ -291,9 +317,9 @@ class Service:
         return out
 
 
-def info(loaded, limits):
+def info(run_info, limits):
     """GET /info: what the run is and what a request may hold."""
-    run = loaded.run
+    loaded, run = run_info, run_info.run
     encoder = run['features']['modalities'].get('text', {}).get('encoder', {})
     recipe = run['features']['recipe']['modalities'].get('text', {})
     model_flags = {k: v for k, v in run['model_config'].items() if k != 'dataset'}

@@ -4,6 +4,7 @@ live page in headless Chromium; and two Ray Serve replicas.
 
 Two tiny runs are trained here on a tiny random BERT's features: the full model and a --causal one.
 """
+import asyncio
 import json
 import os
 import shutil
@@ -54,8 +55,13 @@ def causal_run(runs):
     return train_run(runs['root'], 'causal', '--causal')
 
 
+def app_of(loaded, **limits):
+    limits = service.Limits(**limits)
+    return api.create_app(lambda: service.Service.in_process(loaded, limits), limits)
+
+
 def client_of(run_dir, **limits):
-    return TestClient(api.create_app(service.Service(prediction.load(run_dir), service.Limits(**limits))))
+    return TestClient(app_of(prediction.load(run_dir, progress=False), **limits))
 
 
 @pytest.fixture(scope='module')
@@ -120,23 +126,32 @@ BAD = {  # name -> (method, path, body (bytes: raw), status, words of the error)
     'neither turns nor dialogues': ('post', '/predict', {}, 422, 'either turns'),
     'both': ('post', '/predict', {'turns': [TURN], 'dialogues': [{'turns': [TURN]}]}, 422, 'not both'),
     'missing text': ('post', '/predict', {'turns': [{'speaker': 'Ann'}]}, 422, 'turns.0.text: Field required'),
-    'empty text': ('post', '/predict', {'turns': [TURN, {'speaker': 'Bob', 'text': ''}]}, 422, 'turns.1.text'),
-    'blank text': ('post', '/predict', {'turns': [{'speaker': 'Bob', 'text': ' \t'}]}, 422, 'only whitespace'),
+    'empty text': ('post', '/predict', {'turns': [TURN, {'speaker': 'Bob', 'text': ''}]}, 422,
+                   'turns.1.text: is empty'),
+    'blank text': ('post', '/predict', {'turns': [{'speaker': 'Bob', 'text': ' \t'}]}, 422, 'only white space'),
+    'zero-width text': ('post', '/predict', {'turns': [{'speaker': 'Bob', 'text': '\u200b'}]}, 422,
+                        'turns.0.text: is empty'),
+    'blank speaker in a dialogue': ('post', '/predict', {'dialogues': [{'turns': [TURN]}, {'turns': [
+        TURN, {'speaker': '\ufeff ', 'text': 'hi'}]}]}, 422, 'dialogues.1.turns.1.speaker: is empty'),
     'text not a string': ('post', '/predict', {'turns': [{'speaker': 'Bob', 'text': 3}]}, 422, 'turns.0.text'),
     'unknown field': ('post', '/predict', {'turns': [dict(TURN, mood='x')]}, 422, 'turns.0.mood'),
     'no turns': ('post', '/predict', {'turns': []}, 422, 'turns'),
     'text over the limit': ('post', '/predict', {'turns': [dict(TURN, text='a' * (LIMITS.text_chars + 1))]}, 422,
-                            f'at most {LIMITS.text_chars} characters'),
+                            f'turns.0.text: has {LIMITS.text_chars + 1} characters, at most {LIMITS.text_chars}'),
     'conversation over the limit': ('post', '/predict', {'turns': [TURN] * (LIMITS.turns + 1)}, 422,
-                                    f'turns: List should have at most {LIMITS.turns} items'),
+                                    f'turns: a conversation has 1 to {LIMITS.turns} turns'),
     'too many dialogues': ('post', '/predict', {'dialogues': [{'turns': [TURN]}] * (LIMITS.dialogues + 1)}, 422,
-                           f'dialogues: List should have at most {LIMITS.dialogues} items'),
+                           f'dialogues: a request holds 1 to {LIMITS.dialogues} dialogues'),
     'body over the limit': ('post', '/predict', b'{"turns": [' + b' ' * LIMITS.body_bytes + b']}', 413,
                             f'over {LIMITS.body_bytes} bytes'),
     'unknown session': ('get', '/sessions/nope', None, 404, "no session 'nope'"),
     'append to an unknown session': ('post', '/sessions/nope/turns', TURN, 404, "no session 'nope'"),
     'append a turn without speaker': ('post', '/sessions/{id}/turns', {'text': 'hi'}, 422, 'speaker: Field required'),
     'wrong method': ('get', '/predict', None, 405, 'Method Not Allowed'),
+    'unknown path': ('get', '/nowhere', None, 404, 'Not Found: see GET /docs'),
+    'a form, not JSON': ('post', '/predict', b'turns=hi', 422, 'JSON'),
+    'an empty turn in a session': ('post', '/sessions/{id}/turns', {'speaker': 'Ann', 'text': '\u200b'}, 422,
+                                   'text: is empty'),
 }
 
 
@@ -148,9 +163,38 @@ def test_a_bad_request_is_a_4xx_naming_the_field_and_the_server_goes_on(client, 
               {} if body is None else {'json': body})
     answer = client.request(method.upper(), path, **kwargs)
     assert answer.status_code == status, answer.text
-    message = answer.json().get('error') or answer.json().get('detail')
-    assert words in message and 'Traceback' not in answer.text, message
+    assert set(answer.json()) == {'error'}, answer.text                 # the one shape of every error
+    message = answer.json()['error']
+    assert words in message and 'Traceback' not in answer.text and 'line' not in message, message
     assert client.post('/predict', json={'turns': [TURN]}).status_code == 200
+
+
+def test_a_request_is_not_held_to_a_csvs_rules(client):
+    """A speaker that a CSV would read as a Python list is a name like any other in a request."""
+    answer = client.post('/predict', json={'turns': [{'speaker': '[Ann]', 'text': 'hi'}]})
+    assert answer.status_code == 200 and answer.json()['turns'][0]['speaker'] == '[Ann]', answer.text
+
+
+def test_a_failing_job_fails_alone_and_its_batch_mates_are_answered():
+    """run_jobs: a batch that fails is run again job by job, so only the job that caused it gets the error."""
+    batches = []
+
+    async def runner(dialogues):
+        batches.append(len(dialogues))
+        if any(turn.text == 'boom' for d in dialogues for turn in d):
+            raise ValueError('boom')
+        return [(['joy'] * len(d), np.ones((len(d), 1))) for d in dialogues]
+
+    async def scenario():
+        svc = service.Service(None, service.Limits(batch_wait_ms=200), runner)
+        good, bad = [service.Turn('Ann', 'hi')], [service.Turn('Bob', 'boom')]
+        results = await asyncio.gather(svc.predict([good]), svc.predict([bad]), return_exceptions=True)
+        await svc.stop()
+        return results
+
+    first, second = asyncio.run(scenario())
+    assert first[0][0] == ['joy'] and isinstance(second, ValueError)
+    assert batches == [2, 1, 1]                 # one batch of both, then each alone
 
 
 # ----------------------------------------------------------------------------- sessions
@@ -195,7 +239,7 @@ def test_a_sessions_append_encodes_only_its_new_turn(runs):
         loaded = prediction.load(runs['full'])
         rows, forward = [], loaded.encoder.model.forward
         loaded.encoder.model.forward = lambda **batch: rows.append(len(batch['input_ids'])) or forward(**batch)
-        with TestClient(api.create_app(service.Service(loaded, service.Limits(cached_turns=kept)))) as c:
+        with TestClient(app_of(loaded, cached_turns=kept)) as c:
             labels = c.get('/info').json()['labels']
             answers[kept] = probabilities(session_answers(c, turns)[1][-1], labels)
             whole = c.post('/predict', json={'turns': turns}).json()['turns']
