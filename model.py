@@ -188,13 +188,17 @@ class GraphModel(nn.Module):
 
 
 class Standardise(nn.Module):
-    """Per-dimension standardisation with fixed statistics: y = (x - mean) / std.
+    """Per-dimension standardisation with fixed statistics, bounded: y = clamp((x - mean) / std, -LIMIT, LIMIT).
 
-    x: (..., D) -> (..., D). mean and std (D,) are buffers, set once from the training split's features
-    (set_statistics, by training.build_model) and saved in the state_dict with the weights, so every evaluation of
-    a checkpoint (--testing, predict.py, serve.py) applies what training applied. A constant dimension (std 0)
-    keeps a std of 1: it becomes 0.
+    x: (..., D) -> (..., D). The bound keeps a value far outside what training saw (a dimension nearly constant on
+    the training recordings that a new recording, or the same one cut differently, moves by many of its standard
+    deviations) from dominating the layer that reads it. mean and std (D,) are buffers, set once from the training
+    split's features (set_statistics, by training.build_model) and saved in the state_dict with the weights, so
+    every evaluation of a checkpoint (--testing, predict.py, serve.py) applies what training applied. A constant
+    dimension (std 0) keeps a std of 1: it becomes 0.
     """
+
+    LIMIT = 3.0
 
     def __init__(self, dim):
         super().__init__()
@@ -209,7 +213,7 @@ class Standardise(nn.Module):
         self.std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
 
     def forward(self, x):
-        return (x - self.mean) / self.std
+        return ((x - self.mean) / self.std).clamp(-self.LIMIT, self.LIMIT)
 
 
 class MoED(nn.Module):
