@@ -382,8 +382,9 @@ def cross_fit(settings, base, table, inputs, labels, train_rows, select_rows, n_
     for i, fold in enumerate(folds_of(table, train_rows, k, settings.finetune_seed)):
         model, history, epoch = fine_tune(settings, base, inputs, labels, np.setdiff1d(train_rows, fold),
                                           select_rows, n_classes, f'fold {i + 1}/{k}', keys, speakers)
+        fold_encoder = as_encoder(base, model.encoder, 'fold', hashed=False)
         crossfit[1][:, [position[r] for r in fold]] = features.extract_text(
-            settings, as_encoder(base, model.encoder, 'fold', hashed=False), table.iloc[fold])[0]
+            features.ExtractionSettings.from_args(settings), fold_encoder, table.iloc[fold])[0]
         folds.append({'utterances': len(fold), 'history': history, 'selected_epoch': epoch,
                       'select_f1': history[epoch - 1]['select_f1']})
         state = model.state_dict()

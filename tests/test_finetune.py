@@ -73,7 +73,7 @@ def test_cross_fitting_gives_only_the_training_rows_other_features(tuned):
     with np.load(tuned / 'feats' / 'features.npz') as z:
         text = z['text']
     saved = features.load_encoder(str(tuned / 'feats' / 'encoder'), 'cpu')
-    settings = extract_features.parse_args(['x.csv', '--out', 'x'])
+    settings = features.ExtractionSettings.from_args(extract_features.parse_args(['x.csv', '--out', 'x']))
     again = features.extract_text(settings, saved, table)[0]
     train = (table['split'] == 'train').to_numpy()
     np.testing.assert_allclose(text[:, ~train], again[:, ~train], atol=1e-5)
