@@ -330,9 +330,10 @@ class MoED(nn.Module):
         T = qmask.shape[0]
         batch = recurrent.PaddedBatch([int(n) for n in lengths], T, qmask.device)
         raw = {'a': audio, 'v': visual}
-        for m in self.cfg.standardised:               # padded positions stay zero, as make_batch pads them
+        if self.cfg.standardised:                     # padded positions stay zero, as make_batch pads them
             real = torch.arange(T, device=qmask.device)[:, None] < torch.as_tensor(lengths, device=qmask.device)
-            raw[m] = getattr(self, f'standardise_{m}')(raw[m]) * real[..., None]
+            for m in self.cfg.standardised:
+                raw[m] = getattr(self, f'standardise_{m}')(raw[m]) * real[..., None]
         nodes, r2 = {}, None                                                          # block -> (N, D_g)
         for m in self.modals:
             if m == 'l':

@@ -318,16 +318,16 @@ class Service:
 
 
 def info(run_info, limits):
-    """GET /info: what the run is and what a request may hold."""
-    loaded, run = run_info, run_info.run
+    """GET /info: what the run is (a prediction.RunInfo) and what a request may hold."""
+    run = run_info.run
     encoder = run['features']['modalities'].get('text', {}).get('encoder', {})
     recipe = run['features']['recipe']['modalities'].get('text', {})
     model_flags = {k: v for k, v in run['model_config'].items() if k != 'dataset'}
-    return dict(run_dir=str(loaded.run_dir), labels=loaded.label_names, modalities=loaded.modalities,
+    return dict(run_dir=str(run_info.run_dir), labels=run_info.label_names, modalities=run_info.modalities,
                 encoder=dict(text_model=encoder.get('text_model'), package=encoder.get('package'),
                              sha256=recipe.get('encoder_sha256'), layers=recipe.get('layers'),
                              input=recipe.get('input')),
-                model=model_flags, causal=loaded.causal, limits=asdict(limits))
+                model=model_flags, causal=run_info.causal, limits=asdict(limits))
 
 
 def refuse_media_runs(loaded):
