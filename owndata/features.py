@@ -72,15 +72,15 @@ class ExtractionSettings:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if f.name != 'progress'})
 
     @classmethod
-    def from_recipe(cls, recorded, device, workers=None, progress=True):
+    def from_recipe(cls, recorded, device, workers=None, progress=True, work_dir=None):
         """The settings a run's features were made with (dataset.json's recipe['modalities']), for new
-        conversations on this device."""
+        conversations on this device; work_dir: where the media work caches each utterance (serve.py's)."""
         text, audio, visual = (recorded.get(m, {}) for m in ('text', 'audio', 'visual'))
         shown = text.get('input', {})
         return cls(layers=text.get('layers'), speaker_in_text=shown.get('speaker', False),
                    context_turns=shown.get('past_turns', 0), device=device, audio_features=audio.get('feature_set'),
                    audio_model=audio.get('model'), audio_layers=audio.get('layers'), visual_model=visual.get('model'),
-                   fps=visual.get('fps'), workers=workers, progress=progress)
+                   fps=visual.get('fps'), workers=workers, work_dir=work_dir, progress=progress)
 
 
 # ----------------------------------------------------------------------------- text

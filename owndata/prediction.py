@@ -102,6 +102,7 @@ class LoadedRun(RunInfo):
     device: str = 'cpu'
     workers: int = None     # processes for the recordings' features (media_jobs.py; None: the cores)
     progress: bool = True   # progress bars of the feature extraction (a server shows none)
+    work_dir: str = None    # where the recordings' features are cached per utterance (serve.py's; None: nowhere)
 
 
 def describe(run_dir):
@@ -142,15 +143,21 @@ def read_input(data, columns, media_dirs=None, recordings=None):
                                             recordings=recordings)
 
 
+MEDIA_ROLES = ('audio', 'video', 'start', 'end')
+
+
 def conversations_of(dialogues, name='request'):
-    """Dialogues of turns already checked (serving/service.py: objects with a speaker and a text) as the
-    Conversations of one input, dialogue ids 0, 1, ... in the 'test' split: the model's input, without writing
-    and reading them again as a CSV."""
+    """Dialogues of turns already checked (serving/service.py: objects with a speaker, a text and, for a run
+    that reads recordings, the paths of its audio and video and its start and end) as the Conversations of one
+    input, dialogue ids 0, 1, ... in the 'test' split: the model's input, without writing and reading them again
+    as a CSV."""
     rows = [dict(key=f'{name}:{d}', file=name, line=line, dialogue=str(d), turn=t, speaker=turn.speaker,
-                 text=turn.text, split='test')
+                 text=turn.text, split='test', **{role: getattr(turn, role, None) for role in MEDIA_ROLES})
             for line, (d, t, turn) in enumerate((d, t, turn) for d, turns in enumerate(dialogues)
                                                 for t, turn in enumerate(turns))]
-    roles = {role: role if role in conversations.REQUIRED_ROLES else None for role in conversations.ROLES}
+    given = {role for row in rows for role in MEDIA_ROLES if row[role] is not None}
+    roles = {role: role if role in conversations.REQUIRED_ROLES or role in given else None
+             for role in conversations.ROLES}
     source = conversations.InputFile(path=name, name=name, sha256='', schema='request', columns=roles,
                                      split_from='given')
     return conversations.Conversations(pd.DataFrame(rows, columns=list(conversations.TABLE_COLUMNS)), [source])
@@ -178,10 +185,10 @@ def encoder_name(meta, text_model):
     return features.DEFAULT_TEXT_MODEL if 'package' in recorded else recorded['text_model']
 
 
-def repeat_recipe(meta, table, modalities, encoder, device, workers=None, progress=True):
+def repeat_recipe(meta, table, modalities, encoder, device, workers=None, progress=True, work_dir=None):
     """(settings, modality -> recipe) for these conversations, checked against the recorded recipe."""
     recorded = meta['recipe']['modalities']
-    settings = features.ExtractionSettings.from_recipe(recorded, device, workers, progress)
+    settings = features.ExtractionSettings.from_recipe(recorded, device, workers, progress, work_dir)
     recipes = {m: features.EXTRACTORS[m][0](settings, encoder, table) for m in modalities}
     for modality, recipe in recipes.items():
         for key, value in recipe.items():
@@ -227,7 +234,7 @@ def feature_set(loaded, conv):
             raise UserError(f"{path} has no {modality} column, but the model uses {modality}: give each utterance "
                             f"its {'audio or video' if modality == 'audio' else 'video or .npy'} path.")
     settings, recipes = repeat_recipe(meta, table, loaded.modalities, encoder, loaded.device, loaded.workers,
-                                       loaded.progress)
+                                       loaded.progress, loaded.work_dir)
     dims = {m: cfg[f'D_{m}'] for m in recipes}
     arrays, _, _ = features.extract_modalities(settings, encoder, table, recipes, dims)
     speakers = speaker_scheme.speaker_indices(table, meta['speakers'], cfg['n_speakers']).astype(np.int64)
