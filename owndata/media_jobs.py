@@ -88,6 +88,21 @@ def worker_setup():
     torch.set_num_threads(1)        # as torch's DataLoader workers do (OpenCV: one thread, owndata/media_features.py)
 
 
+def one(kind, spec, recipe, source, sha256, cache_dir):
+    """One utterance's features into the cache, computed here unless cached (serve.py: a turn's recording, when
+    its request is checked): None, or why its recording cannot give them. The same function and cache as run's."""
+    cache = Cache(cache_dir)
+    key = cache_key(kind, recipe, sha256, source[1], source[2])
+    if cache.get(key) is not None:
+        return None
+    _, vector, info, problem = work((0, kind, spec, source))
+    if problem is None and not np.isfinite(vector).all():
+        problem = 'its features contain NaN or infinite values'
+    if problem is None:
+        cache.put(key, vector, info)
+    return problem
+
+
 # ----------------------------------------------------------------------------- backends
 
 def in_process(tasks):

@@ -5,8 +5,9 @@ limit; one dependency holds the loaded run (service.Service).
     app = create_app(lambda: service.Service.in_process(prediction.load(run_dir, progress=False), limits), limits)
 
 A request's JSON is parsed into the models below (its shape: fields, types, nothing unknown); its turns are then
-checked once, with the project's rules and the limits, by service.check_turns, off the event loop, and become the
-model's input. Every error is `{"error": "..."}` with a 4xx (5xx: a fault of the server), the field named
+checked once, with the project's rules and the limits, by serving/checks.py (through the Service, which holds
+the run's TurnMedia: a turn's recordings decoded, probed and their features made), off the event loop, and
+become the model's input. Every error is `{"error": "..."}` with a 4xx (5xx: a fault of the server), the field named
 (`turns.2.text: ...`).
 """
 import os
@@ -20,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException
 
-from serving import service
+from serving import checks, service
 from utils import UserError
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'page.html')
@@ -72,10 +73,17 @@ class BodyLimit:
 
 
 class TurnIn(BaseModel):
-    """A turn as a client sends it."""
+    """A turn as a client sends it; a run trained on recordings takes each turn's too (GET /info's media)."""
     model_config = ConfigDict(extra='forbid')
     speaker: str = Field(examples=['Ann'])
     text: str = Field(examples=['I got the job!'])
+    audio: Optional[str] = Field(None, description="base64 of the turn's audio (or video) file: a run reading audio")
+    video: Optional[str] = Field(None, description="base64 of the turn's video file: a run reading faces (its sound "
+                                                   "is the audio unless `audio` is given)")
+    start: Optional[float] = Field(None, ge=0, allow_inf_nan=False, description='seconds: the turn starts there in '
+                                                                                'its recording (default its start)')
+    end: Optional[float] = Field(None, gt=0, allow_inf_nan=False, description='seconds: the turn ends there in its '
+                                                                              'recording (default its end)')
 
 
 class DialogueIn(BaseModel):
@@ -144,10 +152,13 @@ def turns_out(turns, result, names):
 async def predict_dialogues(body: PredictRequest, svc: Served):
     """The emotion of every turn of one or several dialogues."""
     if body.turns is not None:
-        dialogues = [await run_in_threadpool(service.check_turns, body.turns, svc.limits, 'turns')]
+        dialogues = [await run_in_threadpool(svc.check_turns, body.turns, 'turns')]
     else:
-        dialogues = await run_in_threadpool(service.check_dialogues, body.dialogues, svc.limits)
-    results = await svc.predict(dialogues)
+        dialogues = await run_in_threadpool(svc.check_dialogues, body.dialogues)
+    try:
+        results = await svc.predict(dialogues)
+    finally:
+        svc.release(dialogues)
     out = [DialogueOut(turns=turns_out(d, r, svc.info.label_names)) for d, r in zip(dialogues, results)]
     return PredictResponse(turns=out[0].turns) if body.turns is not None else PredictResponse(dialogues=out)
 
@@ -159,7 +170,7 @@ async def create_session(svc: Served):
 
 async def append_turn(session_id: str, turn: TurnIn, svc: Served):
     """Append a turn; the predictions of every turn so far."""
-    checked = await run_in_threadpool(service.check_turn, turn, svc.limits)
+    checked = await run_in_threadpool(svc.check_turn, turn)
     return SessionOut(id=session_id, turns=await svc.append(session_id, checked))
 
 
@@ -188,7 +199,7 @@ async def page():
 
 ERRORS = {  # exception -> (status of the answer, its message)
     RequestValidationError: lambda exc: (422, validation_message(exc.errors())),
-    service.RequestError: lambda exc: (422, str(exc)),
+    checks.RequestError: lambda exc: (422, str(exc)),
     UserError: lambda exc: (422, str(exc)),
     service.SessionError: lambda exc: (exc.status, str(exc)),
     HTTPException: lambda exc: (exc.status_code, f"{exc.detail}: see GET /docs for the endpoints and their bodies"),

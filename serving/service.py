@@ -1,8 +1,9 @@
 """A loaded `--Dataset custom` run answering many clients: requests batched together, conversation sessions.
 
     service = Service.in_process(prediction.load(run_dir, progress=False), Limits())   # the run loaded once
-    turns = check_turns(request_turns, limits, 'turns')        # the one check of a request's turns (-> Turn)
+    turns = service.check_turns(request_turns, 'turns')        # the one check of a request's turns (checks.py)
     dialogues = await service.predict([turns])                 # -> per dialogue, per turn (label, probabilities)
+    service.release([turns])                                   # its recordings (a run that reads them)
     session = service.create_session(); answer = await service.append(session.id, turns[0])
 
 Dynamic batching: every request's dialogues go into one queue; one worker takes what is waiting (up to
@@ -20,9 +21,16 @@ label before). `final` is true only with a past-only model (train.py --causal): 
 prediction never changes; a full model's reverse recurrent direction reads to the end of the conversation, so
 none of its predictions is final while turns can still arrive. Sessions are bounded in number
 (Limits.sessions: creating one more is refused, 429) and idle time (Limits.session_idle_s: dropped after).
+
+A run that reads recordings (audio or visual features) is served the same way: each turn carries its recordings
+(serving/media_turns.py), whose features the check makes, into the server's own folder (a temporary one, removed
+at stop), where the batch's prediction.predict_conversations finds them. A /predict request's recordings are
+removed once it is answered, a session's with the session.
 """
 import asyncio
 import secrets
+import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -30,13 +38,18 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from owndata import features, prediction
-from utils import UserError, visible
+from serving import checks
+from serving.media_turns import TurnMedia
+from utils import UserError
+
+MEDIA_BODY_BYTES = 100_000_000          # the body limit of a run reading recordings: minutes of video, as base64
 
 
 @dataclass(frozen=True)
 class Limits:
     """What one request, conversation and batch may hold (GET /info states them; a request over one is a 4xx)."""
-    body_bytes: int = 1_000_000         # a request body
+    body_bytes: int = 1_000_000         # a request body (a run reading recordings: MEDIA_BODY_BYTES)
+    recording_seconds: float = 300.0    # a turn's recording (a run reading recordings)
     dialogues: int = 32                 # dialogues in one POST /predict
     turns: int = 200                    # turns in one dialogue or session
     text_chars: int = 2000              # characters of one turn's text
@@ -47,51 +60,6 @@ class Limits:
     sessions: int = 1000                # sessions held at once
     session_idle_s: float = 900.0       # a session unused this long is dropped
     cached_turns: int = 20_000          # turns whose text features are kept for later requests (keep_text_features)
-
-
-@dataclass(frozen=True)
-class Turn:
-    speaker: str
-    text: str
-
-
-class RequestError(Exception):
-    """A request's turn that breaks a rule: the field (turns.2.text, dialogues.0.turns.1.speaker) and why (a 422)."""
-
-    def __init__(self, field, message):
-        super().__init__(f"{field}: {message}")
-
-
-def check_turns(turns, limits, where):
-    """The one check of a request's turns (objects with speaker and text, as parsed from its JSON), with the
-    project's rules and the limits: the model's input, a list of Turn. where: the field path of the list ('turns',
-    'dialogues.1.turns')."""
-    if not 1 <= len(turns) <= limits.turns:
-        raise RequestError(where, f"a conversation has 1 to {limits.turns} turns (turns in GET /info), not "
-                                  f"{len(turns)}")
-    return [check_turn(turn, limits, f'{where}.{i}.') for i, turn in enumerate(turns)]
-
-
-def check_turn(turn, limits, where=''):
-    """One turn as a Turn: its speaker's name and its text need a visible character (utils.visible, the rule of a
-    CSV's too) and fit the limits; where: the prefix of its fields' path ('turns.2.': 'turns.2.text')."""
-    for name, most in (('speaker', limits.speaker_chars), ('text', limits.text_chars)):
-        value = getattr(turn, name)
-        if not visible(value):
-            raise RequestError(f"{where}{name}", f"is empty (only white space or invisible characters): give the "
-                                                 f"{name}")
-        if len(value) > most:
-            raise RequestError(f"{where}{name}", f"has {len(value)} characters, at most {most} are taken "
-                                                 f"({name}_chars in GET /info)")
-    return Turn(turn.speaker.strip(), turn.text)
-
-
-def check_dialogues(dialogues, limits):
-    """check_turns of each dialogue of a request's `dialogues` list."""
-    if not 1 <= len(dialogues) <= limits.dialogues:
-        raise RequestError('dialogues', f"a request holds 1 to {limits.dialogues} dialogues (dialogues in GET /info), "
-                                        f"not {len(dialogues)}")
-    return [check_turns(d.turns, limits, f'dialogues.{k}.turns') for k, d in enumerate(dialogues)]
 
 
 class SessionError(Exception):
@@ -105,7 +73,7 @@ class SessionError(Exception):
 @dataclass
 class Session:
     id: str
-    turns: list = field(default_factory=list)          # Turn
+    turns: list = field(default_factory=list)          # checks.Turn
     answer: list = field(default_factory=list)         # the last append's session_turns
     used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -113,7 +81,7 @@ class Session:
 
 @dataclass
 class Job:
-    dialogues: list                                     # lists of Turn
+    dialogues: list                                     # lists of checks.Turn
     future: asyncio.Future
 
     @property
@@ -122,7 +90,7 @@ class Job:
 
 
 def predict_batch(loaded, dialogues):
-    """prediction.predict_conversations on these dialogues (lists of Turn) as one batch: per dialogue, (labels,
+    """prediction.predict_conversations on these dialogues (lists of checks.Turn) as one batch: per dialogue, (labels,
     probabilities (turns, classes))."""
     table = prediction.predict_conversations(loaded, prediction.conversations_of(dialogues), len(dialogues))
     probabilities = table[[f'p_{name}' for name in loaded.label_names]].to_numpy()
@@ -142,28 +110,50 @@ def keep_text_features(loaded, limits):
 class Service:
     """The loaded run, its batching queue and its sessions."""
 
-    def __init__(self, info, limits, runner, in_flight=1, replicas=0):
+    def __init__(self, info, limits, runner, in_flight=1, replicas=0, media=None):
         """info: the run (prediction.RunInfo: labels, modalities, causal, config.json). runner: an async function
         running a batch (a list of dialogues) -> predict_batch's list. in_flight: batches run at once (one per
-        model replica); replicas: how many serving/replicas.py runs (0: the model is in this process)."""
+        model replica); replicas: how many serving/replicas.py runs (0: the model is in this process); media: the
+        turns' recordings (media_turns.TurnMedia; None: a run that reads text only)."""
         self.info, self.limits, self.runner, self.in_flight, self.replicas = info, limits, runner, in_flight, replicas
+        self.media = media
         self.sessions = {}
         self.queue = self.worker = self.slots = None
         self.batches_run = 0
-        self.executor = None                    # in_process: the model's thread
+        self.executor = self.folder = None      # in_process: the model's thread, the recordings' folder
 
     @classmethod
     def in_process(cls, loaded, limits):
         """The Service of a run loaded here (prediction.load): batches run in one model thread beside the event
-        loop, one at a time; the encoder keeps the text features of recent turns (keep_text_features)."""
+        loop, one at a time; the encoder keeps the text features of recent turns (keep_text_features); a run that
+        reads recordings gets a folder of its own for them and their features (removed at stop)."""
         keep_text_features(loaded, limits)
+        folder = media = None
+        if reads_recordings(loaded):
+            folder = loaded.work_dir = tempfile.mkdtemp(prefix='moed-serve-')
+            media = TurnMedia(loaded, limits, folder)
         executor = ThreadPoolExecutor(1, thread_name_prefix='moed')
 
         async def run_here(dialogues):
             return await asyncio.get_running_loop().run_in_executor(executor, predict_batch, loaded, dialogues)
-        service = cls(loaded, limits, run_here)
-        service.executor = executor
+        service = cls(loaded, limits, run_here, media=media)
+        service.executor, service.folder = executor, folder
         return service
+
+    # ------------------------------------------------------------------------- a request's turns (checks.py)
+
+    def check_turns(self, turns, where):
+        return checks.check_turns(turns, self.limits, where, self.media)
+
+    def check_dialogues(self, dialogues):
+        return checks.check_dialogues(dialogues, self.limits, self.media)
+
+    def check_turn(self, turn):
+        return checks.check_turn(turn, self.limits, '', self.media)
+
+    def release(self, dialogues):
+        """The recordings of a request's checked dialogues, once it is answered (or failed)."""
+        checks.release(dialogues, self.media)
 
     def started(self):
         """The batching worker, started in the running event loop on first use."""
@@ -177,11 +167,13 @@ class Service:
             self.worker.cancel()
         if self.executor:
             self.executor.shutdown(wait=True)
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     # ------------------------------------------------------------------------- predicting, batched
 
     async def predict(self, dialogues):
-        """Per dialogue (lists of Turn, checked: check_turns), per turn: (predicted label, probabilities array)."""
+        """Per dialogue (lists of checks.Turn: check_turns), per turn: (predicted label, probabilities array)."""
         queue = self.started()
         future = asyncio.get_running_loop().create_future()
         await queue.put(Job(dialogues, future))
@@ -258,7 +250,7 @@ class Service:
     def expire_sessions(self):
         now = time.monotonic()
         for key in [k for k, s in self.sessions.items() if now - s.used > self.limits.session_idle_s]:
-            del self.sessions[key]
+            self.release([self.sessions.pop(key).turns])
 
     def create_session(self):
         self.expire_sessions()
@@ -281,21 +273,28 @@ class Service:
 
     def delete_session(self, session_id):
         self.session(session_id)
-        del self.sessions[session_id]
+        self.release([self.sessions.pop(session_id).turns])
 
     async def append(self, session_id, turn):
-        """Add a turn to a session and predict the conversation so far: session_turns' list."""
-        session = self.session(session_id)
-        async with session.lock:                    # one append at a time per session, in arrival order
-            if len(session.turns) >= self.limits.turns:
-                raise SessionError(409, f"session {session_id} has {len(session.turns)} turns, the limit (turns in "
-                                        "GET /info): start a new session")
-            (labels, probabilities), = await self.predict([session.turns + [turn]])
-            session.turns.append(turn)
-            previous = [t['predicted'] for t in session.answer]
-            session.used = time.monotonic()
-            session.answer = self.session_turns(session, labels, probabilities, previous)
-            return session.answer
+        """Add a checked turn to a session and predict the conversation so far: session_turns' list. The turn's
+        recordings are the session's from then on (removed with it), or removed now if it is not added."""
+        added = False
+        try:
+            session = self.session(session_id)
+            async with session.lock:                # one append at a time per session, in arrival order
+                if len(session.turns) >= self.limits.turns:
+                    raise SessionError(409, f"session {session_id} has {len(session.turns)} turns, the limit "
+                                            "(turns in GET /info): start a new session")
+                (labels, probabilities), = await self.predict([session.turns + [turn]])
+                session.turns.append(turn)
+                added = self.sessions.get(session_id) is session    # (not deleted while it was predicted)
+                previous = [t['predicted'] for t in session.answer]
+                session.used = time.monotonic()
+                session.answer = self.session_turns(session, labels, probabilities, previous)
+                return session.answer
+        finally:
+            if not added:
+                self.release([[turn]])
 
     def current(self, session_id):
         """The predictions of every turn of a session so far, as the last append gave them (none revised:
@@ -324,15 +323,21 @@ def info(run_info, limits):
     recipe = run['features']['recipe']['modalities'].get('text', {})
     model_flags = {k: v for k, v in run['model_config'].items() if k != 'dataset'}
     return dict(run_dir=str(run_info.run_dir), labels=run_info.label_names, modalities=run_info.modalities,
+                media=TurnMedia.describe(run_info.modalities, limits),
                 encoder=dict(text_model=encoder.get('text_model'), package=encoder.get('package'),
                              sha256=recipe.get('encoder_sha256'), layers=recipe.get('layers'),
                              input=recipe.get('input')),
                 model=model_flags, causal=run_info.causal, limits=asdict(limits))
 
 
-def refuse_media_runs(loaded):
-    """The server takes text turns: a run whose model also reads audio or visual features cannot be served."""
-    others = [m for m in loaded.modalities if m != 'text']
-    if others or 'text' not in loaded.modalities:
-        raise UserError(f"{loaded.run_dir}: the run's model uses {', '.join(loaded.modalities)}; serve.py takes "
-                        "turns of text (speaker and text) only: serve a run trained with --modals l.")
+def reads_recordings(run_info):
+    return any(m in ('audio', 'visual') for m in run_info.modalities)
+
+
+def refuse_replicated_recordings(run_info):
+    """--replicas serves runs that read text only: a turn's recordings are checked, and their features made, in
+    the process that holds the sessions, where the replicas (on other nodes, maybe) do not look."""
+    if reads_recordings(run_info):
+        raise UserError(f"{run_info.run_dir}: the run's model reads {', '.join(run_info.modalities)}; --replicas "
+                        "serves runs that read text only. Serve a run trained on recordings in one process (leave out "
+                        "--replicas).")

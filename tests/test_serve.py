@@ -26,7 +26,7 @@ import serve
 import train
 from helpers import REPO, WORDS, assert_png, conversation_rows, needs_chromium, write_csv
 from owndata import prediction
-from serving import api, service
+from serving import api, checks, service
 from utils import run_cli
 
 os.environ.setdefault('TQDM_DISABLE', '1')
@@ -187,7 +187,7 @@ def test_a_failing_job_fails_alone_and_its_batch_mates_are_answered():
 
     async def scenario():
         svc = service.Service(None, service.Limits(batch_wait_ms=200), runner)
-        good, bad = [service.Turn('Ann', 'hi')], [service.Turn('Bob', 'boom')]
+        good, bad = [checks.Turn('Ann', 'hi')], [checks.Turn('Bob', 'boom')]
         results = await asyncio.gather(svc.predict([good]), svc.predict([bad]), return_exceptions=True)
         await svc.stop()
         return results
