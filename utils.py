@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -367,11 +368,14 @@ def replace_folder(path, write_fn):
 class SigtermAsInterrupt:
     """with SigtermAsInterrupt() as interrupt: SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does
     (one exception to catch, and the only one Ray's waits pass on); interrupt.status is the exit status the
-    signal asks for (128 + 15), 130 (Ctrl-C's) until one comes. Leaving gives SIGTERM back its previous handler."""
+    signal asks for (128 + 15), 130 (Ctrl-C's) until one comes. Leaving gives SIGTERM back its previous handler.
+    In another thread (a server's model thread) it changes nothing: signals are the main thread's."""
 
     def __enter__(self):
-        self.status, self.previous = 130, signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, self)
+        self.status, self.previous = 130, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, self)
         return self
 
     def __call__(self, signum, frame):
@@ -379,7 +383,8 @@ class SigtermAsInterrupt:
         raise KeyboardInterrupt
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self.previous)
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def start_ray(address=None, env_vars=None, num_cpus=None):
