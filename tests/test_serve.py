@@ -152,6 +152,8 @@ BAD = {  # name -> (method, path, body (bytes: raw), status, words of the error)
     'a form, not JSON': ('post', '/predict', b'turns=hi', 422, 'JSON'),
     'an empty turn in a session': ('post', '/sessions/{id}/turns', {'speaker': 'Ann', 'text': '\u200b'}, 422,
                                    'text: is empty'),
+    'a recording for a text-only run': ('post', '/predict', {'turns': [TURN, dict(TURN, audio='AAAA')]}, 422,
+                                        'turns.1.audio: is not read by this run, whose model reads text only'),
 }
 
 
