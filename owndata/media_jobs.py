@@ -4,6 +4,8 @@ or Ray tasks, each result cached as it arrives, so a stopped extraction resumes 
     vectors, infos = run('visual', spec, recipe, sources, sha256s, where, workers=4, ray_address=None,
                          cache_dir='.feats.work/media')
 
+    problem = one('audio', spec, recipe, (path, start, end), sha256, cache_dir)    # one utterance (serve.py)
+
 sources: per utterance (path, start, end); sha256s: per utterance its file's sha256; where(i): the CSV, line and
 dialogue of utterance i, for messages. Returns (N, D) float32 and one info dict per utterance.
 
