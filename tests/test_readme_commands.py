@@ -49,6 +49,7 @@ NOT_RUN = {  # a command's first word (or python -m module) -> why this file doe
     'ruff': 'is the linter (.ci/run runs it)',
     'serve.py': 'serves until stopped (tests/test_serve.py starts one on a free port, and two Ray Serve replicas)',
     'curl': "asks a running serve.py (tests/test_serve.py sends every endpoint's requests)",
+    'printf': "writes a request body with a clip's base64 for curl (tests/test_serve_media.py sends such bodies)",
     'loadtest.py': 'loads a running serve.py (tests/test_serve.py runs it for a few seconds)',
 }
 PYTHON_BLOCKS_RUN_ELSEWHERE = {'pyg.md': 'tests/test_pyg.py'}   # page -> the test file that runs its python blocks
