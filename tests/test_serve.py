@@ -372,7 +372,7 @@ def test_the_live_page_shows_a_conversation_turn_by_turn(server, browser, tmp_pa
     assert all(t[4] == 'may still change' or t[4].startswith('revised (was ') for t in turns)
     # the form too: type a line and submit it as a user does
     browser.js("document.querySelector('#say [name=text]').value = 'ok fine'; "
-               "document.querySelector('#say button').click()")
+               "document.querySelector('#say button[type=submit]').click()")
     browser.js("new Promise(done => { const t = setInterval(() => { if (document.querySelectorAll('#chat .turn')"
                ".length === 5) { clearInterval(t); done(); } }, 50); })")
     assert browser.script_errors() == []
