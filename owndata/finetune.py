@@ -56,7 +56,7 @@ from tqdm import tqdm
 import model as moed_model
 import utils
 from core import config
-from owndata import features
+from owndata import features, text_encoder
 from utils import UserError
 
 HELD_OUT = 0.1      # share of the training dialogues held out for the epoch choice when there is no dev split
@@ -74,7 +74,7 @@ CLASSIFIERS = {     # --finetune-head -> dataset.json's finetune.classifier
 
 class Classifier(nn.Module):
     """encoder -> mean of the last hidden states over the pooled tokens -> dropout -> linear.
-    batch: the tokenizer's dict, input_ids (B, L); mask (B, L): the tokens pooled (features.tokenize);
+    batch: the tokenizer's dict, input_ids (B, L); mask (B, L): the tokens pooled (text_encoder.tokenize);
     returns logits (B, n_classes)."""
     head_lr = None      # the linear layer learns at --finetune-lr
 
@@ -85,7 +85,7 @@ class Classifier(nn.Module):
         self.head = nn.Linear(encoder_model.config.hidden_size, n_classes)
 
     def forward(self, batch, mask):
-        return self.head(self.dropout(features.masked_mean(self.encoder(**batch).last_hidden_state, mask)))
+        return self.head(self.dropout(text_encoder.masked_mean(self.encoder(**batch).last_hidden_state, mask)))
 
 
 class DialogueClassifier(nn.Module):
@@ -106,7 +106,7 @@ class DialogueClassifier(nn.Module):
         self.head = nn.Linear(2 * (hidden // 2), n_classes)
 
     def forward(self, chunks, lengths, speakers=None):
-        vectors = dialogue_order(chunks, lambda batch, mask: features.masked_mean(
+        vectors = dialogue_order(chunks, lambda batch, mask: text_encoder.masked_mean(
             self.encoder(**batch).last_hidden_state, mask)[None])[0]
         padded = nn.utils.rnn.pad_sequence(vectors.split(lengths))         # (T, B, hidden)
         packed = nn.utils.rnn.pack_padded_sequence(self.dropout(padded), torch.tensor(lengths), enforce_sorted=False)
@@ -130,8 +130,8 @@ class MoEDClassifier(nn.Module):
         self.moed = moed_model.MoED(cfg)
 
     def forward(self, chunks, lengths, speakers):
-        vectors = dialogue_order(chunks, lambda batch, mask: features.pooled_layers(self.encoder, batch, self.layers,
-                                                                                   mask))  # (4, N, D)
+        vectors = dialogue_order(chunks, lambda batch, mask: text_encoder.pooled_layers(self.encoder, batch,
+                                                                                        self.layers, mask))  # (4, N, D)
         text = [nn.utils.rnn.pad_sequence(layer.split(lengths)) for layer in vectors]      # four (T, B, D)
         qmask = nn.utils.rnn.pad_sequence(
             nn.functional.one_hot(speakers, self.moed.cfg.n_speakers).float().split(lengths))
@@ -206,7 +206,7 @@ def folds_of(table, rows, k, seed):
 
 
 def batches(encoder, inputs, rows, batch_size, rng=None, keys=None, speakers=None):
-    """(rows, the model's inputs) of batches of rows, inputs = features.encoder_inputs(...); shuffled when rng is
+    """(rows, the model's inputs) of batches of rows, inputs = text_encoder.encoder_inputs(...); shuffled when rng is
     given: tokenized(plan_batches(...)). speakers: each row's speaker index, for the MoED head."""
     yield from tokenized(encoder, inputs, plan_batches(encoder, inputs, rows, batch_size, rng, keys), speakers)
 
@@ -233,7 +233,7 @@ def plan_batches(encoder, inputs, rows, batch_size, rng=None, keys=None):
             start = end
         return plan
     texts, contexts = inputs
-    lengths = features.token_lengths(encoder, [texts[i] for i in rows], contexts and [contexts[i] for i in rows])
+    lengths = text_encoder.token_lengths(encoder, [texts[i] for i in rows], contexts and [contexts[i] for i in rows])
     if rng is None:
         order = np.argsort(-lengths, kind='stable')
     else:       # shuffle, then sort within chunks of 50 batches: random batches of similar length
@@ -254,15 +254,15 @@ def tokenized(encoder, inputs, plan, speakers=None, chunk=16):
     texts, contexts = inputs
     for chosen, dialogues in plan:
         if dialogues is None:
-            yield chosen, features.tokenize(encoder, [texts[i] for i in chosen],
+            yield chosen, text_encoder.tokenize(encoder, [texts[i] for i in chosen],
                                             contexts and [contexts[i] for i in chosen])
             continue
-        lengths = features.token_lengths(encoder, [texts[i] for i in chosen],
+        lengths = text_encoder.token_lengths(encoder, [texts[i] for i in chosen],
                                          contexts and [contexts[i] for i in chosen])
         order = np.argsort(-lengths, kind='stable')
         chunks = []
         for part in (order[i:i + chunk] for i in range(0, len(order), chunk)):
-            batch, mask = features.tokenize(encoder, [texts[i] for i in chosen[part]],
+            batch, mask = text_encoder.tokenize(encoder, [texts[i] for i in chosen[part]],
                                             contexts and [contexts[i] for i in chosen[part]])
             chunks.append((batch, mask, torch.as_tensor(part)))
         yield chosen, (chunks, dialogues, None if speakers is None else torch.as_tensor(speakers[chosen]))
@@ -311,7 +311,7 @@ def make_head(settings, base, n_classes, speakers):
     encoder_model = copy.deepcopy(base.model).float()
     if settings.finetune_head == 'moed':
         cfg = moed_config(encoder_model.config.hidden_size, n_classes, speakers.n)
-        return MoEDClassifier(encoder_model, cfg, features.resolve_layers(settings.layers, base))
+        return MoEDClassifier(encoder_model, cfg, text_encoder.resolve_layers(settings.layers, base))
     return (DialogueClassifier if settings.finetune_head == 'dialogue' else Classifier)(encoder_model, n_classes)
 
 
@@ -364,10 +364,10 @@ def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes
 
 
 def as_encoder(base, model, name, hashed=True):
-    """A features.Encoder around a fine-tuned encoder model: its sha256 recomputed, or None where nothing
+    """A text_encoder.Encoder around a fine-tuned encoder model: its sha256 recomputed, or None where nothing
     records it (a cross-fitting fold's encoder, used once and dropped)."""
-    sha256 = features.encoder_sha256(base.tokenizer, model) if hashed else None
-    return features.Encoder(name=name, tokenizer=base.tokenizer, model=model, sha256=sha256,
+    sha256 = text_encoder.encoder_sha256(base.tokenizer, model) if hashed else None
+    return text_encoder.Encoder(name=name, tokenizer=base.tokenizer, model=model, sha256=sha256,
                             n_hidden_states=base.n_hidden_states, max_length=base.max_length)
 
 
@@ -383,7 +383,7 @@ def cross_fit(settings, base, table, inputs, labels, train_rows, select_rows, n_
         model, history, epoch = fine_tune(settings, base, inputs, labels, np.setdiff1d(train_rows, fold),
                                           select_rows, n_classes, f'fold {i + 1}/{k}', keys, speakers)
         fold_encoder = as_encoder(base, model.encoder, 'fold', hashed=False)
-        crossfit[1][:, [position[r] for r in fold]] = features.extract_text(
+        crossfit[1][:, [position[r] for r in fold]] = text_encoder.extract_text(
             features.ExtractionSettings.from_args(settings), fold_encoder, table.iloc[fold])[0]
         folds.append({'utterances': len(fold), 'history': history, 'selected_epoch': epoch,
                       'select_f1': history[epoch - 1]['select_f1']})
@@ -407,14 +407,14 @@ def finetune_encoder(settings, base, table, label_names, saved_as, speakers=None
     check_labels(table, label_names)
     started = time.perf_counter()
     labels = table['label'].map({name: i for i, name in enumerate(label_names)}).fillna(-1).astype(np.int64).to_numpy()
-    inputs = features.encoder_inputs(table, features.text_input(settings))
+    inputs = text_encoder.encoder_inputs(table, text_encoder.text_input(settings))
     train_rows, select_rows, selection = selection_split(table, settings.finetune_seed)
     train_rows = train_rows[labels[train_rows] >= 0]
     print(f"fine-tuning {base.name} on {len(train_rows)} training utterances; {selection}", file=sys.stderr)
     n = len(label_names)
     keys = None if settings.finetune_head == 'utterance' else table['key'].to_numpy()
     index = speakers.index if settings.finetune_head == 'moed' else None
-    record = {'base_text_model': features.encoder_description(base)['text_model'], 'base_sha256': base.sha256,
+    record = {'base_text_model': text_encoder.encoder_description(base)['text_model'], 'base_sha256': base.sha256,
               'settings': settings_record(settings), 'classifier': CLASSIFIERS[settings.finetune_head],
               'selection': selection}
     if settings.finetune_folds > 1:

@@ -31,7 +31,7 @@ import pandas as pd
 import model
 import utils
 from core import checkpoints, config, feature_folder, speaker_scheme, training
-from owndata import conversations, features, transcripts
+from owndata import conversations, features, text_encoder, transcripts
 from utils import UserError
 
 SKIPPED_IN_RECIPE = ('media_sha256',)       # the new conversations' own files: not part of the recipe to repeat
@@ -182,7 +182,7 @@ def encoder_name(meta, text_model):
     if text_model:
         return text_model
     recorded = meta['modalities']['text']['encoder']
-    return features.DEFAULT_TEXT_MODEL if 'package' in recorded else recorded['text_model']
+    return text_encoder.DEFAULT_TEXT_MODEL if 'package' in recorded else recorded['text_model']
 
 
 def repeat_recipe(meta, table, modalities, encoder, device, workers=None, progress=True, work_dir=None):
@@ -208,7 +208,7 @@ def load_same_encoder(meta, text_model, device):
     if not text_model and os.path.isabs(name) and not os.path.isdir(name):
         raise UserError(f"the run's text encoder, the folder {name}, is not there any more: give --text-model the "
                         "folder it is in now (its weights' sha256 is checked).")
-    encoder = features.load_encoder(name, device)
+    encoder = text_encoder.load_encoder(name, device)
     expected = meta['recipe']['modalities']['text']['encoder_sha256']
     recorded = meta['modalities']['text']['encoder']['text_model']
     if encoder.sha256 != expected:

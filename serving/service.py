@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from owndata import features, prediction
+from owndata import prediction, text_encoder
 from serving import checks
 from serving.media_turns import TurnMedia
 from utils import UserError
@@ -104,7 +104,7 @@ def keep_text_features(loaded, limits):
     encodes only the new turn (with --context-turns, the same turn and context give the same input), and a
     turn sent again is not encoded again."""
     if loaded.encoder is not None:
-        loaded.encoder.cache = features.FeatureCache(limits.cached_turns)
+        loaded.encoder.cache = text_encoder.FeatureCache(limits.cached_turns)
 
 
 class Service:

@@ -406,7 +406,7 @@ def test_refuses_to_write_into_foreign_folders(tmp_path, capsys, csv, content):
 
 def test_out_under_a_file_is_refused_before_the_work(tmp_path, capsys, csv, monkeypatch):
     (tmp_path / 'notes').write_text('keep me')
-    monkeypatch.setattr(X.features, 'load_encoder', lambda *args: pytest.fail('the work started'))
+    monkeypatch.setattr(X.text_encoder, 'load_encoder', lambda *args: pytest.fail('the work started'))
     err = cli_error(capsys, [csv, '--out', tmp_path / 'notes' / 'feats'])
     assert f"cannot write into {tmp_path / 'notes' / 'feats'} (--out): {tmp_path / 'notes'} is a file" in err
     assert sorted(os.listdir(tmp_path)) == ['notes', 'talks.csv'] and (tmp_path / 'notes').read_text() == 'keep me'

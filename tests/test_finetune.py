@@ -13,7 +13,7 @@ import torch
 import extract_features
 import predict
 from helpers import LABELS, conversation_rows, ok, run_script, write_csv
-from owndata import conversations, features, finetune, prediction
+from owndata import conversations, features, finetune, prediction, text_encoder
 from utils import UserError, run_cli
 
 SPLITS = {'train': 8, 'dev': 3, 'test': 3}        # dialogues per split
@@ -42,8 +42,8 @@ def meta_of(root):
 
 @pytest.mark.slow
 def test_the_fine_tuned_encoder_is_saved_and_its_recipe_recorded(tuned):
-    base = features.load_encoder(features.DEFAULT_TEXT_MODEL, 'cpu')
-    saved = features.load_encoder(str(tuned / 'feats' / 'encoder'), 'cpu')
+    base = text_encoder.load_encoder(text_encoder.DEFAULT_TEXT_MODEL, 'cpu')
+    saved = text_encoder.load_encoder(str(tuned / 'feats' / 'encoder'), 'cpu')
     assert (tuned / 'feats' / 'encoder' / 'model.safetensors').is_file()
     weights, base_weights = saved.model.state_dict(), base.model.state_dict()
     assert weights.keys() == base_weights.keys()
@@ -72,9 +72,9 @@ def test_cross_fitting_gives_only_the_training_rows_other_features(tuned):
     table = pd.read_csv(tuned / 'feats' / 'utterances.csv', keep_default_na=False)
     with np.load(tuned / 'feats' / 'features.npz') as z:
         text = z['text']
-    saved = features.load_encoder(str(tuned / 'feats' / 'encoder'), 'cpu')
+    saved = text_encoder.load_encoder(str(tuned / 'feats' / 'encoder'), 'cpu')
     settings = features.ExtractionSettings.from_args(extract_features.parse_args(['x.csv', '--out', 'x']))
-    again = features.extract_text(settings, saved, table)[0]
+    again = text_encoder.extract_text(settings, saved, table)[0]
     train = (table['split'] == 'train').to_numpy()
     np.testing.assert_allclose(text[:, ~train], again[:, ~train], atol=1e-5)
     assert np.abs(text[:, train] - again[:, train]).max() > 1e-3
@@ -89,12 +89,12 @@ def test_the_saved_encoder_is_the_average_of_the_fold_encoders(tuned):
     table = conversations.read_conversations(csvs, conversations.columns_from_args(settings)).table
     names = extract_features.label_names(table)
     labels = table['label'].map({name: i for i, name in enumerate(names)}).to_numpy()
-    base = features.load_encoder(features.DEFAULT_TEXT_MODEL, 'cpu')
-    inputs = features.encoder_inputs(table, features.text_input(settings))
+    base = text_encoder.load_encoder(text_encoder.DEFAULT_TEXT_MODEL, 'cpu')
+    inputs = text_encoder.encoder_inputs(table, text_encoder.text_input(settings))
     train, dev, _ = finetune.selection_split(table, 0)
     states = [finetune.fine_tune(settings, base, inputs, labels, np.setdiff1d(train, fold), dev, len(names),
                                  'fold')[0].encoder.state_dict() for fold in finetune.folds_of(table, train, 2, 0)]
-    saved = features.load_encoder(str(tuned / 'feats' / 'encoder'), 'cpu').model.state_dict()
+    saved = text_encoder.load_encoder(str(tuned / 'feats' / 'encoder'), 'cpu').model.state_dict()
     name = 'encoder.layer.5.output.dense.weight'
     assert not torch.allclose(states[0][name], states[1][name], atol=1e-4)
     for name, value in saved.items():
@@ -119,7 +119,7 @@ def test_a_rerun_is_up_to_date_and_predict_uses_the_folders_encoder(tuned, monke
 def test_predict_refuses_another_encoder(tuned, capsys):
     with pytest.raises(SystemExit) as stop:
         run_cli(predict.main, [str(tuned / 'run'), str(tuned / 'test.csv'), '--out', str(tuned / 'p.csv'),
-                               '--text-model', features.DEFAULT_TEXT_MODEL])
+                               '--text-model', text_encoder.DEFAULT_TEXT_MODEL])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and 'is not the one the run' in err and 'Traceback' not in err
     assert not (tuned / 'p.csv').exists()
@@ -182,11 +182,11 @@ def test_the_dialogue_head_learns_what_only_the_context_tells(encoder_dir):
     table = pd.DataFrame(cue_dialogues(24, 0) + cue_dialogues(8, 1))
     train, held = np.arange(72), np.arange(72, 96)
     keys, labels = table['key'].to_numpy(), table['label'].to_numpy()
-    base = features.load_encoder(str(encoder_dir), 'cpu')
+    base = text_encoder.load_encoder(str(encoder_dir), 'cpu')
     settings = extract_features.parse_args(['x.csv', '--out', 'x', '--finetune-epochs', '12', '--finetune-lr', '1e-3',
                                             '--finetune-batch-size', '10', '--finetune-head', 'dialogue',
                                             '--device', 'cpu'])
-    inputs = features.encoder_inputs(table, {})
+    inputs = text_encoder.encoder_inputs(table, {})
     seen = [part for part, _ in finetune.batches(base, inputs, train, 10, np.random.RandomState(0), keys)]
     assert sorted(np.concatenate(seen).tolist()) == train.tolist()
     assert all(len(part) >= 10 or part is seen[-1] for part in seen)
@@ -198,7 +198,7 @@ def test_the_dialogue_head_learns_what_only_the_context_tells(encoder_dir):
 
 
 def test_the_dialogue_heads_new_layers_learn_at_their_own_rate(encoder_dir):
-    base = features.load_encoder(str(encoder_dir), 'cpu')
+    base = text_encoder.load_encoder(str(encoder_dir), 'cpu')
     settings = extract_features.parse_args(['x.csv', '--out', 'x', '--finetune-lr', '2e-5'])
     model = finetune.DialogueClassifier(base.model, 3)
     optimizer, _ = finetune.optimizer_and_schedule(model, settings, steps=10)
@@ -233,13 +233,13 @@ def test_the_rate_warms_up_and_decays_to_zero_over_the_batches_that_run(encoder_
     table = pd.DataFrame(cue_dialogues(24, 0) + cue_dialogues(8, 1))
     train, held = np.arange(72), np.arange(72, 96)
     keys, labels = table['key'].to_numpy(), table['label'].to_numpy()
-    base = features.load_encoder(str(encoder_dir), 'cpu')
+    base = text_encoder.load_encoder(str(encoder_dir), 'cpu')
     settings = extract_features.parse_args(['x.csv', '--out', 'x', '--finetune-epochs', '2', '--finetune-lr', '1e-3',
                                             '--finetune-batch-size', '10', '--finetune-head', head,
                                             '--device', 'cpu'])
     recorded = Recorded(monkeypatch)
     speakers = finetune.Speakers(np.zeros(len(table), dtype=np.int64), 1)
-    finetune.fine_tune(settings, base, features.encoder_inputs(table, {}), labels, train, held, 2, 'test', keys,
+    finetune.fine_tune(settings, base, text_encoder.encoder_inputs(table, {}), labels, train, held, 2, 'test', keys,
                        speakers if head == 'moed' else None)
     peak = finetune.HEAD_LR
     assert len(recorded.rates) == 2 * 24 * 3 // 12 == 12
