@@ -110,7 +110,7 @@ def baseline(run_dir, dialogues):
     import pandas as pd
 
     from owndata import prediction
-    loaded = prediction.load(run_dir)
+    loaded = prediction.load(run_dir, progress=False)
     frame = pd.DataFrame([(str(d), t, turn['speaker'], turn['text']) for d, turns in enumerate(dialogues)
                           for t, turn in enumerate(turns)], columns=['dialogue', 'turn', 'speaker', 'text'])
     best = float('inf')
