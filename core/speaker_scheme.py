@@ -8,7 +8,6 @@ training conversations and recorded in dataset.json, then applied again by predi
 table: conversations.Conversations.table (columns key, speaker, split) plus a `path` column.
 """
 import numpy as np
-import pandas as pd
 
 from utils import UserError
 
@@ -45,5 +44,6 @@ def speaker_indices(table, speakers, n_speakers):
 
 def parties(dialogues, names):
     """Each row's speaker (names) numbered by order of appearance in its dialogue (dialogues; first speaker 0)."""
-    names, dialogues = pd.Series(np.asarray(names)), np.asarray(dialogues)
-    return names.groupby(dialogues, sort=False).transform(lambda s: pd.factorize(s)[0]).to_numpy()
+    seen = {}                   # dialogue -> {name: its index}
+    return np.array([seen.setdefault(d, {}).setdefault(n, len(seen[d])) for d, n in zip(dialogues, names)],
+                    dtype=np.int64)

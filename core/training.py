@@ -201,7 +201,7 @@ def run_pass(run, keys, optimizer=None, progress=False, keep_outputs=False):
     keys = run.protocol.pass_order(keys, training)
     losses, labels, preds, kept = [], [], [], []
     batches = dataloader.iterate_batches(run.fs, keys, run.batch_size)
-    with torch.set_grad_enabled(training):
+    with torch.enable_grad() if training else torch.inference_mode():
         for batch in progress_bar(batches, len(keys), run.batch_size, 'train' if training else 'eval', progress):
             batch = batch.to(run.device)
             out = net(batch.text, batch.audio, batch.visual, batch.qmask, batch.lengths)

@@ -262,6 +262,20 @@ def predict_conversations(loaded, conv, batch_size=None):
     """predict()'s table for conversations (read_input's) with a loaded run: its features extracted with the
     recorded recipe, then one evaluation pass in batches of batch_size dialogues (default the run's
     --batch-size; a custom run's evaluation does not depend on it)."""
+    table, labels, probabilities = predicted(loaded, conv, batch_size)
+    names = loaded.label_names
+    out = table[['dialogue', 'turn', 'speaker', 'text']].copy()
+    if (labels >= 0).all():
+        out['label'] = table['label']
+    out['predicted'] = [names[i] for i in probabilities.argmax(1)]
+    for i, name in enumerate(names):
+        out[f'p_{name}'] = probabilities[:, i]
+    return out.iloc[np.argsort(table['line'].to_numpy(), kind='stable')].reset_index(drop=True)
+
+
+def predicted(loaded, conv, batch_size=None):
+    """(the conversations' table, its rows' label indices (-1: none), the probabilities (rows, classes)), rows
+    dialogue after dialogue in order of first appearance, each in turn order (a served request's order)."""
     fs, table, labels = feature_set(loaded, conv)
     flags = loaded.run['flags']
     # an evaluation draws no random number: no protocol reseeds the global generators here (a server's batches)
@@ -270,15 +284,7 @@ def predict_conversations(loaded, conv, batch_size=None):
                        batch_size or flags['batch_size'], protocol)
     result = training.run_pass(run, fs.test_keys, keep_outputs=True)
     assert result.keys == fs.test_keys        # table order: dialogue after dialogue, each in turn order
-    probabilities = np.exp(result.outputs['log_prob'].astype(np.float64))
-    names = list(fs.label_names)
-    out = table[['dialogue', 'turn', 'speaker', 'text']].copy()
-    if (labels >= 0).all():
-        out['label'] = table['label']
-    out['predicted'] = [names[i] for i in probabilities.argmax(1)]
-    for i, name in enumerate(names):
-        out[f'p_{name}'] = probabilities[:, i]
-    return out.iloc[np.argsort(table['line'].to_numpy(), kind='stable')].reset_index(drop=True)
+    return table, labels, np.exp(result.outputs['log_prob'].astype(np.float64))
 
 
 def scores(predictions):

@@ -136,10 +136,12 @@ def encoder_inputs(table, recipe_input):
     'past_turns' P the P previous turns of its dialogue, most recent first, as 'speaker: text' joined by ' | '
     (a second segment, truncated first; only the utterance's own tokens are pooled)."""
     speaker, past = recipe_input.get('speaker', False), recipe_input.get('past_turns', 0)
-    shown = (table['speaker'] + ': ' + table['text']).tolist() if speaker else table['text'].tolist()
+    if not speaker and not past:
+        return table['text'].tolist(), None
+    spoken = [f'{name}: {text}' for name, text in zip(table['speaker'].tolist(), table['text'].tolist())]
+    shown = spoken if speaker else table['text'].tolist()
     if not past:
         return shown, None
-    spoken = (table['speaker'] + ': ' + table['text']).tolist()
     keys = table['key'].tolist()
     contexts = [' | '.join(spoken[j] for j in range(i - 1, max(-1, i - 1 - past), -1) if keys[j] == keys[i])
                 for i in range(len(keys))]

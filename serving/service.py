@@ -90,13 +90,12 @@ class Job:
 
 
 def predict_batch(loaded, dialogues):
-    """prediction.predict_conversations on these dialogues (lists of checks.Turn) as one batch: per dialogue, (labels,
-    probabilities (turns, classes))."""
-    table = prediction.predict_conversations(loaded, prediction.conversations_of(dialogues), len(dialogues))
-    probabilities = table[[f'p_{name}' for name in loaded.label_names]].to_numpy()
-    labels = table['predicted'].to_numpy()
+    """prediction.predict_conversations' numbers for these dialogues (lists of checks.Turn) as one batch: per
+    dialogue, (labels, probabilities (turns, classes))."""
+    _, _, probabilities = prediction.predicted(loaded, prediction.conversations_of(dialogues), len(dialogues))
+    labels = [loaded.label_names[i] for i in probabilities.argmax(1)]
     bounds = np.cumsum([0] + [len(d) for d in dialogues])
-    return [(list(labels[a:b]), probabilities[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [(labels[a:b], probabilities[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def keep_text_features(loaded, limits):
