@@ -5,12 +5,13 @@
 
 Each client sends POST /predict with one dialogue after another (the CSV's dialogues cut to their first
 --turns turns; shorter ones are skipped) as soon as its previous answer came, for --seconds. Printed (and with
---json written): requests, failed (any non-200 or transport error), latency p50 / p95 / max in ms, throughput
-in turns per second. --baseline RUN_DIR also times predict.py's batch path (prediction.predict_conversations,
-the run loaded once, best of 3) on the same dialogues in this process: the throughput a server cannot beat on
-the same CPU (stop other work first). --session-turns N times appending each turn of a session of N turns
-(POST /sessions/ID/turns), N turns of one dialogue repeated. Only a server on this machine is loaded
-(127.0.0.1, localhost or ::1).
+--json written): the server's cached_turns (serve.py --cached-turns 0: every request a new conversation, its
+turns all encoded; with the cache on, a dialogue sent again is only looked up), requests, failed (any non-200
+or transport error), latency p50 / p95 / max in ms, throughput in turns per second. --baseline RUN_DIR also
+times predict.py's batch path (prediction.predict_conversations, the run loaded once, best of 3) on the same
+dialogues in this process: the throughput a server cannot beat on the same CPU (stop other work first).
+--session-turns N times appending each turn of a session of N turns (POST /sessions/ID/turns), N turns of one
+dialogue repeated. Only a server on this machine is loaded (127.0.0.1, localhost or ::1).
 """
 import argparse
 import asyncio
@@ -77,17 +78,28 @@ async def load(url, dialogues, clients, seconds):
     latencies, failures = [], []
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        cached = await cached_turns(http, url)
         stop_at = time.perf_counter() + seconds
         tic = time.perf_counter()
         await asyncio.gather(*(client(http, url, dialogues, i * 7, stop_at, latencies, failures)
                                for i in range(clients)))
         elapsed = time.perf_counter() - tic
     ms = np.array([t for t, _ in latencies]) * 1000
-    return dict(clients=clients, seconds=round(elapsed, 2), requests=len(latencies) + len(failures),
+    return dict(clients=clients, server_cached_turns=cached, seconds=round(elapsed, 2),
+                requests=len(latencies) + len(failures),
                 failed=len(failures), turns_per_s=round(sum(n for _, n in latencies) / elapsed, 1),
                 p50_ms=round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
                 p95_ms=round(float(np.percentile(ms, 95)), 1) if len(ms) else None,
                 max_ms=round(float(ms.max()), 1) if len(ms) else None)
+
+
+async def cached_turns(http, url):
+    """The server's --cached-turns (GET /info; None if it does not say): 0, every request is a new conversation
+    to it; more, a dialogue sent again is looked up, not encoded again."""
+    try:
+        return (await http.get(f'{url}/info')).json()['limits']['cached_turns']
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
 
 
 async def session_cost(url, dialogue, n):

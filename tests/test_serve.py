@@ -351,6 +351,7 @@ def test_a_real_server_answers_as_predict_py_and_survives_a_bounded_load(runs, s
     assert proc.returncode == 0, proc.stdout + proc.stderr
     load = json.loads(report.read_text())
     assert load['requests'] > 0 and load['failed'] == 0 and load['turns_per_s'] > 0, load
+    assert load['server_cached_turns'] == httpx.get(f'{server}/info').json()['limits']['cached_turns'] > 0
     assert httpx.post(f'{server}/predict', content=b'{', timeout=10).status_code == 422
     assert httpx.get(f'{server}/health').json()['status'] == 'ok'
 
