@@ -35,7 +35,8 @@ from owndata import features, media, media_features, media_jobs
 from serving.checks import RequestError
 from utils import UserError
 
-DATA_URL = re.compile(r'^data:[^,]{0,200};base64,', re.IGNORECASE)
+# a data URL's prefix: its type's parameters may hold a comma (MediaRecorder's video/webm;codecs=vp8,opus)
+DATA_URL = re.compile(r'^data:[^;,]{0,100}(?:;[^;]{0,100})*?;base64,', re.IGNORECASE)
 
 
 class TurnMedia:

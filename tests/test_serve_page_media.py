@@ -1,12 +1,14 @@
-"""The live page of a run trained on recordings takes your voice: headless Chromium with a fake microphone fed a wav
-of espeak-ng's speech records each turn with MediaRecorder between Record and Stop (or Send), and sends it with
-the typed speaker and text through the page's session; the label the page shows for each turn is the one POST
-/predict gives for the same turns with the same recorded bytes (read back from the page's window.lastTurnSent),
-and those bytes are a recording whose sound is the speech (PyAV decodes them).
+"""The live page of a run trained on recordings takes your voice (and face): headless Chromium with a fake
+microphone fed a wav of espeak-ng's speech (and a fake camera fed a y4m of a real face) records each turn with
+MediaRecorder between Record and Stop (or Send), and sends it with the typed speaker and text through the page's
+session; the label the page shows for each turn is the one POST /predict gives for the same turns with the same
+recorded bytes (read back from the page's window.lastTurnSent), and those bytes are a recording whose sound is
+the speech (PyAV decodes them), with frames for a run that reads faces.
 
-A small run is trained here (about a minute on 2 cores): tones whose pitch and loudness carry the emotion, as
+Small runs are trained here (about a minute on 2 cores): tones whose pitch and loudness carry the emotion, as
 wav files in the CSVs' audio column (media_maker.py), their openSMILE features and a tiny random BERT's, MoED on
-text and audio. MOED_SERVING_MIC_PNG=docs/serving-mic.png keeps the page's screenshot.
+text and audio; and mp4 clips of a face with such tones, MoED on text, audio and faces.
+MOED_SERVING_MIC_PNG=docs/serving-mic.png keeps the page's screenshot.
 """
 import base64
 import io
@@ -24,6 +26,7 @@ import soundfile
 
 import extract_features
 import helpers
+import media_maker
 import train
 from helpers import assert_png, needs_chromium
 from media_maker import ESPEAK, RATE, conversations_with_recordings, speak
@@ -59,6 +62,24 @@ def server(audio_run):
     stop(proc)
 
 
+@pytest.fixture(scope='module')
+def video_server(tmp_path_factory, encoder_dir):
+    """serve.py of a run of MoED on text, audio and faces (--modals avl) of mp4 clips, 2 epochs."""
+    root = tmp_path_factory.mktemp('camera')
+    csvs = []
+    for split, (n, seed) in SPLITS.items():
+        csvs.append(root / f'{split}.csv')
+        pd.DataFrame(conversations_with_recordings(root / 'media', n, 4, 0.6, seed, split=split)).to_csv(
+            csvs[-1], index=False)
+    extract_features.main([*map(str, csvs), '--out', str(root / 'feats'), '--text-model', str(encoder_dir),
+                           '--device', 'cpu'])
+    run_cli(train.main, ['--Dataset', 'custom', '--data-dir', str(root / 'feats'), '--modals', 'avl', '--epochs',
+                         '2', '--valid', 'dev', '--out-dir', str(root / 'run'), '--quiet', '--seed', '3'])
+    proc, url = start_server(root / 'run')
+    yield url
+    stop(proc)
+
+
 @pytest.fixture
 def speech_wav(tmp_path):
     """What the fake microphone hears, looped: espeak-ng saying a sentence, then half a second of quiet."""
@@ -71,15 +92,46 @@ def speech_wav(tmp_path):
 
 
 @pytest.fixture
-def mic_browser(tmp_path, monkeypatch, speech_wav):
-    """Headless Chromium (helpers.Browser) whose microphone is speech_wav and whose page may use it unasked:
-    Chromium started through a launcher that adds the fake-capture flags."""
-    launcher = tmp_path / 'chromium-with-mic'
-    flags = ' '.join([*MIC_FLAGS, f"'--use-file-for-fake-audio-capture={speech_wav}'"])
+def face_y4m(tmp_path):
+    """What the fake camera sees, looped: 2 s of a real face (scikit-image's astronaut) drifting a little."""
+    path = tmp_path / 'face.y4m'
+    face = media_maker.face_image(200)
+    with av.open(str(path), 'w', format='yuv4mpegpipe') as container:
+        stream = container.add_stream('rawvideo', rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, 'yuv420p'
+        for k in range(50):
+            frame = np.full((240, 320, 3), 90, np.uint8)
+            x = 60 + int(8 * np.sin(k / 6))
+            frame[20:220, x:x + 200] = face
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')))
+        container.mux(stream.encode())
+    return path
+
+
+def browser_with(tmp_path, monkeypatch, *capture):
+    """Headless Chromium (helpers.Browser) whose fake devices play the capture flags' files and whose page may
+    use them unasked: Chromium started through a launcher that adds the flags."""
+    launcher = tmp_path / 'chromium-with-devices'
+    flags = ' '.join([*MIC_FLAGS, *(f"'{flag}'" for flag in capture)])
     launcher.write_text(f'#!/bin/sh\nexec {helpers.CHROMIUM} {flags} "$@"\n')
     launcher.chmod(0o755)
     monkeypatch.setattr(helpers, 'CHROMIUM', str(launcher))
-    browser = helpers.Browser(tmp_path / 'profile')
+    return helpers.Browser(tmp_path / 'profile')
+
+
+@pytest.fixture
+def mic_browser(tmp_path, monkeypatch, speech_wav):
+    """A browser whose microphone is speech_wav."""
+    browser = browser_with(tmp_path, monkeypatch, f'--use-file-for-fake-audio-capture={speech_wav}')
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def camera_browser(tmp_path, monkeypatch, speech_wav, face_y4m):
+    """A browser whose microphone is speech_wav and whose camera face_y4m."""
+    browser = browser_with(tmp_path, monkeypatch, f'--use-file-for-fake-audio-capture={speech_wav}',
+                           f'--use-file-for-fake-video-capture={face_y4m}')
     yield browser
     browser.close()
 
@@ -114,10 +166,16 @@ def speak_a_turn(browser, speaker, text, n, send_while_recording):
     return browser.js("window.lastTurnSent")
 
 
+def decoded(data_url):
+    """The recording of a data URL: (its MIME type, PyAV's container of its bytes)."""
+    mime, payload = re.fullmatch(r'data:([^;,]+)(?:;[^;]*)*?;base64,(.+)', data_url, re.DOTALL).groups()
+    return mime, av.open(io.BytesIO(base64.b64decode(payload, validate=True)))
+
+
 def decoded_sound(data_url):
     """The recording of a data URL: (its MIME type, seconds of sound, the samples' RMS) as PyAV decodes it."""
-    mime, payload = re.fullmatch(r'data:([^;,]+)[^,]*;base64,(.+)', data_url, re.DOTALL).groups()
-    with av.open(io.BytesIO(base64.b64decode(payload, validate=True))) as container:
+    mime, container = decoded(data_url)
+    with container:
         assert container.streams.audio, f'{mime}: no audio stream'
         samples = np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)])
         rate = container.streams.audio[0].rate
@@ -165,3 +223,25 @@ def test_the_page_records_each_turn_and_shows_the_label_the_api_gives_for_it(ser
     assert_png(shot)
     if os.environ.get('MOED_SERVING_MIC_PNG'):        # docs/serving-mic.png is made this way
         shutil.copy(shot, os.environ['MOED_SERVING_MIC_PNG'])
+
+
+def test_a_run_with_faces_records_the_camera_too(video_server, camera_browser):
+    """A run reading faces: the page records camera and microphone (webm), sends it as the turn's video, and
+    shows the label POST /predict gives for the same bytes; the recording holds frames and sound."""
+    assert httpx.get(f'{video_server}/info').json()['media']['needs'] == 'video'
+    camera_browser.open_url(f'{video_server}/')
+    wait_for(camera_browser, "document.body.dataset.ready")
+    assert camera_browser.js("document.body.dataset.needs") == 'video'
+    sent = [speak_a_turn(camera_browser, speaker, text, n, send_while_recording=False)
+            for n, (speaker, text) in enumerate(LINES[:2], 1)]
+    for turn in sent:
+        assert set(turn) == {'speaker', 'text', 'video'}
+        mime, container = decoded(turn['video'])
+        with container:
+            frames = sum(1 for _ in container.decode(video=0))
+            assert mime.startswith('video/') and frames >= 10 and container.streams.audio, (mime, frames)
+    shown = camera_browser.js("[...document.querySelectorAll('#chat .turn')].map(t => t.dataset.pred)")
+    answer = httpx.post(f'{video_server}/predict', json={'turns': sent}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert shown == [t['predicted'] for t in answer.json()['turns']]
+    assert camera_browser.js("!document.getElementById('preview').hidden") and camera_browser.script_errors() == []
