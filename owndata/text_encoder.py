@@ -264,6 +264,7 @@ def pooled_rows(encoder, rows, layers, device):
 
 
 def pooled_padded(encoder, rows, layers, device):
+    """pooled_rows' numbers with the inputs padded to the longest: (len(layers), B, D)."""
     batch, mask = padded_batch(encoder, rows)
     return pooled_layers(encoder.model, batch.to(device), layers, mask.to(device))
 
