@@ -255,15 +255,15 @@ def tokenized(encoder, inputs, plan, speakers=None, chunk=16):
     for chosen, dialogues in plan:
         if dialogues is None:
             yield chosen, text_encoder.tokenize(encoder, [texts[i] for i in chosen],
-                                            contexts and [contexts[i] for i in chosen])
+                                                contexts and [contexts[i] for i in chosen])
             continue
         lengths = text_encoder.token_lengths(encoder, [texts[i] for i in chosen],
-                                         contexts and [contexts[i] for i in chosen])
+                                             contexts and [contexts[i] for i in chosen])
         order = np.argsort(-lengths, kind='stable')
         chunks = []
         for part in (order[i:i + chunk] for i in range(0, len(order), chunk)):
             batch, mask = text_encoder.tokenize(encoder, [texts[i] for i in chosen[part]],
-                                            contexts and [contexts[i] for i in chosen[part]])
+                                                contexts and [contexts[i] for i in chosen[part]])
             chunks.append((batch, mask, torch.as_tensor(part)))
         yield chosen, (chunks, dialogues, None if speakers is None else torch.as_tensor(speakers[chosen]))
 
@@ -365,10 +365,12 @@ def fine_tune(settings, base, inputs, labels, train_rows, select_rows, n_classes
 
 def as_encoder(base, model, name, hashed=True):
     """A text_encoder.Encoder around a fine-tuned encoder model: its sha256 recomputed, or None where nothing
-    records it (a cross-fitting fold's encoder, used once and dropped)."""
+    records it (a cross-fitting fold's encoder, used once and dropped); read packed as the base is (the same
+    architecture: load_encoder's probe holds for it)."""
     sha256 = text_encoder.encoder_sha256(base.tokenizer, model) if hashed else None
     return text_encoder.Encoder(name=name, tokenizer=base.tokenizer, model=model, sha256=sha256,
-                            n_hidden_states=base.n_hidden_states, max_length=base.max_length)
+                                n_hidden_states=base.n_hidden_states, max_length=base.max_length,
+                                position_offset=base.position_offset)
 
 
 def cross_fit(settings, base, table, inputs, labels, train_rows, select_rows, n_classes, keys, speakers):

@@ -151,28 +151,28 @@ def encoder_inputs(table, recipe_input):
 def tokenize(encoder, texts, contexts=None):
     """(the model's inputs, the pooling mask (B, L)): padded, truncated to the encoder's maximum (the context
     first); the mask covers the utterance's tokens and the special tokens, not the padding nor the context."""
-    if contexts is None:
-        batch = encoder.tokenizer(texts, padding=True, truncation=True, max_length=encoder.max_length,
-                                  return_tensors='pt')
-        return batch, batch['attention_mask']
-    return padded_batch(encoder, encode_with_contexts(encoder, texts, contexts))
+    return padded_batch(encoder, encoded_rows(encoder, texts, contexts))
 
 
 def padded_batch(encoder, rows):
-    """(the model's inputs, the pooling mask (B, L)) of encode_with_contexts' rows, padded to the longest."""
+    """(the model's inputs, the pooling mask (B, L)) of encoded_rows, padded to the longest."""
     batch = encoder.tokenizer.pad([row for row, _ in rows], return_tensors='pt')
     width, left = batch['input_ids'].shape[1], encoder.tokenizer.padding_side == 'left'
     own = [[0] * (width - len(mask)) + mask if left else mask + [0] * (width - len(mask)) for _, mask in rows]
     return batch, batch['attention_mask'] * torch.tensor(own)
 
 
-def encode_with_contexts(encoder, texts, contexts, counts=None):
-    """Per utterance, (its tokenizer inputs, its pooling mask as a list): the utterance with its context as a
-    second segment, the context truncated to fit; an utterance that leaves no room for a context token is
-    shown alone, truncated to the encoder's maximum. counts: utterance_token_counts of texts, when known."""
+def encoded_rows(encoder, texts, contexts=None, counts=None):
+    """Per utterance, (its tokenizer inputs, its pooling mask as a list), unpadded: the utterance with its context
+    as a second segment, the context truncated to fit; an utterance alone (no contexts, or one that leaves no
+    room for a context token) truncated to the encoder's maximum. counts: utterance_token_counts of texts, when
+    known."""
     tokenizer, limit = encoder.tokenizer, encoder.max_length
-    counts = utterance_token_counts(encoder, texts) if counts is None else counts
-    room = counts + tokenizer.num_special_tokens_to_add(pair=True) < limit
+    if contexts is None:
+        room = np.zeros(len(texts), dtype=bool)
+    else:
+        counts = utterance_token_counts(encoder, texts) if counts is None else counts
+        room = counts + tokenizer.num_special_tokens_to_add(pair=True) < limit
     rows = [None] * len(texts)
     paired, alone = np.flatnonzero(room), np.flatnonzero(~room)
     if len(paired):
@@ -196,10 +196,7 @@ def utterance_token_counts(encoder, texts):
 
 def token_lengths(encoder, texts, contexts=None):
     """Each input's number of tokens, truncated as tokenize truncates."""
-    if contexts is not None:
-        return np.array([len(row['input_ids']) for row, _ in encode_with_contexts(encoder, texts, contexts)])
-    return np.array([len(ids) for ids in encoder.tokenizer(texts, truncation=True,
-                                                           max_length=encoder.max_length)['input_ids']])
+    return np.array([len(row['input_ids']) for row, _ in encoded_rows(encoder, texts, contexts)], dtype=np.int64)
 
 
 def text_recipe(settings, encoder, table):
@@ -241,22 +238,10 @@ def extract_text(settings, encoder, table):
     return features, {'encoder': encoder_description(encoder), 'truncated_utterances': truncated}
 
 
-def encoded_rows(encoder, texts, contexts, counts):
-    """Per input, (its tokenizer inputs, its pooling mask as a list), truncated as tokenize truncates; counts:
-    utterance_token_counts of texts."""
-    if not len(texts):
-        return []
-    if contexts is not None:
-        return encode_with_contexts(encoder, texts, contexts, counts)
-    encoded = encoder.tokenizer(list(texts), truncation=True, max_length=encoder.max_length)
-    return [({key: encoded[key][k] for key in encoded.keys()}, encoded['attention_mask'][k])
-            for k in range(len(texts))]
-
-
 # ----------------------------------------------------------------------------- reading inputs packed
 
 def pooled_rows(encoder, rows, layers, device):
-    """(len(layers), B, D): each row's (encode_with_contexts') pooled hidden states, read packed when the encoder
+    """(len(layers), B, D): each row's (encoded_rows') pooled hidden states, read packed when the encoder
     reads packed inputs as padded ones (load_encoder's probe), else padded."""
     if encoder.position_offset is None:
         return pooled_padded(encoder, rows, layers, device)
@@ -327,7 +312,7 @@ def packing_offset(encoder, device):
     """The position id a packed input starts at, for which the model gives the padded pass's pooled hidden
     states on PROBE (0 for BERT's absolute positions, the padding index + 1 for RoBERTa's); None when no offset
     does (a model with relative positions, or whose attention takes no 4-D mask): it is read padded."""
-    rows = encode_with_contexts(encoder, [text for text, _ in PROBE], [context for _, context in PROBE])
+    rows = encoded_rows(encoder, [text for text, _ in PROBE], [context for _, context in PROBE])
     layers = list(range(encoder.n_hidden_states))
     with torch.inference_mode():
         padded = pooled_padded(encoder, rows, layers, device)
